@@ -1,0 +1,281 @@
+"""Human approval as a durable interrupt (DESIGN invariant 9).
+
+A call that needs approval is journaled (`tool.requested`, `approval.requested`) and not
+run; the run goes to `waiting_approval` and its process may exit. A decision from any
+process is journaled (`approval.resolved`) under a brief lease; once every approval of
+the turn is decided, the run is runnable again and continues exactly at the interrupt.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from ._clock import Clock, SystemClock, iso
+from .errors import HumanInputRequired, LeaseHeld, UsageError
+from .events import Event, EventDraft
+from .journal import RunJournal, Store, read_events
+
+__all__ = [
+    "Approval",
+    "ApprovalConflict",
+    "Decision",
+    "HumanInputRequired",
+    "ask_human",
+    "expire_approvals",
+    "pending_approvals",
+    "request_id_for",
+    "resolve_approval",
+]
+
+Decision = Literal["approved", "rejected"]
+ExpiryAction = Literal["reject", "stop"]
+
+
+class ApprovalConflict(UsageError):
+    """The approval was already resolved differently."""
+
+
+def ask_human(question: str) -> None:
+    """Pause the run until a human answers; the answer becomes this tool call's result."""
+    raise HumanInputRequired(question)
+
+
+def request_id_for(run_id: str, call_seq: int) -> str:
+    """Stable id of the approval for the call journaled at `call_seq` (its tool.requested)."""
+    return f"apr:{run_id}:{call_seq}"
+
+
+def parse_request_id(request_id: str) -> tuple[str, int]:
+    prefix, _, rest = request_id.partition(":")
+    run_id, _, seq = rest.rpartition(":")
+    if prefix != "apr" or not run_id or not seq.isdigit():
+        raise UsageError(f"not an approval id: {request_id!r} (ids look like apr:RUN_ID:SEQ)")
+    return run_id, int(seq)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Approval:
+    """One approval request and, once decided, its resolution."""
+
+    request_id: str
+    run_id: str
+    call_id: str
+    call_seq: int
+    tool: str
+    arguments: dict[str, Any]
+    kind: Literal["approval", "question"]
+    question: str | None
+    reason: str
+    """What the agent said when it made the call."""
+    excerpt: str
+    requested_at: str
+    expires_at: str | None
+    on_expiry: ExpiryAction
+    requested_seq: int
+    correlation_id: str | None = None
+    decision: str | None = None
+    """approved, rejected, or expired."""
+    action: Decision | None = None
+    """What happens to the call: approved or rejected (an expiry applies its default)."""
+    resolved_arguments: dict[str, Any] | None = None
+    comment: str | None = None
+    resolved_by: str | None = None
+    resolved_seq: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.decision is None
+
+    def to_json(self, *, redact: bool = True) -> dict[str, Any]:
+        """The request as an operator may see it: secrets redacted unless `redact=False`."""
+        data = self._json()
+        if not redact:
+            return data
+        from ._redact import default_redactor
+
+        redacted: dict[str, Any] = default_redactor().value(data)
+        return redacted
+
+    def _json(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "run_id": self.run_id,
+            "tool": self.tool,
+            "arguments": self.arguments,
+            "kind": self.kind,
+            "question": self.question,
+            "reason": self.reason,
+            "excerpt": self.excerpt,
+            "requested_at": self.requested_at,
+            "expires_at": self.expires_at,
+            "on_expiry": self.on_expiry,
+            "decision": self.decision,
+            "action": self.action,
+            "resolved_arguments": self.resolved_arguments,
+            "comment": self.comment,
+            "resolved_by": self.resolved_by,
+        }
+
+
+def approvals_in(events: list[Event]) -> dict[str, Approval]:
+    """Approval requests and resolutions found in a stretch of journal, by request id."""
+    found: dict[str, Approval] = {}
+    for e in events:
+        p = e.payload
+        if e.type == "approval.requested":
+            found[p["request_id"]] = Approval(
+                request_id=p["request_id"],
+                run_id=e.run_id,
+                call_id=p["call_id"],
+                call_seq=p["call_seq"],
+                tool=p["tool"],
+                arguments=p["arguments"],
+                kind=p.get("kind", "approval"),
+                question=p.get("question"),
+                reason=p.get("reason", ""),
+                excerpt=p.get("excerpt", ""),
+                requested_at=e.ts,
+                expires_at=p.get("expires_at"),
+                on_expiry=p.get("on_expiry", "reject"),
+                requested_seq=e.seq,
+                correlation_id=e.correlation_id,
+            )
+        elif e.type == "approval.resolved" and p["request_id"] in found:
+            found[p["request_id"]] = replace(
+                found[p["request_id"]],
+                decision=p["decision"],
+                action=p.get("action", p["decision"]),
+                resolved_arguments=p.get("arguments"),
+                comment=p.get("comment"),
+                resolved_by=e.actor,
+                resolved_seq=e.seq,
+            )
+    return found
+
+
+async def _approvals_of_run(store: Store, run_id: str, *, from_seq: int = 0) -> dict[str, Approval]:
+    return approvals_in(await read_events(store, run_id, after_seq=from_seq))
+
+
+async def pending_approvals(store: Store, *, run_id: str | None = None) -> list[Approval]:
+    """Every undecided approval in the store (or in one run), oldest first."""
+    if run_id is not None:
+        run_ids = [run_id]
+    else:
+        run_ids = [r.run_id for r in await store.list_runs(status="waiting_approval", limit=10_000)]
+    out: list[Approval] = []
+    for rid in run_ids:
+        out.extend(a for a in (await _approvals_of_run(store, rid)).values() if a.pending)
+    return sorted(out, key=lambda a: (a.requested_at, a.request_id))
+
+
+async def resolve_approval(
+    store: Store,
+    request_id: str,
+    *,
+    decision: Decision,
+    arguments: dict[str, Any] | None = None,
+    comment: str | None = None,
+    actor: str = "user",
+    clock: Clock | None = None,
+    _expired: bool = False,
+) -> Approval:
+    """Journal a decision. Repeating the same decision is a no-op; a different one is refused."""
+    if decision not in ("approved", "rejected"):
+        raise UsageError(f"decision must be approved or rejected, not {decision!r}")
+    if decision == "rejected" and arguments is not None:
+        raise UsageError("edited arguments only go with an approval")
+    run_id, _ = parse_request_id(request_id)
+    # host:pid first, like a worker id, so a resume can tell when this process has died.
+    owner = f"{socket.gethostname()}:{os.getpid()}:approver-{actor}"
+    from .loop._runtime import holder_is_dead
+
+    holder = (await store.get_run(run_id)).lease_owner
+    takeover = holder if holder and holder_is_dead(holder) else None
+    try:
+        lease = await store.acquire_lease(run_id, owner=owner, ttl_s=30, takeover_from=takeover)
+    except LeaseHeld:
+        raise UsageError(
+            f"run {run_id} is busy (a worker holds it); try again in a moment"
+        ) from None
+    try:
+        journal, _ = await RunJournal.open(store, lease, clock=clock)
+        approvals = await _approvals_of_run(store, run_id)
+        approval = approvals.get(request_id)
+        if approval is None:
+            raise UsageError(f"no approval {request_id!r} in run {run_id}")
+        if not approval.pending:
+            same = approval.decision == decision and (
+                arguments is None or arguments == approval.resolved_arguments
+            )
+            if same and not _expired:
+                return approval
+            raise ApprovalConflict(
+                f"approval {request_id} was already {approval.decision}"
+                f"{' by ' + approval.resolved_by if approval.resolved_by else ''}; "
+                "a conflicting decision is refused"
+            )
+        if approval.kind == "question" and decision == "approved" and not comment:
+            raise UsageError(f"{request_id} is a question: answer it with --comment TEXT")
+        payload: dict[str, Any] = {
+            "request_id": request_id,
+            "decision": "expired" if _expired else decision,
+            "action": decision,
+            "arguments": arguments,
+            "comment": comment,
+        }
+        events = await journal.append(
+            EventDraft(
+                type="approval.resolved",
+                payload=payload,
+                correlation_id=approval.correlation_id,
+                causation_id=f"{run_id}:{approval.requested_seq}",
+                actor=actor,
+            )
+        )
+        if _expired and approval.on_expiry == "stop":
+            await journal.append(
+                EventDraft(
+                    type="run.stopped",
+                    payload={
+                        "reason": f"approval {request_id} expired unanswered",
+                        "partial": True,
+                        "answer": None,
+                    },
+                    causation_id=events[0].id,
+                )
+            )
+        after = await read_events(store, run_id, after_seq=approval.requested_seq - 1)
+        return approvals_in(after)[request_id]
+    finally:
+        await store.release_lease(lease)
+
+
+async def expire_approvals(
+    store: Store, *, clock: Clock | None = None, run_id: str | None = None
+) -> list[Approval]:
+    """Apply the expiry default to every pending approval whose deadline has passed."""
+    clock = clock or SystemClock()
+    now = clock.time()
+    expired: list[Approval] = []
+    for approval in await pending_approvals(store, run_id=run_id):
+        if approval.expires_at is None:
+            continue
+        if datetime.fromisoformat(approval.expires_at).timestamp() > now:
+            continue
+        expired.append(
+            await resolve_approval(
+                store,
+                approval.request_id,
+                decision="rejected",
+                comment=f"expired unanswered at {iso(now)}",
+                actor="expiry",
+                clock=clock,
+                _expired=True,
+            )
+        )
+    return expired

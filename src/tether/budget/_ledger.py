@@ -1,0 +1,351 @@
+"""The budget ledger: reserve before spending, settle after, reclaim what the dead left.
+
+Spend is kept per scope in one-minute buckets, so a window check sums at most 60
+(hourly) or 1,440 (daily) rows whatever the traffic. A bucket counts while any part of
+it lies in the window: windows are conservative by at most one minute, never generous.
+Every check-and-reserve runs in one write transaction, so concurrent workers sharing a
+store can never push spend past a limit.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from .._clock import Clock, SystemClock
+from ._model import BudgetLimits, Denial, Reservation, Window, WindowStatus, scopes_for
+
+__all__ = ["DEFAULT_RESERVATION_TTL_S", "Ledger", "LedgerTables", "ReservationRow"]
+
+DEFAULT_RESERVATION_TTL_S = 900.0
+"""A reservation not settled by then belongs to a dead call and is reclaimed."""
+
+HOUR, DAY = 3600.0, 86400.0
+RECLAIM_EVERY_S = 5.0
+"""Expired holds are swept at most this often (and always before a denial)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReservationRow:
+    id: str
+    run_id: str
+    scopes: tuple[str, ...]
+    minute: int
+    estimate: float
+    state: str
+    """reserved, settled, released or expired."""
+
+
+class LedgerTables(Protocol):
+    """Storage for the ledger; every method runs inside `transaction()`."""
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+    def expired(self, now: float) -> list[ReservationRow]: ...
+    def usage(self, scope: str, from_minute: int) -> list[tuple[int, float, float]]:
+        """(minute, spent, reserved) buckets of a scope from `from_minute` on, oldest first."""
+        ...
+
+    def totals(self, windows: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[float, float]]:
+        """(spent, reserved) of each (scope, first minute) window, in one read."""
+        ...
+
+    def run_usage(self, run_id: str) -> tuple[float, float]: ...
+    def add_usage(
+        self, scopes: tuple[str, ...], minute: int, spent: float, reserved: float
+    ) -> None: ...
+    def add_run_usage(self, run_id: str, spent: float, reserved: float) -> None: ...
+    def insert(self, row: ReservationRow, *, created: float, expires: float) -> None: ...
+    def get(self, reservation_id: str) -> ReservationRow | None: ...
+    def set_state(
+        self, reservation_id: str, state: str, actual: float | None, *, from_state: str = "reserved"
+    ) -> bool:
+        """Move a reservation from `from_state` to `state`; False if it was not in it."""
+        ...
+
+    def open_of_run(self, run_id: str) -> list[ReservationRow]: ...
+    def limits(self) -> dict[str, BudgetLimits]: ...
+    def set_limits(self, scope: str, limits: BudgetLimits | None) -> None: ...
+    def known_scopes(self) -> list[str]: ...
+
+
+class Ledger:
+    """Budget reservations over any `LedgerTables` backend."""
+
+    def __init__(
+        self,
+        tables: LedgerTables,
+        *,
+        clock: Clock | None = None,
+        reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+    ) -> None:
+        self.tables = tables
+        self.clock = clock or SystemClock()
+        self.reservation_ttl_s = reservation_ttl_s
+        self._reclaimed_at = -math.inf
+
+    # -- windows ------------------------------------------------------------------------
+
+    def _window_start(self, window: Window, limits: BudgetLimits, now: float) -> float:
+        if window == "hourly":
+            return now - HOUR
+        if limits.daily_tz:
+            local = datetime.fromtimestamp(now, ZoneInfo(limits.daily_tz))
+            return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        return now - DAY
+
+    def _frees_at(
+        self,
+        window: Window,
+        limits: BudgetLimits,
+        buckets: list[tuple[int, float, float]],
+        need: float,
+        now: float,
+    ) -> float | None:
+        """When enough settled spend has left the window for `need` more to fit."""
+        if window == "daily" and limits.daily_tz:
+            local = datetime.fromtimestamp(now, ZoneInfo(limits.daily_tz))
+            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            return (midnight + timedelta(days=1)).timestamp()
+        length = HOUR if window == "hourly" else DAY
+        freed = 0.0
+        for minute, spent, _ in buckets:
+            freed += spent
+            if freed >= need:
+                return minute * 60 + 60 + length
+        return None
+
+    def _check(
+        self,
+        scope: str,
+        limits: BudgetLimits,
+        run_id: str,
+        estimate: float,
+        now: float,
+        sums: dict[int, tuple[float, float]],
+    ) -> Denial | None:
+        if limits.per_call is not None and estimate > limits.per_call:
+            return Denial(
+                scope=scope,
+                window="per_call",
+                limit=limits.per_call,
+                spent=0.0,
+                reserved=0.0,
+                estimate=estimate,
+                frees_at=None,
+            )
+        if limits.per_run is not None:
+            spent, reserved = self.tables.run_usage(run_id)
+            if spent + reserved + estimate > limits.per_run:
+                return Denial(
+                    scope=scope,
+                    window="per_run",
+                    limit=limits.per_run,
+                    spent=spent,
+                    reserved=reserved,
+                    estimate=estimate,
+                    frees_at=None,
+                )
+        for window, limit, start in self._rolling(limits, now):
+            spent, reserved = sums[start]
+            if spent + reserved + estimate > limit:
+                need = spent + reserved + estimate - limit
+                buckets = self.tables.usage(scope, start)
+                return Denial(
+                    scope=scope,
+                    window=window,
+                    limit=limit,
+                    spent=spent,
+                    reserved=reserved,
+                    estimate=estimate,
+                    frees_at=self._frees_at(window, limits, buckets, need, now),
+                )
+        return None
+
+    def _rolling(self, limits: BudgetLimits, now: float) -> list[tuple[Window, float, int]]:
+        """(window, limit, first minute) of each time window that has a limit."""
+        out: list[tuple[Window, float, int]] = []
+        if limits.hourly is not None:
+            start = self._window_start("hourly", limits, now)
+            out.append(("hourly", limits.hourly, math.floor(start / 60)))
+        if limits.daily is not None:
+            start = self._window_start("daily", limits, now)
+            out.append(("daily", limits.daily, math.floor(start / 60)))
+        return out
+
+    # -- operations ---------------------------------------------------------------------
+
+    def _reclaim(self, now: float, *, force: bool = False) -> bool:
+        """Reclaim expired holds; at most every few seconds unless forced (before a denial)."""
+        if not force and now - self._reclaimed_at < RECLAIM_EVERY_S:
+            return False
+        self._reclaimed_at = now
+        rows = self.tables.expired(now)
+        for row in rows:
+            self._undo(row, "expired", actual=None)
+        return bool(rows)
+
+    def _undo(self, row: ReservationRow, state: str, *, actual: float | None) -> bool:
+        if not self.tables.set_state(row.id, state, actual):
+            return False
+        spent = actual or 0.0
+        self.tables.add_usage(row.scopes, row.minute, spent, -row.estimate)
+        self.tables.add_run_usage(row.run_id, spent, -row.estimate)
+        return True
+
+    def _denial(
+        self,
+        scopes: tuple[str, ...],
+        extra: Mapping[str, BudgetLimits] | None,
+        run_id: str,
+        estimate: float,
+        now: float,
+    ) -> Denial | None:
+        stored = self.tables.limits()
+        applied: list[tuple[str, BudgetLimits]] = []
+        for scope in scopes:
+            limits = stored.get(scope)
+            if extra and scope in extra:
+                limits = extra[scope] if limits is None else limits.merged(extra[scope])
+            if limits is not None:
+                applied.append((scope, limits))
+        # Every window sum of every scope in one read.
+        wanted = {
+            (scope, start)
+            for scope, limits in applied
+            for _, _, start in self._rolling(limits, now)
+        }
+        sums = self.tables.totals(sorted(wanted)) if wanted else {}
+        for scope, limits in applied:
+            per_scope = {start: value for (s, start), value in sums.items() if s == scope}
+            denial = self._check(scope, limits, run_id, estimate, now, per_scope)
+            if denial is not None:
+                return denial
+        return None
+
+    async def reserve(
+        self,
+        *,
+        run_id: str,
+        agent: str,
+        tenant: str | None,
+        estimate_usd: float,
+        extra: Mapping[str, BudgetLimits] | None = None,
+    ) -> Reservation | Denial:
+        """Check `estimate_usd` against every applicable limit and hold it, atomically."""
+        now = self.clock.time()
+        scopes = scopes_for(agent, tenant)
+        with self.tables.transaction():
+            self._reclaim(now)
+            denial = self._denial(scopes, extra, run_id, estimate_usd, now)
+            if denial is not None and self._reclaim(now, force=True):
+                denial = self._denial(scopes, extra, run_id, estimate_usd, now)
+            if denial is not None:
+                return denial
+            row = ReservationRow(
+                id=f"rsv_{secrets.token_hex(8)}",
+                run_id=run_id,
+                scopes=scopes,
+                minute=math.floor(now / 60),
+                estimate=estimate_usd,
+                state="reserved",
+            )
+            self.tables.insert(row, created=now, expires=now + self.reservation_ttl_s)
+            self.tables.add_usage(scopes, row.minute, 0.0, estimate_usd)
+            self.tables.add_run_usage(run_id, 0.0, estimate_usd)
+        return Reservation(
+            id=row.id, run_id=run_id, estimate_usd=estimate_usd, scopes=scopes, minute=row.minute
+        )
+
+    async def settle(self, reservation: Reservation, actual_usd: float) -> bool:
+        """Replace the hold with the actual cost; False if it had already been reclaimed."""
+        return self._finish(reservation, "settled", actual_usd)
+
+    async def release(self, reservation: Reservation) -> bool:
+        """Drop the hold (the call failed or was cancelled before it cost anything)."""
+        return self._finish(reservation, "released", None)
+
+    def _finish(self, reservation: Reservation, state: str, actual: float | None) -> bool:
+        row = ReservationRow(
+            id=reservation.id,
+            run_id=reservation.run_id,
+            scopes=reservation.scopes,
+            minute=reservation.minute,
+            estimate=reservation.estimate_usd,
+            state="reserved",
+        )
+        with self.tables.transaction():
+            if self._undo(row, state, actual=actual):
+                return True
+            if actual:
+                found = self.tables.get(reservation.id)
+                if found is not None and found.state == "expired":
+                    # Reclaimed too early but the money was spent: count it anyway.
+                    self.tables.add_usage(row.scopes, row.minute, actual, 0.0)
+                    self.tables.add_run_usage(row.run_id, actual, 0.0)
+                    self.tables.set_state(row.id, "settled", actual, from_state="expired")
+            return False
+
+    async def release_run(self, run_id: str) -> int:
+        """Reclaim a dead session's holds on `run_id`; call before driving it again."""
+        with self.tables.transaction():
+            rows = self.tables.open_of_run(run_id)
+            for row in rows:
+                self._undo(row, "released", actual=None)
+        return len(rows)
+
+    async def set_limits(self, scope: str, limits: BudgetLimits | None) -> None:
+        with self.tables.transaction():
+            self.tables.set_limits(scope, limits)
+
+    async def limits(self) -> dict[str, BudgetLimits]:
+        with self.tables.transaction():
+            return self.tables.limits()
+
+    async def status(self) -> list[WindowStatus]:
+        """Every scope with a limit or spend: limit, spent, reserved, when it frees up."""
+        now = self.clock.time()
+        out: list[WindowStatus] = []
+        with self.tables.transaction():
+            self._reclaim(now, force=True)
+            stored = self.tables.limits()
+            for scope in sorted(set(stored) | set(self.tables.known_scopes())):
+                limits = stored.get(scope, BudgetLimits())
+                rolling: tuple[Window, ...] = ("hourly", "daily")
+                for window in rolling:
+                    limit = limits.hourly if window == "hourly" else limits.daily
+                    start = self._window_start(window, limits, now)
+                    buckets = self.tables.usage(scope, math.floor(start / 60))
+                    spent = sum(b[1] for b in buckets)
+                    reserved = sum(b[2] for b in buckets)
+                    frees = self._frees_at(window, limits, buckets, spent, now) if spent else None
+                    out.append(
+                        WindowStatus(
+                            scope=scope,
+                            window=window,
+                            limit=limit,
+                            spent=spent,
+                            reserved=reserved,
+                            frees_at=frees,
+                        )
+                    )
+                fixed: tuple[Window, ...] = ("per_call", "per_run")
+                for window in fixed:
+                    limit = getattr(limits, window)
+                    if limit is not None:
+                        out.append(
+                            WindowStatus(
+                                scope=scope,
+                                window=window,
+                                limit=limit,
+                                spent=0.0,
+                                reserved=0.0,
+                                frees_at=None,
+                            )
+                        )
+        return out

@@ -1,0 +1,348 @@
+"""Ledger storage: in memory (tests, memory://) and in the SQLite store's file."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+from ._ledger import ReservationRow
+from ._model import BudgetLimits
+
+__all__ = ["MemoryLedgerTables", "SQLiteLedgerTables"]
+
+
+class MemoryLedgerTables:
+    def __init__(self) -> None:
+        self.buckets: dict[str, dict[int, list[float]]] = defaultdict(dict)
+        self.runs: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self.rows: dict[str, tuple[ReservationRow, float]] = {}
+        self.limit_table: dict[str, BudgetLimits] = {}
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        yield  # one event loop thread and no awaits inside: already atomic
+
+    def expired(self, now: float) -> list[ReservationRow]:
+        return [r for r, exp in self.rows.values() if r.state == "reserved" and exp <= now]
+
+    def usage(self, scope: str, from_minute: int) -> list[tuple[int, float, float]]:
+        b = self.buckets.get(scope, {})
+        return [(m, b[m][0], b[m][1]) for m in sorted(b) if m >= from_minute]
+
+    def totals(self, windows: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[float, float]]:
+        out = {}
+        for scope, start in windows:
+            b = self.buckets.get(scope, {})
+            spent = sum(v[0] for m, v in b.items() if m >= start)
+            out[(scope, start)] = (spent, sum(v[1] for m, v in b.items() if m >= start))
+        return out
+
+    def run_usage(self, run_id: str) -> tuple[float, float]:
+        spent, reserved = self.runs.get(run_id, [0.0, 0.0])
+        return spent, reserved
+
+    def add_usage(
+        self, scopes: tuple[str, ...], minute: int, spent: float, reserved: float
+    ) -> None:
+        for scope in scopes:
+            bucket = self.buckets[scope].setdefault(minute, [0.0, 0.0])
+            bucket[0] += spent
+            bucket[1] = max(0.0, bucket[1] + reserved)
+
+    def add_run_usage(self, run_id: str, spent: float, reserved: float) -> None:
+        usage = self.runs[run_id]
+        usage[0] += spent
+        usage[1] = max(0.0, usage[1] + reserved)
+
+    def insert(self, row: ReservationRow, *, created: float, expires: float) -> None:
+        self.rows[row.id] = (row, expires)
+
+    def get(self, reservation_id: str) -> ReservationRow | None:
+        found = self.rows.get(reservation_id)
+        return found[0] if found else None
+
+    def set_state(
+        self, reservation_id: str, state: str, actual: float | None, *, from_state: str = "reserved"
+    ) -> bool:
+        found = self.rows.get(reservation_id)
+        if found is None or found[0].state != from_state:
+            return False
+        row, expires = found
+        self.rows[reservation_id] = (
+            ReservationRow(
+                id=row.id,
+                run_id=row.run_id,
+                scopes=row.scopes,
+                minute=row.minute,
+                estimate=row.estimate,
+                state=state,
+            ),
+            expires,
+        )
+        return True
+
+    def open_of_run(self, run_id: str) -> list[ReservationRow]:
+        return [r for r, _ in self.rows.values() if r.run_id == run_id and r.state == "reserved"]
+
+    def limits(self) -> dict[str, BudgetLimits]:
+        return dict(self.limit_table)
+
+    def set_limits(self, scope: str, limits: BudgetLimits | None) -> None:
+        if limits is None:
+            self.limit_table.pop(scope, None)
+        else:
+            self.limit_table[scope] = limits
+
+    def known_scopes(self) -> list[str]:
+        return sorted(self.buckets)
+
+
+LEDGER_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS budget_limits (
+        scope TEXT PRIMARY KEY,
+        limits TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS budget_usage (
+        scope TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        spent REAL NOT NULL DEFAULT 0,
+        reserved REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (scope, minute)
+    ) WITHOUT ROWID""",
+    # The same spend rolled up per hour, so a day's window reads 25 rows, not 1,440.
+    """CREATE TABLE IF NOT EXISTS budget_usage_hourly (
+        scope TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        spent REAL NOT NULL DEFAULT 0,
+        reserved REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (scope, hour)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS budget_runs (
+        run_id TEXT PRIMARY KEY,
+        spent REAL NOT NULL DEFAULT 0,
+        reserved REAL NOT NULL DEFAULT 0
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS budget_reservations (
+        id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        estimate REAL NOT NULL,
+        actual REAL,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS budget_open ON budget_reservations (expires_at)"
+    " WHERE state = 'reserved'",
+    "CREATE INDEX IF NOT EXISTS budget_open_by_run ON budget_reservations (run_id)"
+    " WHERE state = 'reserved'",
+]
+
+
+class SQLLedgerTables:
+    """The ledger's statements, written once for the SQL backends.
+
+    Statements use `?` placeholders and `GREATEST`; a backend sets `MARK` and `GREATEST`
+    to its dialect's spelling and provides `db` (a DB-API connection) and `transaction`.
+    """
+
+    MARK = "?"
+    GREATEST = "MAX"
+    db: Any
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._limits_rows: tuple[tuple[str, str], ...] = ()
+        self._limits: dict[str, BudgetLimits] = {}
+
+    def _x(self, sql: str, params: Sequence[object] = ()) -> Any:
+        if self.MARK != "?":
+            sql = sql.replace("?", self.MARK)
+        if self.GREATEST != "GREATEST":
+            sql = sql.replace("GREATEST(", f"{self.GREATEST}(")
+        return self.db.execute(sql, params)
+
+    def _row(self, r: Sequence[Any]) -> ReservationRow:
+        return ReservationRow(
+            id=r[0],
+            run_id=r[1],
+            scopes=tuple(json.loads(r[2])),
+            minute=r[3],
+            estimate=r[4],
+            state=r[5],
+        )
+
+    def expired(self, now: float) -> list[ReservationRow]:
+        rows = self._x(
+            f"SELECT {_RESERVATION} FROM budget_reservations "
+            "WHERE state='reserved' AND expires_at <= ?",
+            (now,),
+        ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def usage(self, scope: str, from_minute: int) -> list[tuple[int, float, float]]:
+        rows = self._x(
+            "SELECT minute, spent, reserved FROM budget_usage WHERE scope=? AND minute>=? "
+            "ORDER BY minute",
+            (scope, from_minute),
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def totals(self, windows: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[float, float]]:
+        # Exact and bounded: the minutes before the window's first whole hour, then whole
+        # hours from the hourly roll-up, so a day reads at most 60 + 25 rows per scope.
+        out: dict[tuple[str, int], tuple[float, float]] = {}
+        for scope, start in windows:
+            first_hour = -(-start // 60)
+            minutes = self._x(
+                "SELECT COALESCE(SUM(spent), 0), COALESCE(SUM(reserved), 0) FROM budget_usage "
+                "WHERE scope=? AND minute>=? AND minute<?",
+                (scope, start, first_hour * 60),
+            ).fetchone()
+            hours = self._x(
+                "SELECT COALESCE(SUM(spent), 0), COALESCE(SUM(reserved), 0) "
+                "FROM budget_usage_hourly WHERE scope=? AND hour>=?",
+                (scope, first_hour),
+            ).fetchone()
+            out[(scope, start)] = (
+                float(minutes[0] + hours[0]),
+                float(minutes[1] + hours[1]),
+            )
+        return out
+
+    def run_usage(self, run_id: str) -> tuple[float, float]:
+        row = self._x(
+            "SELECT spent, reserved FROM budget_runs WHERE run_id=?", (run_id,)
+        ).fetchone()
+        return (row[0], row[1]) if row else (0.0, 0.0)
+
+    def add_usage(
+        self, scopes: tuple[str, ...], minute: int, spent: float, reserved: float
+    ) -> None:
+        rows = ",".join("(?,?,?,?)" for _ in scopes)
+        params: list[object] = []
+        for scope in scopes:
+            params += [scope, minute, spent, reserved]
+        for table, key, value in (("budget_usage", "minute", minute),
+                                  ("budget_usage_hourly", "hour", minute // 60)):  # fmt: skip
+            for n in range(len(scopes)):
+                params[4 * n + 1] = value
+            self._x(
+                f"INSERT INTO {table} (scope, {key}, spent, reserved) VALUES {rows} "
+                f"ON CONFLICT (scope, {key}) DO UPDATE SET "
+                f"spent = {table}.spent + excluded.spent, "
+                f"reserved = GREATEST(0, {table}.reserved + excluded.reserved)",
+                params,
+            )
+
+    def add_run_usage(self, run_id: str, spent: float, reserved: float) -> None:
+        self._x(
+            "INSERT INTO budget_runs (run_id, spent, reserved) VALUES (?,?,GREATEST(0,?)) "
+            "ON CONFLICT (run_id) DO UPDATE SET spent = budget_runs.spent + excluded.spent, "
+            "reserved = GREATEST(0, budget_runs.reserved + ?)",
+            (run_id, spent, reserved, reserved),
+        )
+
+    def insert(self, row: ReservationRow, *, created: float, expires: float) -> None:
+        self._x(
+            "INSERT INTO budget_reservations (id, run_id, scopes, minute, estimate, state, "
+            "created_at, expires_at) VALUES (?,?,?,?,?,?,?,?)",
+            (row.id, row.run_id, json.dumps(row.scopes), row.minute, row.estimate, row.state,
+             created, expires),
+        )  # fmt: skip
+
+    def get(self, reservation_id: str) -> ReservationRow | None:
+        r = self._x(
+            f"SELECT {_RESERVATION} FROM budget_reservations WHERE id=?", (reservation_id,)
+        ).fetchone()
+        return self._row(r) if r else None
+
+    def set_state(
+        self, reservation_id: str, state: str, actual: float | None, *, from_state: str = "reserved"
+    ) -> bool:
+        moved = self._x(
+            "UPDATE budget_reservations SET state=?, actual=? WHERE id=? AND state=?",
+            (state, actual, reservation_id, from_state),
+        ).rowcount
+        return bool(moved == 1)
+
+    def open_of_run(self, run_id: str) -> list[ReservationRow]:
+        rows = self._x(
+            f"SELECT {_RESERVATION} FROM budget_reservations WHERE run_id=? AND state='reserved'",
+            (run_id,),
+        ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def limits(self) -> dict[str, BudgetLimits]:
+        rows = tuple(
+            (r[0], r[1]) for r in self._x("SELECT scope, limits FROM budget_limits ORDER BY scope")
+        )
+        if rows != self._limits_rows:  # another process may have changed them
+            self._limits_rows = rows
+            self._limits = {r[0]: BudgetLimits.from_json(json.loads(r[1])) for r in rows}
+        return dict(self._limits)
+
+    def set_limits(self, scope: str, limits: BudgetLimits | None) -> None:
+        if limits is None:
+            self._x("DELETE FROM budget_limits WHERE scope=?", (scope,))
+        else:
+            self._x(
+                "INSERT INTO budget_limits (scope, limits) VALUES (?, ?) "
+                "ON CONFLICT (scope) DO UPDATE SET limits = excluded.limits",
+                (scope, json.dumps(limits.to_json(), sort_keys=True)),
+            )
+
+    def known_scopes(self) -> list[str]:
+        return [r[0] for r in self._x("SELECT DISTINCT scope FROM budget_usage")]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+_RESERVATION = "id, run_id, scopes, minute, estimate, state"
+
+
+class SQLiteLedgerTables(SQLLedgerTables):
+    """The ledger's tables live in the store's own file, on their own connection."""
+
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 30.0):
+        super().__init__()
+        self.path = path
+        try:
+            self.db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+            )
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            with self.transaction():
+                for statement in LEDGER_SCHEMA:
+                    self.db.execute(statement)
+        except sqlite3.Error as exc:
+            raise StoreError(f"budget ledger in {path}: {exc}") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            yield
+            return
+        self._depth = 1
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"budget ledger in {self.path}: {exc}") from None
+        finally:
+            self._depth = 0

@@ -1,0 +1,122 @@
+"""`tether budget`: spend per scope and window, and the limits stored in the store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..budget import BudgetLimits, WindowStatus, check_scope, ledger_for
+from ._app import JsonOpt, StoreOpt, _print_json, _run, _store, app, out
+
+budget_app = typer.Typer(
+    help="Budget guardrails: spend, reservations and limits per scope.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(budget_app, name="budget")
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"${value:.4f}"
+
+
+@budget_app.callback()
+def show_budget(ctx: typer.Context, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Show every scope and window: limit, spent, reserved, remaining, when it frees up."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    async def go() -> list[WindowStatus]:
+        s = _store(store)
+        try:
+            return await ledger_for(s).status()
+        finally:
+            await s.close()
+
+    rows = _run(go)
+    if as_json:
+        _print_json([r.to_json() for r in rows])
+        return
+    if not rows:
+        out.print(
+            "no spend and no limits yet — set one with: tether budget set --scope global --daily 5"
+        )
+        return
+    table = Table(box=None)
+    for column in ("scope", "window", "limit", "spent", "reserved", "remaining", "frees up"):
+        table.add_column(column, no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r.scope, r.window, _money(r.limit), _money(r.spent), _money(r.reserved),
+            _money(r.remaining), _when(r.frees_at),
+        )  # fmt: skip
+    out.print(table)
+
+
+@budget_app.command("set")
+def set_budget(
+    scope: Annotated[str, typer.Option(help="global, agent:NAME or tenant:NAME.")],
+    store: StoreOpt = None,
+    per_call: Annotated[float | None, typer.Option(help="USD per model or tool call.")] = None,
+    per_run: Annotated[float | None, typer.Option(help="USD per run.")] = None,
+    hourly: Annotated[float | None, typer.Option(help="USD per rolling hour.")] = None,
+    daily: Annotated[float | None, typer.Option(help="USD per rolling day.")] = None,
+    daily_tz: Annotated[
+        str | None, typer.Option(help="Count days by the calendar in this time zone instead.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Store limits for a scope; every process sharing the store obeys them."""
+
+    async def go() -> BudgetLimits:
+        checked = check_scope(scope)
+        limits = BudgetLimits(
+            per_call=per_call, per_run=per_run, hourly=hourly, daily=daily, daily_tz=daily_tz
+        )
+        s = _store(store)
+        try:
+            ledger = ledger_for(s)
+            current = (await ledger.limits()).get(checked)
+            if current is not None:
+                merged = current.to_json()
+                merged.update({k: v for k, v in limits.to_json().items() if v is not None})
+                limits = BudgetLimits.from_json(merged)
+            await ledger.set_limits(checked, limits)
+            return limits
+        finally:
+            await s.close()
+
+    limits = _run(go)
+    if as_json:
+        _print_json({"scope": scope, **limits.to_json()})
+        return
+    shown = ", ".join(f"{k} {_money(v) if k != 'daily_tz' else v}"
+                      for k, v in limits.to_json().items() if v is not None)  # fmt: skip
+    out.print(f"{scope}: {shown or 'no limits'}")
+
+
+@budget_app.command("clear")
+def clear_budget(
+    scope: Annotated[str, typer.Option(help="global, agent:NAME or tenant:NAME.")],
+    store: StoreOpt = None,
+) -> None:
+    """Remove every stored limit of a scope."""
+
+    async def go() -> None:
+        s = _store(store)
+        try:
+            await ledger_for(s).set_limits(check_scope(scope), None)
+        finally:
+            await s.close()
+
+    _run(go)
+    out.print(f"{scope}: limits removed")

@@ -1,0 +1,14 @@
+"""`tether demo`: a research-synthesis agent over a shipped corpus of invented sources."""
+
+from ._agent import DEMO_INSTRUCTIONS, demo_agent, demo_plan, scripted_policy
+from ._corpus import Document, corpus, search
+
+__all__ = [
+    "DEMO_INSTRUCTIONS",
+    "Document",
+    "corpus",
+    "demo_agent",
+    "demo_plan",
+    "scripted_policy",
+    "search",
+]

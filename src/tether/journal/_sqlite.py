@@ -1,0 +1,450 @@
+"""SQLite store: one file, WAL mode, one connection per store, BEGIN IMMEDIATE writes.
+
+Calls run on the event loop thread: a WAL commit costs tens of microseconds, far less
+than a hop to a worker thread. Lock waits (another process writing) are bounded by the
+busy timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from .._clock import Clock, SystemClock
+from ..errors import LeaseHeld, LeaseLost, RunNotFound, StoreError, UsageError
+from ..events import Event
+from ..state import RunStatus
+from ._base import (
+    DEFAULT_QUEUE,
+    RUNNABLE_STATUSES,
+    Claim,
+    Lease,
+    RunRecord,
+    RunSummary,
+    StoredRow,
+    check_continues,
+)
+from ._index import AuditColumns, RowQuery, audit_columns, sql_hint, sql_order, sql_where
+from ._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
+
+Synchronous = Literal["normal", "full"]
+
+_RUN_COLUMNS = (
+    "run_id, agent, tenant, parent_run_id, created_at, updated_at, status, steps, "
+    "input_tokens, output_tokens, cost_usd, head_seq, head_hash, lease_owner, lease_epoch, "
+    "lease_expires_at"
+)
+_APPEND_TAIL = (
+    "steps=?, input_tokens=?, output_tokens=?, cost_usd=?, updated_at=? WHERE run_id=? "
+    "AND lease_epoch=? AND lease_owner=? AND head_seq=? AND head_hash=?"
+)
+_APPEND_NEW_STATUS = "UPDATE runs SET head_seq=?, head_hash=?, status=?, " + _APPEND_TAIL
+_APPEND_SAME_STATUS = "UPDATE runs SET head_seq=?, head_hash=?, " + _APPEND_TAIL
+_CORRUPT_CODES = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+_EVENT_COLUMNS = "run_id, seq, type, correlation_id, data, ts, actor, tool, visibility"
+_INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+
+
+def _event_row(e: Event) -> tuple[Any, ...]:
+    a = audit_columns(e)
+    return (e.run_id, e.seq, e.type, e.correlation_id, e.raw, a.ts, a.actor, a.tool, a.visibility)
+
+
+def _stored(r: Sequence[Any]) -> StoredRow:
+    return StoredRow(
+        run_id=r[0],
+        seq=r[1],
+        type=r[2],
+        correlation_id=r[3],
+        raw=r[4],
+        audit=AuditColumns(ts=r[5], actor=r[6], tool=r[7], visibility=r[8]),
+    )
+
+
+class SQLiteStore:
+    """Journals in one SQLite file. `synchronous="full"` also survives power loss."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Synchronous = "normal",
+        clock: Clock | None = None,
+        busy_timeout_s: float = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self._clock = clock or SystemClock()
+        self._synchronous = synchronous.upper()
+        self._ledger_tables: object | None = None
+        self._last_status: dict[str, str] = {}
+        if not self.path.parent.exists():
+            raise UsageError(f"cannot create the store {self.path}: its folder does not exist")
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        name = getattr(exc, "sqlite_errorname", "")
+        if name in _CORRUPT_CODES or "malformed" in str(exc) or "not a database" in str(exc):
+            return StoreError(f"the store file {self.path} is damaged: {exc}")
+        return StoreError(f"store {self.path}: {exc}")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: the write lock is taken before anything is read."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc) from None
+            raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS tether_meta (key TEXT PRIMARY KEY, value TEXT)")
+            row = db.execute("SELECT value FROM tether_meta WHERE key='schema_version'").fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise UsageError(
+                    f"the store {self.path} was written by a newer Tether "
+                    f"(schema {current}; this version knows {SCHEMA_VERSION}): upgrade Tether"
+                )
+            for version, statements in SQLITE_MIGRATIONS:
+                if version > current:
+                    for statement in statements:
+                        db.execute(statement)
+            db.execute(
+                "INSERT OR REPLACE INTO tether_meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    # -- runs and leases --------------------------------------------------------------
+
+    async def create_run(
+        self,
+        first: Event,
+        *,
+        agent: str,
+        tenant: str | None,
+        parent_run_id: str | None,
+        summary: RunSummary,
+    ) -> None:
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM runs WHERE run_id=?", (first.run_id,)).fetchone():
+                raise UsageError(f"run {first.run_id!r} already exists")
+            db.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,0,NULL)",
+                (
+                    first.run_id, agent, tenant, parent_run_id, first.ts, summary.updated_at,
+                    summary.status, summary.steps, summary.input_tokens,
+                    summary.output_tokens, summary.cost_usd, first.seq, first.checksum,
+                ),
+            )  # fmt: skip
+            db.execute(_INSERT_EVENT, _event_row(first))
+
+    def _record(self, row: Sequence[Any]) -> RunRecord:
+        return RunRecord(
+            run_id=row[0],
+            agent=row[1],
+            tenant=row[2],
+            parent_run_id=row[3],
+            created_at=row[4],
+            summary=RunSummary(
+                updated_at=row[5],
+                status=row[6],
+                steps=row[7],
+                input_tokens=row[8],
+                output_tokens=row[9],
+                cost_usd=row[10],
+            ),
+            head_seq=row[11],
+            head_hash=row[12],
+            lease_owner=row[13],
+            lease_epoch=row[14],
+            lease_expires_at=row[15],
+        )
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id=?", (run_id,))
+        if not rows:
+            raise RunNotFound(run_id)
+        return self._record(rows[0])
+
+    async def list_runs(
+        self, *, status: RunStatus | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        if status is None:
+            rows = self._read(
+                f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at DESC, run_id DESC LIMIT ?",
+                (limit,),
+            )
+        else:
+            rows = self._read(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE status=? "
+                "ORDER BY created_at DESC, run_id DESC LIMIT ?",
+                (status, limit),
+            )
+        return [self._record(r) for r in rows]
+
+    async def acquire_lease(
+        self, run_id: str, *, owner: str, ttl_s: float, takeover_from: str | None = None
+    ) -> Lease:
+        self._last_status.pop(run_id, None)  # others may have written since: set it again
+        now = self._clock.time()
+        with self._write() as db:
+            row = db.execute(
+                "SELECT lease_owner, lease_epoch, lease_expires_at FROM runs WHERE run_id=?",
+                (run_id,),
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(run_id)
+            holder, epoch, expires = row
+            live = holder is not None and expires is not None and expires > now
+            if live and holder not in (owner, takeover_from):
+                raise LeaseHeld(f"run {run_id} is leased by {holder} for {expires - now:.0f}s more")
+            lease = Lease(run_id=run_id, owner=owner, epoch=epoch + 1, expires_at=now + ttl_s)
+            db.execute(
+                "UPDATE runs SET lease_owner=?, lease_epoch=?, lease_expires_at=? WHERE run_id=?",
+                (owner, lease.epoch, lease.expires_at, run_id),
+            )
+        return lease
+
+    def _check_lease(self, db: sqlite3.Connection, lease: Lease) -> tuple[int, str]:
+        row = db.execute(
+            "SELECT lease_owner, lease_epoch, head_seq, head_hash FROM runs WHERE run_id=?",
+            (lease.run_id,),
+        ).fetchone()
+        if row is None:
+            raise RunNotFound(lease.run_id)
+        if row[1] != lease.epoch or row[0] != lease.owner:
+            raise LeaseLost(
+                f"run {lease.run_id}: lease epoch {lease.epoch} is stale (current {row[1]})"
+            )
+        return row[2], row[3]
+
+    async def renew_lease(self, lease: Lease, *, ttl_s: float) -> Lease:
+        expires = self._clock.time() + ttl_s
+        with self._write() as db:
+            self._check_lease(db, lease)
+            db.execute("UPDATE runs SET lease_expires_at=? WHERE run_id=?", (expires, lease.run_id))
+        return Lease(run_id=lease.run_id, owner=lease.owner, epoch=lease.epoch, expires_at=expires)
+
+    async def release_lease(self, lease: Lease) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET lease_owner=NULL, lease_expires_at=NULL "
+                "WHERE run_id=? AND lease_epoch=? AND lease_owner=?",
+                (lease.run_id, lease.epoch, lease.owner),
+            )
+
+    # -- the work queue ---------------------------------------------------------------
+
+    async def enqueue(self, run_id: str, *, queue: str = DEFAULT_QUEUE) -> None:
+        with self._write() as db:
+            if db.execute("UPDATE runs SET queue=? WHERE run_id=?", (queue, run_id)).rowcount != 1:
+                raise RunNotFound(run_id)
+
+    async def claim_runnable(
+        self,
+        *,
+        owner: str,
+        ttl_s: float,
+        limit: int = 1,
+        queue: str = DEFAULT_QUEUE,
+        agents: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        takeover_from: Sequence[str] = (),
+    ) -> list[Claim]:
+        if limit < 1 or (agents is not None and not agents):
+            return []
+        now = self._clock.time()
+        dead = f" OR lease_owner IN ({','.join('?' * len(takeover_from))})" if takeover_from else ""
+        where = [
+            "queue=?",
+            f"status IN ({','.join('?' * len(RUNNABLE_STATUSES))})",
+            f"(lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at<=?{dead})",
+        ]
+        params: list[Any] = [queue, *RUNNABLE_STATUSES, now, *takeover_from]
+        if agents is not None:
+            where.append(f"agent IN ({','.join('?' * len(agents))})")
+            params.extend(agents)
+        if exclude:
+            where.append(f"run_id NOT IN ({','.join('?' * len(exclude))})")
+            params.extend(exclude)
+        claims: list[Claim] = []
+        # BEGIN IMMEDIATE serialises claimers (in every process), like SKIP LOCKED does.
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT run_id, lease_owner, lease_epoch, lease_expires_at FROM runs WHERE "
+                + " AND ".join(where)
+                + " ORDER BY created_at, run_id LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+            for run_id, holder, epoch, expires in rows:
+                lease = Lease(run_id=run_id, owner=owner, epoch=epoch + 1, expires_at=now + ttl_s)
+                db.execute(
+                    "UPDATE runs SET lease_owner=?, lease_epoch=?, lease_expires_at=? "
+                    "WHERE run_id=?",
+                    (owner, lease.epoch, lease.expires_at, run_id),
+                )
+                claims.append(
+                    Claim(lease=lease, previous_owner=holder, previous_expires_at=expires)
+                )
+        return claims
+
+    async def queue_leases(self, *, queue: str = DEFAULT_QUEUE, limit: int = 1000) -> list[Lease]:
+        rows = self._read(
+            "SELECT run_id, lease_owner, lease_epoch, lease_expires_at FROM runs "
+            f"WHERE queue=? AND status IN ({','.join('?' * len(RUNNABLE_STATUSES))}) "
+            "AND lease_owner IS NOT NULL ORDER BY lease_expires_at, run_id LIMIT ?",
+            (queue, *RUNNABLE_STATUSES, limit),
+        )
+        return [Lease(run_id=r[0], owner=r[1], epoch=r[2], expires_at=r[3] or 0.0) for r in rows]
+
+    async def wait_for_work(self, *, queue: str = DEFAULT_QUEUE, timeout_s: float) -> None:
+        # Other processes cannot signal through the file: workers poll with backoff.
+        await asyncio.sleep(max(0.0, timeout_s))
+
+    # -- journal ----------------------------------------------------------------------
+
+    async def append(self, lease: Lease, events: Sequence[Event], *, summary: RunSummary) -> None:
+        if not events:
+            return
+        first, last = events[0], events[-1]
+        check_continues(first.seq - 1, first.prev_hash, events, lease.run_id)
+        # Naming `status` in the SET rewrites its index entry even when the value is the
+        # same, so it is only set when it changed since this store last wrote it.
+        status_known = self._last_status.get(lease.run_id) == summary.status
+        with self._write() as db:
+            # The fence and the continuity check are one conditional UPDATE: no read first.
+            moved = db.execute(
+                _APPEND_SAME_STATUS if status_known else _APPEND_NEW_STATUS,
+                (
+                    last.seq, last.checksum, *(() if status_known else (summary.status,)),
+                    summary.steps, summary.input_tokens, summary.output_tokens,
+                    summary.cost_usd, summary.updated_at, lease.run_id, lease.epoch,
+                    lease.owner, first.seq - 1, first.prev_hash,
+                ),
+            ).rowcount  # fmt: skip
+            if moved != 1:
+                self._last_status.pop(lease.run_id, None)
+                head_seq, head_hash = self._check_lease(db, lease)
+                check_continues(head_seq, head_hash, events, lease.run_id)
+                raise StoreError(f"run {lease.run_id}: append refused")  # pragma: no cover
+            if len(events) == 1:
+                db.execute(_INSERT_EVENT, _event_row(first))
+            else:
+                db.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+        self._last_status[lease.run_id] = summary.status
+
+    async def read_rows(
+        self, run_id: str, *, after_seq: int = 0, until_seq: int | None = None
+    ) -> list[StoredRow]:
+        rows = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE run_id=? AND seq>? AND seq<=? ORDER BY seq",
+            (run_id, after_seq, until_seq if until_seq is not None else 2**62),
+        )
+        return [_stored(r) for r in rows]
+
+    async def read_rows_at(self, run_id: str, seqs: Sequence[int]) -> list[StoredRow]:
+        out: list[StoredRow] = []
+        unique = sorted(set(seqs))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT {_EVENT_COLUMNS} FROM events "
+                f"WHERE run_id=? AND seq IN ({marks}) ORDER BY seq",
+                (run_id, *chunk),
+            )
+            out.extend(_stored(r) for r in rows)
+        return out
+
+    async def query_rows(self, query: RowQuery) -> list[StoredRow]:
+        where, params = sql_where(query)
+        limit = "" if query.limit is None else f" LIMIT {int(query.limit)}"
+        rows = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM events {sql_hint(query)}"
+            f"WHERE {where} ORDER BY {sql_order(query)}{limit}",
+            params,
+        )
+        return [_stored(r) for r in rows]
+
+    async def put_snapshot(
+        self, lease: Lease, run_id: str, seq: int, raw: bytes, *, keep: int
+    ) -> None:
+        with self._write() as db:
+            self._check_lease(db, lease)
+            db.execute(
+                "INSERT OR REPLACE INTO snapshots (run_id, seq, data) VALUES (?,?,?)",
+                (run_id, seq, raw),
+            )
+            db.execute(
+                "DELETE FROM snapshots WHERE run_id=? AND seq NOT IN "
+                "(SELECT seq FROM snapshots WHERE run_id=? ORDER BY seq DESC LIMIT ?)",
+                (run_id, run_id, keep),
+            )
+
+    async def read_snapshots(self, run_id: str) -> list[tuple[int, bytes]]:
+        rows = self._read(
+            "SELECT seq, data FROM snapshots WHERE run_id=? ORDER BY seq DESC", (run_id,)
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def truncate(
+        self, lease: Lease, run_id: str, *, keep_through: int, head_hash: str
+    ) -> None:
+        self._last_status.pop(run_id, None)
+        with self._write() as db:
+            self._check_lease(db, lease)
+            db.execute("DELETE FROM events WHERE run_id=? AND seq>?", (run_id, keep_through))
+            db.execute("DELETE FROM snapshots WHERE run_id=? AND seq>?", (run_id, keep_through))
+            db.execute(
+                "UPDATE runs SET head_seq=?, head_hash=? WHERE run_id=?",
+                (keep_through, head_hash, run_id),
+            )
+
+    def ledger_tables(self) -> object:
+        """The budget ledger's tables, in this store's file on their own connection."""
+        if self._ledger_tables is None:
+            from ..budget._tables import SQLiteLedgerTables
+
+            self._ledger_tables = SQLiteLedgerTables(self.path, synchronous=self._synchronous)
+        return self._ledger_tables
+
+    async def run_ids(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT run_id FROM runs ORDER BY created_at, run_id")]
+
+    async def close(self) -> None:
+        if self._ledger_tables is not None:
+            self._ledger_tables.close()  # type: ignore[attr-defined]
+        self._db.close()

@@ -1,0 +1,661 @@
+"""OpenAI-compatible chat completions: OpenAI itself, and any server that speaks its wire
+format (llama.cpp, vLLM, Ollama, LM Studio, gateways...).
+
+```python
+from tether.models.openai import OpenAIModel
+
+model = OpenAIModel("gpt-4o-mini")                      # OPENAI_API_KEY from the environment
+local = OpenAIModel("local", base_url="http://127.0.0.1:8080/v1", price_name="local")
+```
+
+Needs the `openai` extra (`pip install 'tether-runtime[openai]'`); the SDK is imported when
+a model is built, not when this module is.
+
+Translation to the wire format: tools become `{"type": "function", "function": ...}`;
+assistant tool calls go out as `tool_calls` with their argument text unchanged when it is
+a JSON object (else wrapped as `{"_raw": text}`, as the Anthropic provider does); tool
+results as `role: "tool"` messages with their `tool_call_id`. Back from the wire, argument
+text is kept exactly as the model wrote it, even when it is not valid JSON (a call cut off
+by `max_tokens` comes back with `finish_reason="length"`), and a server that reports no
+usage is charged the conservative estimate, never zero. `max_tokens` is always sent: the
+request's bound, capped at `max_output_tokens`.
+
+Errors are Tether's, never the SDK's (the original is kept as `__cause__`): rate limits
+(429, except an exhausted quota), 408, 409, 5xx, timeouts, dropped connections and streams
+that end early are retried with exponential backoff and jitter (a `retry-after` header is
+honoured up to `backoff_max`; the SDK's own retries are off, so there is one policy), then
+raise `ModelUnavailable`. A request that does not fit the window raises `ContextOverflow`
+with the provider's message; any other rejection raises `ModelError` at once.
+
+A streamed attempt that fails part-way is retried like any other; text it already passed
+to `on_text` is sent again by the retry, so treat `on_text` as a preview and the returned
+response as the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import threading
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType, TracebackType
+from typing import Any
+
+from ..errors import ContextOverflow, ModelError, ModelUnavailable, TetherError, UsageError
+from ._base import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ModelUsage,
+    TextSink,
+    ToolCall,
+    ToolSpec,
+    check_real_calls_allowed,
+)
+from ._tokens import MESSAGE_OVERHEAD, estimate_text_tokens, estimate_tokens
+
+__all__ = ["OpenAIModel"]
+
+PROVIDER = "openai"
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+"""Plus every 5xx."""
+
+OVERFLOW_MARKERS = (
+    "context_length_exceeded",  # OpenAI's error code
+    "exceed_context_size",  # llama.cpp's error type
+    "exceeds the available context size",  # llama.cpp
+    "maximum context length",  # OpenAI, vLLM
+    "context length",
+    "context window",
+    "context_window",
+    "prompt is too long",
+    "too many tokens",
+    "input is too long",
+    "reduce the length of the messages",
+)
+"""Lower-case phrases that mark a 4xx as "the request does not fit the window"."""
+
+NOT_RETRYABLE_429 = ("insufficient_quota", "billing")
+"""A 429 that retrying cannot fix: the account is out of credit."""
+
+TOOLS_OVERHEAD = 200
+"""Tokens a server adds when tools are offered, beyond their definitions: OpenAI's hidden
+tools preamble, or the instructions a local server's chat template wraps around them (about
+120 tokens in the Hermes/Qwen style). Added by `count_tokens` to keep it an upper bound."""
+
+TIKTOKEN_LOAD_TIMEOUT = 3.0
+"""Seconds to wait for tiktoken to load an encoding before using the estimate instead."""
+
+
+def _import_openai() -> ModuleType:
+    try:
+        import openai
+    except ImportError as exc:
+        raise UsageError(
+            "the OpenAI provider needs the `openai` package, which is not installed: "
+            "pip install 'tether-runtime[openai]'"
+        ) from exc
+    return openai
+
+
+# ---------------------------------------------------------------------------------------------
+# Token counting: tiktoken when its encoding loads offline, else the conservative estimate.
+
+_encodings: dict[str, Any] = {}
+"""Encoding name -> tiktoken Encoding, or None when it could not be loaded (not retried)."""
+_encodings_lock = threading.Lock()
+
+
+def _load_encoding(encoding_name: str) -> Any:
+    """tiktoken's encoding, loaded in a daemon thread so a download attempt can never hang us.
+
+    tiktoken fetches encodings from the internet on first use and caches them (in
+    TIKTOKEN_CACHE_DIR, or a temp dir); without network and cache this fails or stalls."""
+    import tiktoken
+
+    result: list[Any] = []
+
+    def load() -> None:
+        try:
+            result.append(tiktoken.get_encoding(encoding_name))
+        except BaseException:  # any failure, including the network's, means "no encoding"
+            result.append(None)
+
+    thread = threading.Thread(target=load, name=f"tiktoken-{encoding_name}", daemon=True)
+    thread.start()
+    thread.join(TIKTOKEN_LOAD_TIMEOUT)
+    return result[0] if result else None
+
+
+def _encoding_for(model: str) -> Any:
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    try:
+        encoding_name = tiktoken.encoding_name_for_model(model)
+    except KeyError:  # not an OpenAI model: its tokenizer is unknown
+        return None
+    with _encodings_lock:
+        if encoding_name not in _encodings:
+            try:
+                _encodings[encoding_name] = _load_encoding(encoding_name)
+            except Exception:
+                _encodings[encoding_name] = None
+        return _encodings[encoding_name]
+
+
+def _count_with_encoding(
+    encoding: Any, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...]
+) -> int:
+    def n(text: str) -> int:
+        return len(encoding.encode(text, disallowed_special=()))
+
+    total = 0
+    for message in messages:
+        total += MESSAGE_OVERHEAD + n(message.content)
+        for call in message.tool_calls:
+            total += MESSAGE_OVERHEAD + n(call.name) + n(call.arguments)
+    for tool in tools:
+        total += MESSAGE_OVERHEAD + n(
+            tool.name + tool.description + json.dumps(tool.parameters, separators=(",", ":"))
+        )
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Wire format.
+
+
+def _wire_arguments(arguments: str) -> str:
+    """Argument text to send back in the history: as stored when it is a JSON object, else
+    wrapped as `{"_raw": text}` (servers that render calls through a chat template, such as
+    llama.cpp, reject unparsable arguments with an HTTP 500 that no retry can fix)."""
+    if not arguments.strip():
+        return "{}"
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        return arguments
+    return json.dumps({"_raw": arguments})
+
+
+def _message_to_wire(message: Message) -> dict[str, Any]:
+    if message.role == "tool":
+        if message.tool_call_id is None:
+            raise UsageError("a tool message needs the tool_call_id of the call it answers")
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    if message.role == "assistant" and message.tool_calls:
+        return {
+            "role": "assistant",
+            "content": message.content or None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": _wire_arguments(call.arguments)},
+                }
+                for call in message.tool_calls
+            ],
+        }
+    return {"role": message.role, "content": message.content}
+
+
+def _tool_to_wire(tool: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters,
+        },
+    }
+
+
+def _normalise_finish_reason(reason: str | None, has_calls: bool) -> str:
+    """Normalise to "stop", "tool_calls", "length", or the provider's own word.
+
+    A call that was cut off keeps "length" (its arguments may be truncated); servers that
+    say "stop" (or nothing) while returning calls get "tool_calls"."""
+    if reason in ("length", "max_tokens"):
+        return "length"
+    if reason in ("tool_calls", "function_call"):
+        return "tool_calls"
+    if reason in (None, "", "stop", "eos", "end_turn", "stop_sequence"):
+        return "tool_calls" if has_calls else "stop"
+    return reason
+
+
+def _new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+@dataclass
+class _PartialCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors.
+
+
+class _SinkFailed(Exception):
+    """Wraps an exception raised by the caller's `on_text`, so it is re-raised untouched."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _emit(on_text: TextSink | None, text: str) -> None:
+    if on_text is None or not text:
+        return
+    try:
+        on_text(text)
+    except Exception as exc:
+        raise _SinkFailed(exc) from exc
+
+
+class _Retryable(Exception):
+    """Internal: a transient failure worth another attempt."""
+
+    def __init__(self, description: str, retry_after: float | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.retry_after = retry_after
+
+
+def _provider_message(exc: Any) -> str:
+    """The provider's own error message, without the SDK's "Error code: ..." wrapping."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
+    return str(getattr(exc, "message", None) or exc)
+
+
+def _retry_after(exc: Any) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get("retry-after-ms")
+    try:
+        if value is not None:
+            return float(value) / 1000
+        value = headers.get("retry-after")
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """httpx/httpx2 network errors, which the SDK does not wrap while a stream is read."""
+    return any(
+        cls.__name__ in ("TransportError", "StreamError")
+        and cls.__module__.split(".")[0] in ("httpx", "httpx2")
+        for cls in type(exc).__mro__
+    )
+
+
+def _translate(openai: ModuleType, exc: BaseException) -> Exception | None:
+    """Tether's error for an SDK/network failure (`_Retryable` if transient), None if the
+    exception is not the SDK's (the caller's own, e.g. from `on_text`: re-raise it as is)."""
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        message = _provider_message(exc)
+        text = " ".join(
+            str(part) for part in (message, exc.code, exc.type, exc.body) if part
+        ).lower()
+        if 400 <= status < 500 and (
+            status == 413 or any(marker in text for marker in OVERFLOW_MARKERS)
+        ):
+            return ContextOverflow(f"{PROVIDER} HTTP {status}: {message}")
+        if status == 429 and any(marker in text for marker in NOT_RETRYABLE_429):
+            return ModelError(f"{PROVIDER} HTTP 429 (not retried, quota): {message}")
+        if status in RETRYABLE_STATUS or status >= 500:
+            return _Retryable(f"HTTP {status}: {message}", _retry_after(exc))
+        return ModelError(f"{PROVIDER} HTTP {status}: {message}")
+    if isinstance(exc, openai.APITimeoutError):
+        return _Retryable("request timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        return _Retryable(f"connection error: {cause!r}" if cause else "connection error")
+    if _is_transport_error(exc):
+        return _Retryable(f"connection error: {exc!r}")
+    if isinstance(exc, openai.OpenAIError):
+        return ModelError(f"{PROVIDER}: {type(exc).__name__}: {exc}")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class OpenAIModel:
+    """A chat model behind an OpenAI-compatible `/chat/completions` endpoint.
+
+    `model` is sent on the wire; `name` (what budgets price) is `price_name` or `model`.
+    `base_url` and `api_key` default to OPENAI_BASE_URL and OPENAI_API_KEY; with a
+    `base_url` and no key, a placeholder key is sent (local servers ignore it).
+    `stream=None` (the default) streams whenever the caller passes `on_text`; `True`
+    always streams, `False` never does (`on_text` then gets the whole text at once).
+    `extra` holds more keyword arguments for `chat.completions.create`, e.g.
+    `{"stop": ["</tool_call>"], "seed": 1, "extra_body": {...}}`.
+    `http_client` is handed to the SDK as is (an `httpx2.AsyncClient` for openai>=3, an
+    `httpx.AsyncClient` before): for proxies, custom TLS, or a mock transport in tests.
+    `max_tokens_param="max_completion_tokens"` is for OpenAI's reasoning models.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        context_window: int = 128_000,
+        max_output_tokens: int = 4_096,
+        stream: bool | None = None,
+        max_retries: int = 4,
+        backoff_base: float = 1.0,
+        backoff_max: float = 30.0,
+        timeout: float = 600.0,
+        extra: Mapping[str, Any] | None = None,
+        price_name: str | None = None,
+        max_tokens_param: str = "max_tokens",
+        http_client: Any = None,
+    ) -> None:
+        self._openai = _import_openai()
+        if max_retries < 0 or backoff_base < 0 or backoff_max < 0:
+            raise UsageError("max_retries, backoff_base and backoff_max cannot be negative")
+        if timeout <= 0:
+            raise UsageError("timeout must be positive")
+        if context_window < 1 or max_output_tokens < 1:
+            raise UsageError("context_window and max_output_tokens must be at least 1")
+        if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
+            raise UsageError('max_tokens_param is "max_tokens" or "max_completion_tokens"')
+        extra = dict(extra or {})
+        reserved = {"model", "messages", "tools", "stream", "stream_options", "n"} & extra.keys()
+        if reserved:
+            raise UsageError(f"set by the provider, not through extra: {sorted(reserved)}")
+
+        self.model = model
+        self.name = price_name or model
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if self.base_url is None:
+                raise UsageError("set OPENAI_API_KEY or pass api_key= to use OpenAI")
+            key = "sk-no-key-required"  # local servers ignore it; the SDK insists on one
+        self._api_key = key
+        self.context_window = context_window
+        self.max_output_tokens = max_output_tokens
+        self.stream = stream
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.timeout = timeout
+        self.extra = extra
+        self.max_tokens_param = max_tokens_param
+        self._http_client = http_client
+        self._client: Any = None
+        self._client_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        """Replaced by tests to observe backoff without waiting."""
+
+    def __repr__(self) -> str:
+        where = f", base_url={self.base_url!r}" if self.base_url else ""
+        return f"OpenAIModel({self.model!r}{where})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _get_client(self) -> Any:
+        """One SDK client per event loop (a pooled connection cannot cross loops)."""
+        loop = asyncio.get_running_loop()
+        bound = self._client_loop() if self._client_loop is not None else None
+        if self._client is not None and (bound is loop or self._http_client is not None):
+            return self._client
+        try:
+            self._client = self._openai.AsyncOpenAI(
+                api_key=self._api_key,
+                base_url=self.base_url,
+                timeout=self.timeout,
+                max_retries=0,  # one retry policy: ours
+                http_client=self._http_client,
+            )
+        except (TypeError, self._openai.OpenAIError) as exc:  # e.g. a wrong http_client
+            raise UsageError(f"cannot configure the OpenAI client: {exc}") from exc
+        self._client_loop = weakref.ref(loop)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections (and a given `http_client`)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+        elif self._http_client is not None:
+            await self._http_client.aclose()
+
+    async def __aenter__(self) -> OpenAIModel:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the Model protocol ------------------------------------------------------------------
+
+    def count_tokens(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
+        """tiktoken's count for OpenAI models whose encoding loads offline, else the
+        conservative estimate; plus the reply's priming and, with tools, TOOLS_OVERHEAD."""
+        overhead = MESSAGE_OVERHEAD + (TOOLS_OVERHEAD if tools else 0)
+        encoding = _encoding_for(self.model)
+        if encoding is not None:
+            try:
+                return _count_with_encoding(encoding, messages, tools) + overhead
+            except Exception:
+                pass
+        return estimate_tokens(messages, tools) + overhead
+
+    def build_request(self, request: ModelRequest) -> dict[str, Any]:
+        """The keyword arguments for `chat.completions.create` (without `stream`)."""
+        kwargs: dict[str, Any] = dict(self.extra)
+        kwargs["model"] = self.model
+        kwargs["messages"] = [_message_to_wire(m) for m in request.messages]
+        if request.tools:
+            kwargs["tools"] = [_tool_to_wire(t) for t in request.tools]
+        if request.max_tokens is not None and request.max_tokens < 1:
+            raise UsageError(f"max_tokens must be at least 1, not {request.max_tokens}")
+        kwargs[self.max_tokens_param] = (
+            self.max_output_tokens
+            if request.max_tokens is None
+            else min(request.max_tokens, self.max_output_tokens)
+        )
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        return kwargs
+
+    async def complete(
+        self, request: ModelRequest, *, on_text: TextSink | None = None
+    ) -> ModelResponse:
+        check_real_calls_allowed(PROVIDER)
+        kwargs = self.build_request(request)
+        stream = self.stream if self.stream is not None else on_text is not None
+        attempts = self.max_retries + 1
+        for attempt in range(attempts):
+            try:
+                if stream:
+                    return await self._complete_streamed(request, kwargs, on_text)
+                return await self._complete_once(request, kwargs, on_text)
+            except _SinkFailed as failed:  # the caller's own exception, untouched
+                raise failed.error from None
+            except TetherError:
+                raise
+            except Exception as exc:
+                error = exc if isinstance(exc, _Retryable) else _translate(self._openai, exc)
+                if error is None:  # e.g. a body that is not JSON, or not a completion
+                    error = ModelError(
+                        f"{PROVIDER} {self.model}: malformed response ({type(exc).__name__}: {exc})"
+                    )
+                if not isinstance(error, _Retryable):
+                    raise error from exc
+                if attempt + 1 == attempts:
+                    raise ModelUnavailable(
+                        f"{PROVIDER} {self.model}: {error.description} (gave up after "
+                        f"{attempts} attempt{'s' if attempts != 1 else ''})"
+                    ) from exc
+                await self._sleep(self._backoff(attempt + 1, error.retry_after))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential with jitter: a random delay in [1/2, 1] of base * 2**(attempt-1); a
+        server's retry-after is honoured when longer, up to `backoff_max`."""
+        ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
+        delay = ceiling * (0.5 + random.random() / 2)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.backoff_max))
+        return delay
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    async def _complete_once(
+        self, request: ModelRequest, kwargs: dict[str, Any], on_text: TextSink | None
+    ) -> ModelResponse:
+        response = await self._get_client().chat.completions.create(**kwargs)
+        if not response.choices:
+            raise ModelError(f"{PROVIDER}: the response has no choices")
+        choice = response.choices[0]
+        message = choice.message
+        calls: list[ToolCall] = []
+        for call in message.tool_calls or ():
+            function = getattr(call, "function", None)
+            if function is None:  # a non-function (custom) tool call: not ours
+                continue
+            calls.append(
+                ToolCall(
+                    id=call.id or _new_call_id(),
+                    name=function.name or "",
+                    arguments=function.arguments or "",
+                )
+            )
+        content = message.content or ""
+        usage = response.usage
+        result = self._response(
+            request,
+            content=content,
+            calls=tuple(calls),
+            finish_reason=choice.finish_reason,
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None),
+            model=response.model,
+        )
+        _emit(on_text, content)
+        return result
+
+    async def _complete_streamed(
+        self,
+        request: ModelRequest,
+        kwargs: dict[str, Any],
+        on_text: TextSink | None,
+    ) -> ModelResponse:
+        stream = await self._get_client().chat.completions.create(
+            **kwargs, stream=True, stream_options={"include_usage": True}
+        )
+        text: list[str] = []
+        partial: dict[int, _PartialCall] = {}
+        finish_reason: str | None = None
+        prompt_tokens: int | None = None
+        completion_tokens: int | None = None
+        model: str | None = None
+        try:
+            async for chunk in stream:
+                model = chunk.model or model
+                if chunk.usage is not None:
+                    prompt_tokens = chunk.usage.prompt_tokens
+                    completion_tokens = chunk.usage.completion_tokens
+                for choice in chunk.choices or ():  # the usage chunk has none
+                    if choice.index not in (0, None):
+                        continue
+                    if choice.finish_reason is not None:
+                        finish_reason = choice.finish_reason
+                    delta = choice.delta
+                    if delta is None:
+                        continue
+                    for position, call_delta in enumerate(delta.tool_calls or ()):
+                        index = call_delta.index if call_delta.index is not None else position
+                        slot = partial.setdefault(index, _PartialCall())
+                        if call_delta.id and not slot.id:
+                            slot.id = call_delta.id
+                        function = call_delta.function
+                        if function is not None:
+                            if function.name:
+                                slot.name += function.name
+                            if function.arguments:
+                                slot.arguments.append(function.arguments)
+                    if delta.content:
+                        text.append(delta.content)
+                        _emit(on_text, delta.content)
+        finally:
+            await stream.close()
+        if finish_reason is None:
+            raise _Retryable("the response stream ended before its finish_reason")
+        calls = tuple(
+            ToolCall(
+                id=slot.id or _new_call_id(), name=slot.name, arguments="".join(slot.arguments)
+            )
+            for _, slot in sorted(partial.items())
+        )
+        return self._response(
+            request,
+            content="".join(text),
+            calls=calls,
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            model=model,
+        )
+
+    def _response(
+        self,
+        request: ModelRequest,
+        *,
+        content: str,
+        calls: tuple[ToolCall, ...],
+        finish_reason: str | None,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        model: str | None,
+    ) -> ModelResponse:
+        # A server that omits usage (or reports 0) gets the conservative estimate, never 0:
+        # budgets charge these numbers.
+        if not prompt_tokens or prompt_tokens < 0:
+            prompt_tokens = max(1, self.count_tokens(request.messages, request.tools))
+        if not completion_tokens or completion_tokens < 0:
+            completion_tokens = max(
+                1,
+                estimate_text_tokens(content)
+                + sum(MESSAGE_OVERHEAD + estimate_text_tokens(c.name + c.arguments) for c in calls),
+            )
+        return ModelResponse(
+            content=content,
+            tool_calls=calls,
+            finish_reason=_normalise_finish_reason(finish_reason, bool(calls)),
+            usage=ModelUsage(input_tokens=prompt_tokens, output_tokens=completion_tokens),
+            model=model or self.model,
+        )

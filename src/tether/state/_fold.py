@@ -1,0 +1,201 @@
+"""apply(state, event) -> state: deterministic, side-effect free, total over EVENT_TYPES."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from ..errors import CorruptionError
+from ..events import EVENT_TYPES, Event
+from ._model import PendingCall, RunState, RunStatus
+
+
+def fold(events: Iterable[Event], initial: RunState | None = None) -> RunState:
+    state = initial if initial is not None else RunState()
+    for event in events:
+        state = apply(state, event)
+    return state
+
+
+def apply(state: RunState, event: Event) -> RunState:
+    handler = _HANDLERS.get(event.type)
+    if handler is None:
+        # A type this version does not know: never guess what it meant.
+        raise CorruptionError(event.run_id, event.seq, f"unknown event type {event.type!r}")
+    # Handlers return only what changed, so each event costs one copy of the state.
+    changes = handler(state, event, event.payload)
+    usage = event.usage
+    if usage is not None:
+        changes["input_tokens"] = state.input_tokens + usage.input_tokens
+        changes["output_tokens"] = state.output_tokens + usage.output_tokens
+        changes["cost_usd"] = round(state.cost_usd + usage.cost_usd, 10)
+    if state.updated_at and event.type not in _PAUSE_ENDING:
+        gap = _epoch(event.ts) - _epoch(state.updated_at)
+        if gap > 0:
+            changes["active_s"] = round(state.active_s + gap, 6)
+    changes["last_seq"] = event.seq
+    changes["last_hash"] = event.checksum
+    changes["updated_at"] = event.ts
+    return _evolve(state, changes)
+
+
+def _evolve(state: RunState, changes: dict[str, Any]) -> RunState:
+    """A copy of `state` with `changes` applied (handlers only name known fields)."""
+    new = object.__new__(RunState)
+    values = new.__dict__
+    values.update(state.__dict__)
+    values.update(changes)
+    return new
+
+
+_PAUSE_ENDING = frozenset({"run.resumed", "approval.resolved", "run.forked"})
+"""Events that end a pause: the time before them was not spent working on the run."""
+
+
+@lru_cache(maxsize=8)
+def _epoch(ts: str) -> float:
+    # Each timestamp is parsed twice in a row (as the event's, then as the state's last).
+    return datetime.fromisoformat(ts).timestamp()
+
+
+_Changes = dict[str, Any]
+_Handler = Callable[[RunState, Event, dict[str, Any]], _Changes]
+
+
+def _created(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    return dict(
+        run_id=e.run_id,
+        status="queued",
+        agent=p["agent"],
+        agent_version=p.get("agent_version", ""),
+        task=p["task"],
+        model=p.get("model", ""),
+        tenant=p.get("tenant"),
+        parent_event=p.get("parent_event"),
+        limits=dict(p.get("limits", {})),
+        created_at=e.ts,
+    )
+
+
+def _noop(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    return {}
+
+
+def _message(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    pinned = (*s.pinned, e.seq) if p.get("pinned", True) else s.pinned
+    return dict(context=(*s.context, e.seq), pinned=pinned)
+
+
+def _cycle(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    return dict(cycle=s.cycle + 1, status="running")
+
+
+def _model_requested(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    return dict(open_model_request=e.seq, status="running")
+
+
+def _model_completed(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    return dict(open_model_request=None, context=(*s.context, e.seq))
+
+
+def _model_failed(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    return dict(open_model_request=None)
+
+
+def _tool_requested(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    call = PendingCall(call_id=p["call_id"], name=p["name"], seq=e.seq)
+    return dict(pending_calls=(*s.pending_calls, call), tool_calls=s.tool_calls + 1)
+
+
+def _tool_result(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    call_id = p["call_id"]
+    remaining = tuple(c for c in s.pending_calls if c.call_id != call_id)
+    errors = s.tool_errors + (1 if e.type != "tool.completed" or p.get("is_error") else 0)
+    return dict(pending_calls=remaining, context=(*s.context, e.seq), tool_errors=errors)
+
+
+def _compacted(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    removed = set(p["removed"])
+    kept = tuple(seq for seq in s.context if seq not in removed or seq in s.pinned)
+    # The summary event takes the place of what it replaced, after the pinned prefix.
+    head = tuple(seq for seq in kept if seq in s.pinned)
+    tail = tuple(seq for seq in kept if seq not in s.pinned)
+    return dict(context=(*head, e.seq, *tail))
+
+
+def _approval_requested(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    return dict(
+        pending_approvals=(*s.pending_approvals, p["request_id"]),
+        status="waiting_approval",
+    )
+
+
+def _approval_resolved(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    remaining = tuple(r for r in s.pending_approvals if r != p["request_id"])
+    status: RunStatus = "waiting_approval" if remaining else "queued"
+    return dict(pending_approvals=remaining, status=status)
+
+
+def _ended(status: RunStatus) -> _Handler:
+    def handler(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+        return dict(
+            status=status,
+            answer=p.get("answer", s.answer),
+            partial=bool(p.get("partial", False)),
+            reason=p.get("reason"),
+            open_model_request=None,
+        )
+
+    return handler
+
+
+def _resumed(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    return dict(status="running")
+
+
+def _forked(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    # A fork continues from a good point: whatever was in flight there is not carried on.
+    return dict(
+        status="queued",
+        parent_event=p["from_event"],
+        answer=None,
+        partial=False,
+        reason=None,
+    )
+
+
+_HANDLERS: dict[str, _Handler] = {
+    "run.created": _created,
+    "run.resumed": _resumed,
+    "run.forked": _forked,
+    "run.completed": _ended("completed"),
+    "run.stopped": _ended("stopped"),
+    "run.failed": _ended("failed"),
+    "run.cancelled": _ended("cancelled"),
+    "message.system": _message,
+    "message.user": _message,
+    "cycle.started": _cycle,
+    "model.requested": _model_requested,
+    "model.completed": _model_completed,
+    "model.failed": _model_failed,
+    "tool.requested": _tool_requested,
+    "tool.started": _noop,
+    "tool.completed": _tool_result,
+    "tool.failed": _tool_result,
+    "tool.unknown": _tool_result,
+    "context.compacted": _compacted,
+    "limit.warning": _noop,
+    "limit.reached": _noop,
+    "budget.reserved": _noop,
+    "budget.settled": _noop,
+    "budget.denied": _noop,
+    "approval.requested": _approval_requested,
+    "approval.resolved": _approval_resolved,
+    "journal.repaired": _noop,
+    "health.warning": _noop,
+    "note": _noop,
+}
+
+assert set(_HANDLERS) == EVENT_TYPES, "every event type needs a fold rule"

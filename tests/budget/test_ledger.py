@@ -1,0 +1,313 @@
+"""The budget ledger: windows, scopes, reservations, settlement and reclaiming."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether import Agent, Limits, Runtime, tool
+from tether._clock import FakeClock
+from tether.budget import BudgetLimits, Denial, Ledger, Reservation, ledger_for
+from tether.errors import ModelError, UsageError
+from tether.journal import MemoryStore, SQLiteStore, Store, read_events
+from tether.models import ModelRequest, ModelResponse, PriceTable, ScriptedModel, Turn, call
+from tether.models._base import TextSink
+
+from ..conftest import postgres_store
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def parts(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Store, Ledger, FakeClock]]:
+    clock = FakeClock(start=1_800_000_000.0)
+    if request.param == "postgres":
+        async with postgres_store(clock=clock) as pg:
+            ledger = ledger_for(pg, clock=clock, reservation_ttl_s=600)
+            yield pg, ledger, clock
+        return
+    store: Store = (
+        MemoryStore(clock=clock)
+        if request.param == "memory"
+        else SQLiteStore(tmp_path / "b.db", clock=clock)
+    )
+    yield store, ledger_for(store, clock=clock, reservation_ttl_s=600), clock
+    await store.close()
+
+
+async def spend(ledger: Ledger, usd: float, *, run: str = "r1", agent: str = "a") -> Reservation:
+    held = await ledger.reserve(run_id=run, agent=agent, tenant=None, estimate_usd=usd)
+    assert isinstance(held, Reservation), held
+    await ledger.settle(held, usd)
+    return held
+
+
+def windows(status: list[Any], scope: str) -> dict[str, Any]:
+    return {s.window: s for s in status if s.scope == scope}
+
+
+async def test_hourly_spend_leaves_the_window_after_an_hour(parts: Any) -> None:
+    _, ledger, clock = parts
+    await ledger.set_limits("global", BudgetLimits(hourly=1.0))
+    await spend(ledger, 0.8)
+    denied = await ledger.reserve(run_id="r2", agent="a", tenant=None, estimate_usd=0.3)
+    assert isinstance(denied, Denial) and denied.window == "hourly" and denied.scope == "global"
+    assert denied.spent == pytest.approx(0.8) and denied.frees_at is not None
+    clock.advance(3000)
+    assert isinstance(
+        await ledger.reserve(run_id="r2", agent="a", tenant=None, estimate_usd=0.3), Denial
+    )
+    clock.advance(600 + 60)  # one hour and the bucket's minute have passed
+    assert clock.time() >= denied.frees_at
+    ok = await ledger.reserve(run_id="r2", agent="a", tenant=None, estimate_usd=0.3)
+    assert isinstance(ok, Reservation)
+
+
+async def test_daily_spend_leaves_the_window_after_a_day(parts: Any) -> None:
+    _, ledger, clock = parts
+    await ledger.set_limits("tenant:acme", BudgetLimits(daily=2.0))
+    for _ in range(4):
+        held = await ledger.reserve(run_id="r", agent="a", tenant="acme", estimate_usd=0.5)
+        assert isinstance(held, Reservation)
+        await ledger.settle(held, 0.5)
+        clock.advance(3600)
+    blocked = await ledger.reserve(run_id="r", agent="a", tenant="acme", estimate_usd=0.5)
+    assert isinstance(blocked, Denial) and blocked.window == "daily"
+    # Another tenant is not affected.
+    assert isinstance(
+        await ledger.reserve(run_id="r", agent="a", tenant="other", estimate_usd=0.5), Reservation
+    )
+    clock.advance(86400 - 4 * 3600 + 61)  # the first spend is now more than a day old
+    assert isinstance(
+        await ledger.reserve(run_id="r", agent="a", tenant="acme", estimate_usd=0.5), Reservation
+    )
+
+
+async def test_calendar_day_in_a_time_zone_resets_at_local_midnight(parts: Any) -> None:
+    _, ledger, clock = parts
+    clock.now = 1_800_000_000.0 - (1_800_000_000.0 % 86400) + 22 * 3600  # 22:00 UTC
+    await ledger.set_limits("global", BudgetLimits(daily=1.0, daily_tz="UTC"))
+    await spend(ledger, 1.0)
+    denial = await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=0.01)
+    assert isinstance(denial, Denial) and denial.frees_at == clock.now + 2 * 3600
+    clock.advance(2 * 3600 + 1)
+    assert isinstance(
+        await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=0.01), Reservation
+    )
+
+
+async def test_per_call_and_per_run_limits(parts: Any) -> None:
+    _, ledger, _ = parts
+    await ledger.set_limits("agent:a", BudgetLimits(per_call=0.1, per_run=0.25))
+    big = await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=0.2)
+    assert isinstance(big, Denial) and big.window == "per_call"
+    await spend(ledger, 0.1)
+    await spend(ledger, 0.1)
+    third = await ledger.reserve(run_id="r1", agent="a", tenant=None, estimate_usd=0.1)
+    assert isinstance(third, Denial) and third.window == "per_run"
+    other_run = await ledger.reserve(run_id="r9", agent="a", tenant=None, estimate_usd=0.1)
+    assert isinstance(other_run, Reservation)
+    other_agent = await ledger.reserve(run_id="r1", agent="b", tenant=None, estimate_usd=0.2)
+    assert isinstance(other_agent, Reservation)
+
+
+async def test_reservations_count_until_settled_released_or_expired(parts: Any) -> None:
+    _, ledger, clock = parts
+    await ledger.set_limits("global", BudgetLimits(hourly=1.0))
+    held = await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=0.9)
+    assert isinstance(held, Reservation)
+    assert isinstance(
+        await ledger.reserve(run_id="s", agent="a", tenant=None, estimate_usd=0.2), Denial
+    )
+    await ledger.settle(held, 0.3)  # actual below the estimate: the difference is refunded
+    second = await ledger.reserve(run_id="s", agent="a", tenant=None, estimate_usd=0.6)
+    assert isinstance(second, Reservation)
+    await ledger.release(second)
+    hourly = windows(await ledger.status(), "global")["hourly"]
+    assert hourly.spent == pytest.approx(0.3) and hourly.reserved == pytest.approx(0.0)
+    orphan = await ledger.reserve(run_id="dead", agent="a", tenant=None, estimate_usd=0.7)
+    assert isinstance(orphan, Reservation)
+    clock.advance(601)  # the reservation TTL: a dead call's hold is reclaimed
+    hourly = windows(await ledger.status(), "global")["hourly"]
+    assert hourly.reserved == pytest.approx(0.0) and hourly.spent == pytest.approx(0.3)
+    # A settle that arrives after reclaiming still counts the money that was spent.
+    assert await ledger.settle(orphan, 0.2) is False
+    assert windows(await ledger.status(), "global")["hourly"].spent == pytest.approx(0.5)
+
+
+async def test_release_run_reclaims_a_dead_sessions_holds(parts: Any) -> None:
+    _, ledger, _ = parts
+    for _ in range(3):
+        await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=0.1)
+    assert await ledger.release_run("r") == 3
+    assert windows(await ledger.status(), "global")["daily"].reserved == pytest.approx(0.0)
+
+
+async def test_limits_are_stored_and_bad_input_is_refused(parts: Any) -> None:
+    _, ledger, _ = parts
+    await ledger.set_limits("global", BudgetLimits(daily=5.0))
+    assert (await ledger.limits())["global"].daily == 5.0
+    await ledger.set_limits("global", None)
+    assert await ledger.limits() == {}
+    with pytest.raises(UsageError):
+        BudgetLimits(daily=-1)
+    with pytest.raises(UsageError):
+        BudgetLimits(daily=1, daily_tz="Mars/Olympus")
+
+
+# -- the loop and the ledger ---------------------------------------------------------------
+
+
+@tool
+def work() -> str:
+    """Does some work."""
+    return "done some work"
+
+
+def looping(**kw: Any) -> Agent:
+    def policy(request: ModelRequest) -> Turn:
+        return Turn(text="partial summary") if not request.tools else call("work")
+
+    model = kw.pop("model", None) or ScriptedModel(policy)
+    return Agent(name="looper", instructions="Work.", tools=[work], model=model,
+                 limits=Limits(max_steps=200), max_output_tokens=300, **kw)  # fmt: skip
+
+
+async def ledger_totals(rt: Runtime) -> dict[str, Any]:
+    assert rt.ledger is not None
+    return windows(await rt.ledger.status(), "global")["daily"].to_json()
+
+
+async def test_a_denial_is_journaled_and_the_run_stops_with_a_report() -> None:
+    rt = Runtime(MemoryStore())
+    await rt.set_budget("global", BudgetLimits(daily=0.003))
+    result = await rt.start(looping(), "loop")
+    assert result.status == "stopped" and result.exit_code == 3
+    assert result.answer is not None and result.answer.startswith("[PARTIAL — budget global daily")
+    events = await read_events(rt.store, result.run_id)
+    denied = [e for e in events if e.type == "budget.denied"]
+    assert denied and denied[0].payload["window"] == "daily" and denied[0].payload["limit"] == 0.003
+    stopped = events[-1]
+    assert stopped.type == "run.stopped" and stopped.payload["report"]["steps"] == result.steps
+    totals = await ledger_totals(rt)
+    assert totals["spent"] == pytest.approx(result.cost_usd) and totals["reserved"] == 0
+    assert result.cost_usd <= 0.003
+
+
+async def test_every_reservation_is_settled_with_the_actual_cost() -> None:
+    rt = Runtime(MemoryStore())
+    result = await rt.start(looping(model=ScriptedModel([call("work")] * 5 + ["done"])), "go")
+    events = await read_events(rt.store, result.run_id)
+    reserved = [e.payload for e in events if e.type == "budget.reserved"]
+    settled = [e.payload for e in events if e.type == "budget.settled"]
+    assert len(reserved) == len(settled) == 6
+    assert [r["reservation_id"] for r in reserved] == [s["reservation_id"] for s in settled]
+    assert all(s["actual_usd"] <= s["estimate_usd"] for s in settled)
+    assert sum(s["actual_usd"] for s in settled) == pytest.approx(result.cost_usd)
+    assert (await ledger_totals(rt))["spent"] == pytest.approx(result.cost_usd)
+
+
+async def test_unpriced_models_are_charged_conservatively_or_refused() -> None:
+    model = ScriptedModel(["hello"], name="mystery-model")
+    rt = Runtime(MemoryStore())
+    result = await rt.start(looping(model=model), "hi")
+    events = await read_events(rt.store, result.run_id)
+    reserved = next(e for e in events if e.type == "budget.reserved")
+    assert reserved.payload["priced"] is False
+    warning = next(e for e in events if e.type == "health.warning")
+    assert (
+        "mystery-model" in warning.payload["message"]
+        and "conservative" in warning.payload["message"]
+    )
+    assert result.cost_usd > PriceTable().cost("gpt-4o", result.input_tokens, result.output_tokens)
+
+    strict = Runtime(MemoryStore(), prices=PriceTable(fail_closed=True))
+    refused_model = ScriptedModel(["hello"], name="mystery-model")
+    result = await strict.start(looping(model=refused_model), "hi")
+    assert result.status == "stopped" and refused_model.calls == 0
+    events = await read_events(strict.store, result.run_id)
+    assert any(
+        "fails closed" in e.payload.get("reason", "") for e in events if e.type == "budget.denied"
+    )
+
+
+async def test_the_output_bound_not_the_budget_sizes_a_reservation() -> None:
+    model = ScriptedModel(["ok"], max_output_tokens=100)
+    agent = looping(model=model)
+    agent = Agent(**{**agent.__dict__, "max_output_tokens": 10**9})
+    rt = Runtime(MemoryStore())
+    await rt.set_budget("global", BudgetLimits(daily=100.0))
+    result = await rt.start(agent, "hi")
+    reserved = next(
+        e for e in await read_events(rt.store, result.run_id) if e.type == "budget.reserved"
+    )
+    input_tokens = next(
+        e for e in await read_events(rt.store, result.run_id) if e.type == "model.completed"
+    ).usage
+    assert input_tokens is not None
+    ceiling = PriceTable().cost("scripted", input_tokens.input_tokens, 100)
+    assert reserved.payload["estimate_usd"] == pytest.approx(ceiling)
+
+
+async def test_a_failed_call_releases_its_reservation() -> None:
+    class Broken(ScriptedModel):
+        async def complete(
+            self, request: ModelRequest, *, on_text: TextSink | None = None
+        ) -> ModelResponse:
+            raise ModelError("bad request")
+
+    rt = Runtime(MemoryStore())
+    result = await rt.start(looping(model=Broken(["x"])), "go")
+    assert result.status == "failed"
+    totals = await ledger_totals(rt)
+    assert totals["spent"] == 0 and totals["reserved"] == 0
+
+
+async def test_a_cancelled_call_releases_its_reservation() -> None:
+    entered = asyncio.Event()
+
+    class Hanging(ScriptedModel):
+        async def complete(
+            self, request: ModelRequest, *, on_text: TextSink | None = None
+        ) -> ModelResponse:
+            entered.set()
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable")
+
+    rt = Runtime(MemoryStore())
+    task = asyncio.create_task(rt.start(looping(model=Hanging(["x"])), "go"))
+    await asyncio.wait_for(entered.wait(), 5)
+    assert (await ledger_totals(rt))["reserved"] > 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    totals = await ledger_totals(rt)
+    assert totals["reserved"] == 0 and totals["spent"] == 0
+
+
+async def test_paid_tools_are_reserved_and_denied_like_model_calls() -> None:
+    uses = {"n": 0}
+
+    @tool(cost_usd=0.01)
+    def paid_lookup() -> str:
+        """A paid API."""
+        uses["n"] += 1
+        return "data"
+
+    def policy(request: ModelRequest) -> Turn:
+        return Turn(text="wrapped") if not request.tools else call("paid_lookup")
+
+    agent = Agent(name="payer", instructions="x", tools=[paid_lookup], model=ScriptedModel(policy),
+                  limits=Limits(max_steps=50), max_output_tokens=100)  # fmt: skip
+    rt = Runtime(MemoryStore())
+    await rt.set_budget("agent:payer", BudgetLimits(daily=0.035))
+    result = await rt.start(agent, "go")
+    assert result.status == "stopped"
+    assert uses["n"] == 3  # three calls ($0.03) and the model turns fit; a fourth would not
+    events = await read_events(rt.store, result.run_id)
+    assert any(e.type == "budget.denied" for e in events)
+    assert (await ledger_totals(rt))["spent"] <= 0.035

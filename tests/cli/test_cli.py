@@ -1,0 +1,216 @@
+"""The `tether` command as a user drives it: exit codes, JSON shapes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tether.cli import app
+
+runner = CliRunner()
+
+AGENT_FILE = '''
+from tether import Agent, Limits, tool
+from tether.models import ScriptedModel, call
+
+@tool
+def shout(text: str) -> str:
+    """Upper-case a text."""
+    return text.upper()
+
+agent = Agent(
+    name="shouter",
+    instructions="Shout.",
+    tools=[shout],
+    model=ScriptedModel([call("shout", {"text": "hi"}), "HI"]),
+    limits=Limits(max_steps=5),
+)
+'''
+
+
+def tether(*args: str, store: Path) -> tuple[int, str, str]:
+    result = runner.invoke(app, [*args, "--store", f"sqlite:///{store}"])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "t.db"
+
+
+def run_demo(store: Path, *extra: str) -> tuple[int, dict[str, object]]:
+    out_dir = str(store.parent / "out")
+    code, out, err = tether("demo", "--yes", "--json", "--out", out_dir, *extra, store=store)
+    assert not err or "Traceback" not in err
+    return code, json.loads(out)
+
+
+def test_demo_completes_and_writes_the_report(store: Path) -> None:
+    code, data = run_demo(store)
+    assert code == 0
+    assert data["status"] == "completed" and data["steps"] == 48
+    assert float(str(data["cost_usd"])) > 0 and int(str(data["input_tokens"])) > 0
+    report = (store.parent / "out" / "report.md").read_text()
+    assert report.startswith("# Ferrogel Knot Storage") and "## Sources" in report
+
+
+def test_demo_with_a_step_limit_stops_with_exit_3_and_a_partial_answer(store: Path) -> None:
+    code, data = run_demo(store, "--max-steps", "6")
+    assert code == 3
+    assert data["status"] == "stopped" and data["partial"] is True
+    assert str(data["answer"]).startswith("[PARTIAL — step limit reached")
+    assert not (store.parent / "out" / "report.md").exists()
+
+
+def test_demo_detached_waits_for_approval_and_the_cli_resolves_it(store: Path) -> None:
+    out_dir = str(store.parent / "out")
+    code, out, _ = tether("demo", "--detach", "--json", "--out", out_dir, store=store)
+    assert code == 4
+    data = json.loads(out)
+    assert data["status"] == "waiting_approval"
+    (request_id,) = data["pending_approvals"]
+    assert not (store.parent / "out" / "report.md").exists()
+    code, out, _ = tether("approvals", "--json", store=store)
+    (pending,) = json.loads(out)
+    assert pending["request_id"] == request_id and pending["tool"] == "publish"
+    code, out, _ = tether("approve", request_id, "--comment", "ship it", store=store)
+    assert code == 0 and "approved" in out
+    code, out, err = tether("reject", request_id, "--reason", "changed my mind", store=store)
+    assert code == 2 and "already approved" in err
+    code, out, _ = tether("resume", str(data["run_id"]), "--json", store=store)
+    assert code == 0 and json.loads(out)["status"] == "completed"
+    assert (store.parent / "out" / "report.md").exists()
+
+
+def test_rejecting_publish_reaches_the_model_and_the_run_carries_on(store: Path) -> None:
+    out_dir = str(store.parent / "out")
+    code, out, _ = tether("demo", "--json", "--out", out_dir, store=store)
+    data = json.loads(out)
+    (request_id,) = data["pending_approvals"]
+    code, _, _ = tether("reject", request_id, "--reason", "needs a legal review", store=store)
+    assert code == 0
+    code, out, _ = tether("resume", str(data["run_id"]), "--json", store=store)
+    # The scripted policy retries the step after an error result, so it asks again.
+    assert code == 4 and json.loads(out)["status"] == "waiting_approval"
+    _, out, _ = tether("show", str(data["run_id"]), "--json", store=store)
+    failed = [e for e in json.loads(out)["events"] if e["type"] == "tool.failed"]
+    assert "rejected the call: needs a legal review" in failed[-1]["payload"]["output"]
+
+
+def test_ls_and_show_json_shapes(store: Path) -> None:
+    _, data = run_demo(store)
+    code, out, _ = tether("ls", "--json", store=store)
+    assert code == 0
+    (row,) = json.loads(out)
+    assert {"run_id", "status", "steps", "cost_usd"} <= set(row)
+    assert row["run_id"] == data["run_id"] and row["status"] == "completed"
+    code, out, _ = tether("show", str(data["run_id"]), "--json", store=store)
+    shown = json.loads(out)
+    assert {"run_id", "status", "steps", "cost_usd", "events"} <= set(shown)
+    event = shown["events"][0]
+    assert {"seq", "type", "visibility", "correlation_id", "cause", "payload"} <= set(event)
+    visibilities = {e["visibility"] for e in shown["events"]}
+    assert visibilities == {"visible", "user_hidden"}
+    _, out, _ = tether("show", str(data["run_id"]), "--json", "--view", "user", store=store)
+    assert {e["visibility"] for e in json.loads(out)["events"]} == {"visible"}
+    _, out, _ = tether("show", str(data["run_id"]), "--json", "--view", "audit", store=store)
+    audit = json.loads(out)["events"]
+    assert "always_hidden" in {e["visibility"] for e in audit} and "checksum" in audit[0]
+
+
+def test_show_text_view_prints_a_timeline(store: Path) -> None:
+    _, data = run_demo(store)
+    code, out, _ = tether("show", str(data["run_id"]), store=store)
+    assert code == 0 and "completed" in out and "tool.completed" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "run_nope"], "no run 'run_nope'"),
+        (["resume", "run_nope"], "no run 'run_nope'"),
+        (["run", "no_such_module:agent", "--task", "x"], "cannot import module"),
+        (["ls", "--status", "sleeping"], "unknown status"),
+        (["show", "x", "--view", "boss"], "unknown view"),
+        (["fork", "run_nope", "--at", "3"], "no run 'run_nope'"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors_with_exit_2(
+    store: Path, args: list[str], message: str
+) -> None:
+    code, out, err = tether(*args, store=store)
+    assert code == 2
+    assert message in err and "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_store_urls_are_usage_errors(tmp_path: Path) -> None:
+    for url in ("mysql://x", "sqlite://relative.db", f"sqlite:///{tmp_path}/nodir/x.db"):
+        result = runner.invoke(app, ["ls", "--store", url])
+        assert result.exit_code == 2, url
+        assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_a_user_agent_from_a_file_and_resume_it(store: Path, tmp_path: Path) -> None:
+    path = tmp_path / "my_agent.py"
+    path.write_text(AGENT_FILE)
+    code, out, _ = tether("run", f"{path}:agent", "--task", "shout hi", "--json", store=store)
+    assert code == 0
+    data = json.loads(out)
+    assert data["answer"] == "HI" and data["steps"] == 2
+    code, out, _ = tether("resume", data["run_id"], "--json", store=store)
+    assert code == 0 and json.loads(out)["status"] == "completed"
+
+
+def test_doctor_finds_corruption_and_fork_repairs_it(store: Path) -> None:
+    _, data = run_demo(store)
+    run_id = str(data["run_id"])
+    code, out, _ = tether("doctor", store=store)
+    assert code == 0 and "all intact" in out
+    with sqlite3.connect(store) as db:
+        raw = db.execute("SELECT data FROM events WHERE run_id=? AND seq=100", (run_id,)).fetchone()
+        damaged = raw[0].replace(b'"seq":100', b'"seq":101')
+        db.execute("UPDATE events SET data=? WHERE run_id=? AND seq=100", (damaged, run_id))
+    code, out, _ = tether("doctor", run_id, store=store)
+    assert code == 1 and "seq 100" in out and f"tether fork {run_id} --at 99" in out
+    code, out, _ = tether("doctor", "--json", store=store)
+    report = json.loads(out)
+    assert code == 1 and report["ok"] is False
+    assert report["runs"][0]["problems"][0]["seq"] == 100
+    code, out, err = tether("show", run_id, store=store)
+    assert code == 1 and "corruption in run" in err and "seq 100" in err
+    code, out, _ = tether("fork", run_id, "--at", "99", "--json", store=store)
+    assert code == 0
+    forked = json.loads(out)["run_id"]
+    code, out, _ = tether("resume", forked, "--yes", "--json", "--quiet", store=store)
+    assert code == 0 and json.loads(out)["status"] == "completed"
+    code, out, _ = tether("doctor", forked, store=store)
+    assert code == 0
+
+
+def test_doctor_on_a_missing_store_is_a_usage_error(tmp_path: Path) -> None:
+    code, _, err = tether("doctor", store=tmp_path / "absent.db")
+    assert code == 2 and "no store" in err
+
+
+def test_the_installed_command_prints_no_traceback_on_mistakes(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "show", "run_x", "--store", f"sqlite:///{tmp_path}/a.db"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: no run 'run_x' in this store"
+
+
+def test_every_command_has_help() -> None:
+    commands = ("demo", "run", "resume", "ls", "show", "doctor", "fork", "approvals", "approve")
+    for command in (*commands, "reject"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.stdout, command
