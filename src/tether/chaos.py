@@ -15,7 +15,7 @@ import asyncio
 import os
 import random
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -100,11 +100,18 @@ class FaultyStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def append(self, lease: Lease, events: Sequence[Event], *, summary: RunSummary) -> None:
+    async def append(
+        self,
+        lease: Lease,
+        events: Sequence[Event],
+        *,
+        summary: RunSummary,
+        also: Callable[[], None] | None = None,
+    ) -> None:
         before = self.plan.kill_before_seq
         if before is not None and events and events[0].seq <= before <= events[-1].seq:
             _die()
-        await self.inner.append(lease, events, summary=summary)
+        await self.inner.append(lease, events, summary=summary, also=also)
         after = self.plan.kill_after_seq
         if after is not None and events and events[-1].seq >= after:
             _die()

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -548,8 +548,15 @@ class _InstrumentedStore:
         await self._inner.create_run(first, **kwargs)
         await self._observe([first])
 
-    async def append(self, lease: Lease, events: Sequence[Event], *, summary: RunSummary) -> None:
-        await self._inner.append(lease, events, summary=summary)
+    async def append(
+        self,
+        lease: Lease,
+        events: Sequence[Event],
+        *,
+        summary: RunSummary,
+        also: Callable[[], None] | None = None,
+    ) -> None:
+        await self._inner.append(lease, events, summary=summary, also=also)
         await self._observe(events)
 
     async def release_lease(self, lease: Lease) -> None:

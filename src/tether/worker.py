@@ -294,10 +294,17 @@ class LeaseGuard:
             lease = self.lease
         await self.inner.release_lease(lease)
 
-    async def append(self, lease: Lease, events: Sequence[Event], *, summary: RunSummary) -> None:
+    async def append(
+        self,
+        lease: Lease,
+        events: Sequence[Event],
+        *,
+        summary: RunSummary,
+        also: Callable[[], None] | None = None,
+    ) -> None:
         if self._mine(lease):
             self._check()
-        await self.inner.append(lease, events, summary=summary)
+        await self.inner.append(lease, events, summary=summary, also=also)
 
     async def put_snapshot(
         self, lease: Lease, run_id: str, seq: int, raw: bytes, *, keep: int

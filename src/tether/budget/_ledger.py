@@ -21,7 +21,13 @@ from zoneinfo import ZoneInfo
 from .._clock import Clock, SystemClock
 from ._model import BudgetLimits, Denial, Reservation, Window, WindowStatus, scopes_for
 
-__all__ = ["DEFAULT_RESERVATION_TTL_S", "Ledger", "LedgerTables", "ReservationRow"]
+__all__ = [
+    "DEFAULT_RESERVATION_TTL_S",
+    "Ledger",
+    "LedgerTables",
+    "ReservationRow",
+    "new_reservation_id",
+]
 
 DEFAULT_RESERVATION_TTL_S = 900.0
 """A reservation not settled by then belongs to a dead call and is reclaimed."""
@@ -39,7 +45,13 @@ class ReservationRow:
     minute: int
     estimate: float
     state: str
-    """reserved, settled, released or expired."""
+    """reserved or expired (reclaimed); settled and released holds are deleted."""
+
+
+def new_reservation_id(now: float) -> str:
+    """Time-ordered, so each new hold lands at the end of the reservations' key index
+    (a random key would dirty a random page of it on every call)."""
+    return f"rsv_{int(now * 1000):012x}{secrets.token_hex(4)}"
 
 
 class LedgerTables(Protocol):
@@ -238,6 +250,22 @@ class Ledger:
         extra: Mapping[str, BudgetLimits] | None = None,
     ) -> Reservation | Denial:
         """Check `estimate_usd` against every applicable limit and hold it, atomically."""
+        return self.reserve_now(
+            run_id=run_id, agent=agent, tenant=tenant, estimate_usd=estimate_usd, extra=extra
+        )
+
+    def reserve_now(
+        self,
+        *,
+        run_id: str,
+        agent: str,
+        tenant: str | None,
+        estimate_usd: float,
+        extra: Mapping[str, BudgetLimits] | None = None,
+        reservation_id: str | None = None,
+    ) -> Reservation | Denial:
+        """`reserve`, synchronously: inside a store's append (`Store.append(also=...)`) it
+        joins that transaction, so the hold and the events recording it commit together."""
         now = self.clock.time()
         scopes = scopes_for(agent, tenant)
         with self.tables.transaction():
@@ -248,7 +276,7 @@ class Ledger:
             if denial is not None:
                 return denial
             row = ReservationRow(
-                id=f"rsv_{secrets.token_hex(8)}",
+                id=reservation_id or new_reservation_id(now),
                 run_id=run_id,
                 scopes=scopes,
                 minute=math.floor(now / 60),
@@ -264,6 +292,10 @@ class Ledger:
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> bool:
         """Replace the hold with the actual cost; False if it had already been reclaimed."""
+        return self._finish(reservation, "settled", actual_usd)
+
+    def settle_now(self, reservation: Reservation, actual_usd: float) -> bool:
+        """`settle`, synchronously (joins a store's append like `reserve_now`)."""
         return self._finish(reservation, "settled", actual_usd)
 
     async def release(self, reservation: Reservation) -> bool:

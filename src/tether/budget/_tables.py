@@ -14,7 +14,10 @@ from ..errors import StoreError
 from ._ledger import ReservationRow
 from ._model import BudgetLimits
 
-__all__ = ["MemoryLedgerTables", "SQLiteLedgerTables"]
+__all__ = ["FINISHED_STATES", "MemoryLedgerTables", "SQLiteLedgerTables"]
+
+FINISHED_STATES = frozenset({"settled", "released"})
+"""A reservation in one of these states is forgotten: only open and reclaimed holds stay."""
 
 
 class MemoryLedgerTables:
@@ -73,6 +76,9 @@ class MemoryLedgerTables:
         found = self.rows.get(reservation_id)
         if found is None or found[0].state != from_state:
             return False
+        if state in FINISHED_STATES:
+            del self.rows[reservation_id]
+            return True
         row, expires = found
         self.rows[reservation_id] = (
             ReservationRow(
@@ -138,11 +144,10 @@ LEDGER_SCHEMA = [
         state TEXT NOT NULL,
         created_at REAL NOT NULL,
         expires_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS budget_open ON budget_reservations (expires_at)"
-    " WHERE state = 'reserved'",
-    "CREATE INDEX IF NOT EXISTS budget_open_by_run ON budget_reservations (run_id)"
-    " WHERE state = 'reserved'",
+    ) WITHOUT ROWID""",
+    # No secondary indexes: a hold's row is deleted when it is settled or released, so
+    # the table only ever holds calls in flight and reclaimed ones, and every index would
+    # cost each reservation one more page written at commit.
 ]
 
 
@@ -159,6 +164,7 @@ class SQLLedgerTables:
 
     def __init__(self) -> None:
         self._depth = 0
+        self._owns_db = True
         self._limits_rows: tuple[tuple[str, str], ...] = ()
         self._limits: dict[str, BudgetLimits] = {}
 
@@ -198,24 +204,26 @@ class SQLLedgerTables:
     def totals(self, windows: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[float, float]]:
         # Exact and bounded: the minutes before the window's first whole hour, then whole
         # hours from the hourly roll-up, so a day reads at most 60 + 25 rows per scope.
-        out: dict[tuple[str, int], tuple[float, float]] = {}
-        for scope, start in windows:
+        # Every window in one statement: a reservation checks up to six windows, and each
+        # statement costs a round through the driver.
+        if not windows:
+            return {}
+        parts: list[str] = []
+        params: list[object] = []
+        for n, (scope, start) in enumerate(windows):
             first_hour = -(-start // 60)
-            minutes = self._x(
-                "SELECT COALESCE(SUM(spent), 0), COALESCE(SUM(reserved), 0) FROM budget_usage "
-                "WHERE scope=? AND minute>=? AND minute<?",
-                (scope, start, first_hour * 60),
-            ).fetchone()
-            hours = self._x(
-                "SELECT COALESCE(SUM(spent), 0), COALESCE(SUM(reserved), 0) "
-                "FROM budget_usage_hourly WHERE scope=? AND hour>=?",
-                (scope, first_hour),
-            ).fetchone()
-            out[(scope, start)] = (
-                float(minutes[0] + hours[0]),
-                float(minutes[1] + hours[1]),
+            parts.append(
+                f"SELECT {n}, COALESCE(SUM(spent), 0), COALESCE(SUM(reserved), 0) "
+                "FROM budget_usage WHERE scope=? AND minute>=? AND minute<? "
+                f"UNION ALL SELECT {n}, COALESCE(SUM(spent), 0), COALESCE(SUM(reserved), 0) "
+                "FROM budget_usage_hourly WHERE scope=? AND hour>=?"
             )
-        return out
+            params += [scope, start, first_hour * 60, scope, first_hour]
+        sums = [[0.0, 0.0] for _ in windows]
+        for n, spent, reserved in self._x(" UNION ALL ".join(parts), params).fetchall():
+            sums[n][0] += spent
+            sums[n][1] += reserved
+        return {window: (float(sums[n][0]), float(sums[n][1])) for n, window in enumerate(windows)}
 
     def run_usage(self, run_id: str) -> tuple[float, float]:
         row = self._x(
@@ -267,10 +275,17 @@ class SQLLedgerTables:
     def set_state(
         self, reservation_id: str, state: str, actual: float | None, *, from_state: str = "reserved"
     ) -> bool:
-        moved = self._x(
-            "UPDATE budget_reservations SET state=?, actual=? WHERE id=? AND state=?",
-            (state, actual, reservation_id, from_state),
-        ).rowcount
+        if state in FINISHED_STATES:
+            # Done with: the journal keeps its story (budget.settled), the buckets its money.
+            moved = self._x(
+                "DELETE FROM budget_reservations WHERE id=? AND state=?",
+                (reservation_id, from_state),
+            ).rowcount
+        else:
+            moved = self._x(
+                "UPDATE budget_reservations SET state=?, actual=? WHERE id=? AND state=?",
+                (state, actual, reservation_id, from_state),
+            ).rowcount
         return bool(moved == 1)
 
     def open_of_run(self, run_id: str) -> list[ReservationRow]:
@@ -303,24 +318,40 @@ class SQLLedgerTables:
         return [r[0] for r in self._x("SELECT DISTINCT scope FROM budget_usage")]
 
     def close(self) -> None:
-        self.db.close()
+        if self._owns_db:
+            self.db.close()
 
 
 _RESERVATION = "id, run_id, scopes, minute, estimate, state"
 
 
 class SQLiteLedgerTables(SQLLedgerTables):
-    """The ledger's tables live in the store's own file, on their own connection."""
+    """The ledger's tables live in the store's own file.
 
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 30.0):
+    Given the store's connection (`db`), they share it: the ledger's work then joins a
+    transaction the store has open (an append), so a step's reservation and its events
+    commit together. Without one they open their own connection.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        db: sqlite3.Connection | None = None,
+        synchronous: str = "NORMAL",
+        busy_timeout_s: float = 30.0,
+    ):
         super().__init__()
         self.path = path
+        self._owns_db = db is None
         try:
-            self.db = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
-            )
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            if db is None:
+                db = sqlite3.connect(
+                    path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+                )
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(f"PRAGMA synchronous={synchronous}")
+            self.db = db
             with self.transaction():
                 for statement in LEDGER_SCHEMA:
                     self.db.execute(statement)
@@ -329,7 +360,8 @@ class SQLiteLedgerTables(SQLLedgerTables):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        if self._depth:
+        if self._depth or self.db.in_transaction:
+            # Nested, or inside the store's append on the shared connection: join it.
             yield
             return
         self._depth = 1

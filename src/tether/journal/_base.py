@@ -7,7 +7,7 @@ repair live above them (`_journal.py`, `_integrity.py`), written once for every 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -162,12 +162,24 @@ class Store(Protocol):
         """Give the lease up; a no-op if it was already lost."""
         ...
 
-    async def append(self, lease: Lease, events: Sequence[Event], *, summary: RunSummary) -> None:
+    async def append(
+        self,
+        lease: Lease,
+        events: Sequence[Event],
+        *,
+        summary: RunSummary,
+        also: Callable[[], None] | None = None,
+    ) -> None:
         """Append sealed events in one transaction.
 
         Refused with LeaseLost unless `lease.epoch` is the run's current epoch, and with
         AppendConflict unless the first event's seq and prev_hash continue the stored head.
         On refusal nothing is written.
+
+        `also` runs inside that transaction once the fence has passed (the budget ledger's
+        reserve or settle, so a step costs one commit, not three); if it raises, nothing is
+        written and its exception propagates. Only stores whose `joins_ledger` is true for
+        the ledger's tables accept it; the others raise UsageError.
         """
         ...
 

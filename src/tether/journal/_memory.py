@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from .._clock import Clock, SystemClock
@@ -127,11 +127,24 @@ class MemoryStore:
             if run.queue is not None and run.record.summary.status in RUNNABLE_STATUSES:
                 self._wake()
 
-    async def append(self, lease: Lease, events: Sequence[Event], *, summary: RunSummary) -> None:
+    async def append(
+        self,
+        lease: Lease,
+        events: Sequence[Event],
+        *,
+        summary: RunSummary,
+        also: Callable[[], None] | None = None,
+    ) -> None:
         run = self._check_lease(lease)
         check_continues(run.record.head_seq, run.record.head_hash, events, lease.run_id)
         if not events:
+            if also is not None:
+                raise UsageError("append(also=...) needs at least one event")
             return
+        if also is not None:
+            if not self.joins_ledger(self._ledger_tables):
+                raise UsageError("append(also=...) runs only this store's own ledger work")
+            also()  # one event loop thread and no await before the write: atomic with it
         run.rows.extend(row_of(e) for e in events)
         run.record = replace(
             run.record, head_seq=events[-1].seq, head_hash=events[-1].checksum, summary=summary
@@ -174,6 +187,10 @@ class MemoryStore:
         run.rows = [r for r in run.rows if r.seq <= keep_through]
         run.snapshots = {s: b for s, b in run.snapshots.items() if s <= keep_through}
         run.record = replace(run.record, head_seq=keep_through, head_hash=head_hash)
+
+    def joins_ledger(self, tables: object) -> bool:
+        """Whether `append(also=...)` can run these ledger tables' work atomically."""
+        return tables is not None and tables is self._ledger_tables
 
     def ledger_tables(self) -> object:
         """The budget ledger's tables for this store (one per store object)."""

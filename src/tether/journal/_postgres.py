@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -507,7 +507,17 @@ class PostgresStore:
 
     # -- journal ----------------------------------------------------------------------
 
-    async def append(self, lease: Lease, events: Sequence[Event], *, summary: RunSummary) -> None:
+    async def append(
+        self,
+        lease: Lease,
+        events: Sequence[Event],
+        *,
+        summary: RunSummary,
+        also: Callable[[], None] | None = None,
+    ) -> None:
+        if also is not None:
+            # The ledger has its own connection here: it cannot join this statement.
+            raise UsageError("the PostgreSQL store cannot run ledger work inside an append")
         if not events:
             return
         first, last = events[0], events[-1]
@@ -748,6 +758,10 @@ class PostgresStore:
                 self._wake()  # let waiting workers poll meanwhile
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+
+    def joins_ledger(self, tables: object) -> bool:
+        """Always false: the ledger runs on its own connection, outside appends."""
+        return False
 
     def ledger_tables(self) -> object:
         """The budget ledger's tables, in this store's database on their own connection."""

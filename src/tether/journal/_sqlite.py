@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -336,11 +336,22 @@ class SQLiteStore:
 
     # -- journal ----------------------------------------------------------------------
 
-    async def append(self, lease: Lease, events: Sequence[Event], *, summary: RunSummary) -> None:
+    async def append(
+        self,
+        lease: Lease,
+        events: Sequence[Event],
+        *,
+        summary: RunSummary,
+        also: Callable[[], None] | None = None,
+    ) -> None:
         if not events:
+            if also is not None:
+                raise UsageError("append(also=...) needs at least one event")
             return
         first, last = events[0], events[-1]
         check_continues(first.seq - 1, first.prev_hash, events, lease.run_id)
+        if also is not None and not self.joins_ledger(self._ledger_tables):
+            raise UsageError("append(also=...) runs only this store's own ledger work")
         # Naming `status` in the SET rewrites its index entry even when the value is the
         # same, so it is only set when it changed since this store last wrote it.
         status_known = self._last_status.get(lease.run_id) == summary.status
@@ -360,6 +371,8 @@ class SQLiteStore:
                 head_seq, head_hash = self._check_lease(db, lease)
                 check_continues(head_seq, head_hash, events, lease.run_id)
                 raise StoreError(f"run {lease.run_id}: append refused")  # pragma: no cover
+            if also is not None:
+                also()  # the ledger's statements, on this connection, in this transaction
             if len(events) == 1:
                 db.execute(_INSERT_EVENT, _event_row(first))
             else:
@@ -433,12 +446,18 @@ class SQLiteStore:
                 (keep_through, head_hash, run_id),
             )
 
+    def joins_ledger(self, tables: object) -> bool:
+        """Whether `append(also=...)` can run these ledger tables' work atomically: they
+        are this store's own, on its connection, so they join its transaction."""
+        return tables is not None and tables is self._ledger_tables
+
     def ledger_tables(self) -> object:
-        """The budget ledger's tables, in this store's file on their own connection."""
+        """The budget ledger's tables, in this store's file and on its connection, so a
+        reservation and the events that record it can commit together."""
         if self._ledger_tables is None:
             from ..budget._tables import SQLiteLedgerTables
 
-            self._ledger_tables = SQLiteLedgerTables(self.path, synchronous=self._synchronous)
+            self._ledger_tables = SQLiteLedgerTables(self.path, db=self._db)
         return self._ledger_tables
 
     async def run_ids(self) -> list[str]:
