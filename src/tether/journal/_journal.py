@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from .._clock import Clock, SystemClock, iso
@@ -282,9 +283,17 @@ class RunJournal:
         self.store = store
         self.lease = lease
         self.state = state
+        """The run as its holder sees it: durable events, then any staged ones."""
         self.clock = clock
         self.snapshot_every = snapshot_every
         self.keep_snapshots = keep_snapshots
+        self._staged: list[Event] = []
+        self._durable_seq = state.last_seq
+
+    @property
+    def staged(self) -> int:
+        """How many sealed events wait for the next append to make them durable."""
+        return len(self._staged)
 
     @property
     def run_id(self) -> str:
@@ -333,8 +342,7 @@ class RunJournal:
             )
         return journal, loaded
 
-    async def append(self, *drafts: EventDraft) -> list[Event]:
-        """Seal, fold and durably append drafts as one transaction; returns the events."""
+    def _seal(self, drafts: Sequence[EventDraft]) -> tuple[list[Event], RunState]:
         state = self.state
         ts = iso(self.clock.time())
         events: list[Event] = []
@@ -344,11 +352,40 @@ class RunJournal:
             event = draft.seal(run_id=self.run_id, seq=seq, prev_hash=prev, ts=ts)
             events.append(event)
             prev = event.checksum
-        new_state = fold(events, state)
-        await self.store.append(self.lease, events, summary=summary_of(new_state))
+        return events, fold(events, state)
+
+    def stage(self, *drafts: EventDraft) -> list[Event]:
+        """Seal and fold drafts now, and write them with the next `append` (or `flush`).
+
+        For an outcome whose only reader is the next step: the loop stages the last tool
+        result of a turn, and the next model request carries it to disk in the same
+        commit. A crash before then loses it exactly as a crash just before its own
+        append would have: recovery sees the call in flight.
+        """
+        events, self.state = self._seal(drafts)
+        self._staged.extend(events)
+        return events
+
+    async def flush(self) -> None:
+        """Make staged events durable now."""
+        if self._staged:
+            await self.append()
+
+    async def append(
+        self, *drafts: EventDraft, also: Callable[[], None] | None = None
+    ) -> list[Event]:
+        """Seal, fold and durably append drafts (after any staged events) as one
+        transaction; returns the new events. `also` runs inside that transaction (see
+        `Store.append`)."""
+        durable = self._durable_seq
+        events, new_state = self._seal(drafts)
+        batch = [*self._staged, *events] if self._staged else events
+        await self.store.append(self.lease, batch, summary=summary_of(new_state), also=also)
+        self._staged.clear()
         self.state = new_state
+        self._durable_seq = new_state.last_seq
         every = self.snapshot_every
-        if every and new_state.last_seq // every > state.last_seq // every:
+        if every and new_state.last_seq // every > durable // every:
             # The events are durable now. If a takeover fences the snapshot out, raising
             # would tell the caller its append failed; the new holder snapshots instead,
             # and this writer learns it lost the lease at its next append.

@@ -20,7 +20,8 @@ from typing import Any
 from .._clock import Clock, SystemClock, iso
 from ..agent import Agent, Limits
 from ..approvals import approvals_in, expire_approvals, request_id_for
-from ..budget import BudgetLimits, Denial, Ledger, Reservation
+from ..budget import BudgetLimits, Denial, Ledger, Reservation, scopes_for
+from ..budget._ledger import new_reservation_id
 from ..errors import (
     ContextOverflow,
     HumanInputRequired,
@@ -61,6 +62,14 @@ class Progress:
 
 
 Observer = Callable[[Progress], None]
+
+
+class _Denied(Exception):
+    """Raised inside an append's transaction to abandon it: the budget said no."""
+
+    def __init__(self, denial: Denial) -> None:
+        super().__init__(denial.reason)
+        self.denial = denial
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -130,6 +139,10 @@ class _Driver:
         self.cache = ContextCache(journal.store, journal.run_id)
         self.last_fill: float | None = None
         self.ledger = ledger
+        self.joined = ledger is not None and bool(
+            getattr(journal.store, "joins_ledger", lambda _: False)(ledger.tables)
+        )
+        """Whether a model call's hold commits with its events (memory and SQLite stores)."""
         self.denied: Denial | None = None
         """A tool call's budget denial: the next cycle wraps up instead of calling the model."""
         self.budget_extra = dict(budgets or {})
@@ -154,12 +167,23 @@ class _Driver:
     def correlation(self, cycle: int | str) -> str:
         return f"{self.journal.run_id}/c{cycle}"
 
-    async def append(self, *drafts: EventDraft) -> list[Event]:
-        events = await self.journal.append(*drafts)
+    async def append(
+        self, *drafts: EventDraft, also: Callable[[], None] | None = None
+    ) -> list[Event]:
+        events = await self.journal.append(*drafts, also=also)
+        self.took(events)
+        return events
+
+    def stage(self, *drafts: EventDraft) -> None:
+        """Record drafts now; they reach the disk with the next append (see RunJournal)."""
+        self.took(self.journal.stage(*drafts))
+
+    def took(self, events: list[Event]) -> None:
+        if not events:
+            return
         self.cache.add(events, self.journal.state)
         if self.observer:
             self.observer(Progress(state=self.journal.state, event=events[-1].type))
-        return events
 
     def elapsed(self) -> float:
         state = self.state
@@ -216,10 +240,17 @@ class _Driver:
                     },
                 )
             )
-        if self.state.pending_calls:
-            await self.recover_calls()
-        while not self.state.terminal and self.state.status != "waiting_approval":
-            await self.cycle()
+        try:
+            if self.state.pending_calls:
+                await self.recover_calls()
+            while not self.state.terminal and self.state.status != "waiting_approval":
+                await self.cycle()
+        finally:
+            # A staged tool result is flushed even when the loop is leaving on an error
+            # or a cancellation (a worker handing the run back): its outcome is known.
+            if self.journal.staged:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.journal.flush())
         return self.state
 
     async def cycle(self) -> None:
@@ -237,26 +268,29 @@ class _Driver:
             corr = self.correlation(cycle)
             await self.maybe_compact(corr)
             request = self.build_request(tools_enabled=True)
-            hold = await self.hold(request, corr)
+            state = self.state
+
+            def drafts(hold: Reservation | None) -> list[EventDraft]:
+                return [
+                    EventDraft(
+                        type="cycle.started",
+                        payload={"cycle": cycle},
+                        correlation_id=corr,
+                        causation_id=f"{state.run_id}:{state.last_seq}",
+                    ),
+                    EventDraft(
+                        type="model.requested",
+                        payload=self.request_payload(),
+                        correlation_id=corr,
+                        causation_id=f"{state.run_id}:{state.last_seq + 1}",
+                    ),
+                    *self.reserved_drafts(hold, corr, cause=state.last_seq + 2),
+                ]
+
+            hold, events = await self.request_with_hold(request, corr, drafts)
             if isinstance(hold, Denial):
                 await self.wrap_up("budget", hold.reason)
                 return
-            state = self.state
-            events = await self.append(
-                EventDraft(
-                    type="cycle.started",
-                    payload={"cycle": cycle},
-                    correlation_id=corr,
-                    causation_id=f"{state.run_id}:{state.last_seq}",
-                ),
-                EventDraft(
-                    type="model.requested",
-                    payload=self.request_payload(),
-                    correlation_id=corr,
-                    causation_id=f"{state.run_id}:{state.last_seq + 1}",
-                ),
-                *self.reserved_drafts(hold, corr, cause=state.last_seq + 2),
-            )
             request_seq = events[1].seq
         else:
             # A crash interrupted this model call: ask again (model calls have no side effects).
@@ -274,7 +308,7 @@ class _Driver:
                 return
             if hold is not None:
                 await self.append(*self.reserved_drafts(hold, corr, cause=request_seq))
-        response = await self.call_model(corr, request_seq, request, hold)
+        response = await self.call_model(corr, request_seq, request, hold, settle=not self.joined)
         if response is None:
             return
         await self.record_response(response, corr, request_seq, hold)
@@ -302,6 +336,55 @@ class _Driver:
             output_tokens,
             self.prices.cost(self.model.name, input_tokens, output_tokens),
         )
+
+    async def request_with_hold(
+        self,
+        request: ModelRequest,
+        corr: str,
+        drafts: Callable[[Reservation | None], list[EventDraft]],
+    ) -> tuple[Reservation | Denial | None, list[Event]]:
+        """Reserve the request's cost and journal `drafts(hold)`, in one commit where the
+        store allows it; a denial is journaled instead and returned with no events."""
+        if not self.joined or self.ledger is None:
+            hold = await self.hold(request, corr)
+            if isinstance(hold, Denial):
+                return hold, []
+            return hold, await self.append(*drafts(hold))
+        ledger = self.ledger
+        try:
+            _, _, cost = self.estimate(request)
+        except UnpricedModel:
+            return await self.hold(request, corr), []  # journals the refusal
+        state = self.state
+        provisional = Reservation(
+            id=new_reservation_id(self.clock.time()),
+            run_id=state.run_id,
+            estimate_usd=cost,
+            scopes=scopes_for(state.agent, state.tenant),
+            minute=0,
+        )
+        held: list[Reservation] = []
+
+        def reserve() -> None:
+            outcome = ledger.reserve_now(
+                run_id=state.run_id,
+                agent=state.agent,
+                tenant=state.tenant,
+                estimate_usd=cost,
+                extra=self.budget_extra,
+                reservation_id=provisional.id,
+            )
+            if isinstance(outcome, Denial):
+                raise _Denied(outcome)
+            held.append(outcome)
+
+        try:
+            events = await self.append(*drafts(provisional), also=reserve)
+        except _Denied as denied:
+            reason = denied.denial.reason
+            await self.append(self.denied_draft(denied.denial, corr, kind="model", reason=reason))
+            return denied.denial, []
+        return held[0], events
 
     async def hold(self, request: ModelRequest, corr: str) -> Reservation | Denial | None:
         """Reserve the request's estimated cost; a denial is journaled before it is returned."""
@@ -373,11 +456,18 @@ class _Driver:
         )
 
     async def call_model(
-        self, corr: str, request_seq: int, request: ModelRequest, hold: Reservation | None
+        self,
+        corr: str,
+        request_seq: int,
+        request: ModelRequest,
+        hold: Reservation | None,
+        *,
+        settle: bool = True,
     ) -> ModelResponse | None:
         """Call the model with compaction on overflow and retries on outages; None if the
         run has ended because the call could not be made. The reservation is settled with
-        the actual cost on success and released on failure or cancellation."""
+        the actual cost on success (by the caller's next append when `settle` is false)
+        and released on failure or cancellation."""
         attempt = 0
         compacted = False
         settled = False
@@ -387,9 +477,9 @@ class _Driver:
                     response = await self.model.complete(request)
                     window = max(1, self.model.context_window)
                     self.last_fill = response.usage.input_tokens / window
-                    if hold is not None and self.ledger is not None:
+                    if hold is not None and self.ledger is not None and settle:
                         await self.ledger.settle(hold, self.usage_of(response).cost_usd)
-                        settled = True
+                    settled = True
                     return response
                 except ContextOverflow as exc:
                     await self.append(self.model_failed(corr, request_seq, exc, transient=False))
@@ -523,7 +613,15 @@ class _Driver:
             usage=self.usage_of(response),
             visibility=None if response.tool_calls else "visible",
         )
-        settled = [self.settled_draft(hold, self.usage_of(response).cost_usd, corr)] if hold else []
+        actual = self.usage_of(response).cost_usd
+        settled = [self.settled_draft(hold, actual, corr)] if hold else []
+        ledger = self.ledger
+        settle_too: Callable[[], None] | None = None
+        if hold is not None and ledger is not None and self.joined:
+
+            def settle_too() -> None:
+                ledger.settle_now(hold, actual)
+
         if not response.tool_calls:
             completed_seq = self.state.last_seq + 1
             await self.append(
@@ -535,6 +633,7 @@ class _Driver:
                     correlation_id=corr,
                     causation_id=f"{run_id}:{completed_seq}",
                 ),
+                also=settle_too,
             )
             return
         completed_seq = self.state.last_seq + 1
@@ -577,7 +676,7 @@ class _Driver:
                     pending, tool, parsed, corr, reason=response.content, kind="approval"
                 )
             )
-        await self.append(*drafts)
+        await self.append(*drafts, also=settle_too)
         for seq, call_id, name, outcome in invalid:
             await self.record_result(call_id, name, seq, outcome, tool=None, corr=corr)
         await asyncio.gather(
@@ -690,8 +789,7 @@ class _Driver:
             self.state, self.limits, elapsed_s=self.elapsed(), context_fill=self.last_fill
         )
         cost = tool.cost_usd if tool is not None and outcome.error != "unknown_outcome" else 0.0
-        await self.append(
-            EventDraft(
+        draft = EventDraft(
                 type=kind or ("tool.completed" if outcome.ok else "tool.failed"),
                 payload={
                     "call_id": call_id,
@@ -709,7 +807,14 @@ class _Driver:
                 visibility=tool.visibility if tool else None,
                 usage=Usage(cost_usd=cost) if cost else None,
             )
-        )
+        others = [c for c in self.state.pending_calls if c.seq != request_seq]
+        if others or self.denied is not None or self.state.status != "running":
+            await self.append(draft)
+        else:
+            # The turn's last outcome: the next step's first commit carries it to disk.
+            # Nothing acts on it before then, and a crash in between is a crash with the
+            # call in flight, which recovery already handles (DESIGN invariant 2).
+            self.stage(draft)
 
     async def recover_calls(self) -> None:
         """Settle calls that have no outcome yet (DESIGN invariants 2 and 9).
