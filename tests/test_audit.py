@@ -20,7 +20,7 @@ from tether.demo import demo_agent, demo_plan
 from tether.errors import UsageError
 from tether.events import Event
 from tether.journal import MemoryStore, SQLiteStore, Store, read_events, verify_run
-from tether.journal._schema import SQLITE_MIGRATIONS
+from tether.journal._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 from tether.models import ScriptedModel, Turn, call
 from tether.state import fold
 from tether.subagents import agent_tool
@@ -436,6 +436,9 @@ async def test_memory_and_sqlite_answer_queries_alike(tmp_path: Path) -> None:
             AuditFilter(tool="lookup"),
             AuditFilter(actor="model:*"),
             AuditFilter(run_id=first.run_id, types=("cycle.started", "run.completed")),
+            # Schema 4: step types go by time, the others by the (partial) type index.
+            AuditFilter(types=("run.completed", "approval.requested")),
+            AuditFilter(types=("tool.completed", "run.completed")),
         ]
         shapes = []
         for q in queries:
@@ -490,12 +493,17 @@ async def test_an_older_store_is_migrated_and_its_rows_get_audit_columns(tmp_pat
         assert [e["type"] for e in found] == ["tool.requested", "tool.completed"]
         report = await verify_run(store, result.run_id)
         assert [(p.kind, p.seq) for p in report.problems][:1] == [("event", 5)]
-        version = (
-            sqlite3.connect(path)
-            .execute("SELECT value FROM tether_meta WHERE key='schema_version'")
-            .fetchone()
-        )
-        assert version == ("3",)
+        db = sqlite3.connect(path)
+        version = db.execute("SELECT value FROM tether_meta WHERE key='schema_version'").fetchone()
+        assert version == (str(SCHEMA_VERSION),)
+        # Schema 4: the type index leaves out the types every step writes.
+        (type_index,) = db.execute(
+            "SELECT sql FROM sqlite_master WHERE name='events_by_type'"
+        ).fetchone()
+        db.close()
+        assert "NOT IN" in type_index and "'tool.completed'" in type_index
+        found, _ = await audit_events(store, AuditFilter(types=("run.completed",)), role="audit")
+        assert [e["seq"] for e in found] == [events[-1].seq]
     finally:
         await store.close()
 

@@ -26,6 +26,20 @@ CONTEXT_INDEX_TERM = "type IN ('context.compacted', 'message.system', 'message.u
 """The WHERE of the partial index `why` rebuilds contexts with. SQLite uses a partial
 index only for a query that repeats this term word for word, so `sql_where` adds it."""
 ACTOR_INDEX_TERM = "actor <> 'runtime'"
+LOOP_TYPES = (
+    "budget.reserved",
+    "budget.settled",
+    "cycle.started",
+    "model.completed",
+    "model.requested",
+    "tool.completed",
+    "tool.requested",
+)
+"""The types every step of every run writes. They are most of a store, so a search by
+one of them finds matches at once by time (`events_by_ts`); the type index (schema 4)
+leaves them out, which spares each step a page write per type."""
+TYPE_INDEX_TERM = f"type NOT IN ({', '.join(repr(t) for t in LOOP_TYPES)})"
+"""The WHERE of the partial type index (repeated by queries that may use it)."""
 """The WHERE of the partial actor index (likewise repeated by queries that may use it)."""
 
 
@@ -140,6 +154,8 @@ def sql_where(q: RowQuery, *, mark: str = "?") -> tuple[str, list[Any]]:
         add(f"type IN ({','.join('?' * len(q.types))})", *q.types)
         if q.run_id is not None and set(q.types) <= set(CONTEXT_INDEX_TYPES):
             clauses.append(CONTEXT_INDEX_TERM)
+        if not set(q.types) & set(LOOP_TYPES):
+            clauses.append(TYPE_INDEX_TERM)
     if q.tool is not None:
         add("tool=?", q.tool)
     if q.actor is not None:
@@ -173,6 +189,9 @@ def sql_hint(q: RowQuery) -> str:
     others = (q.run_id, q.correlation_id, q.tool, *q.types)
     if q.actor_prefix and (q.since or q.until) and not any(others):
         # A prefix (`tool:*`) spans many actors: the time window is the narrower key.
+        return "INDEXED BY events_by_ts "
+    if set(q.types) & set(LOOP_TYPES) and not any((q.run_id, q.correlation_id, q.tool, q.actor)):
+        # A step type is in no type index (schema 4): they are dense in time order.
         return "INDEXED BY events_by_ts "
     return ""
 

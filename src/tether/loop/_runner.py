@@ -790,23 +790,23 @@ class _Driver:
         )
         cost = tool.cost_usd if tool is not None and outcome.error != "unknown_outcome" else 0.0
         draft = EventDraft(
-                type=kind or ("tool.completed" if outcome.ok else "tool.failed"),
-                payload={
-                    "call_id": call_id,
-                    "name": name,
-                    "output": outcome.output,
-                    "error": outcome.error,
-                    "attempts": outcome.attempts,
-                    "status": status.line,
-                    "level": status.level,
-                    "max_chars": tool.max_output_chars if tool else 8_000,
-                },
-                correlation_id=corr,
-                causation_id=f"{self.state.run_id}:{request_seq}",
-                actor=f"tool:{name}",
-                visibility=tool.visibility if tool else None,
-                usage=Usage(cost_usd=cost) if cost else None,
-            )
+            type=kind or ("tool.completed" if outcome.ok else "tool.failed"),
+            payload={
+                "call_id": call_id,
+                "name": name,
+                "output": outcome.output,
+                "error": outcome.error,
+                "attempts": outcome.attempts,
+                "status": status.line,
+                "level": status.level,
+                "max_chars": tool.max_output_chars if tool else 8_000,
+            },
+            correlation_id=corr,
+            causation_id=f"{self.state.run_id}:{request_seq}",
+            actor=f"tool:{name}",
+            visibility=tool.visibility if tool else None,
+            usage=Usage(cost_usd=cost) if cost else None,
+        )
         others = [c for c in self.state.pending_calls if c.seq != request_seq]
         if others or self.denied is not None or self.state.status != "running":
             await self.append(draft)
