@@ -14,7 +14,8 @@ turn (a cycle): N tool steps and the final answer.
 2. Durable overhead per step: one 1,000-step run driven in process by `Runtime.start`
    on `memory://` and on PostgreSQL, in paired rounds (each a fresh child process); the
    overhead is the median of (PostgreSQL - memory) / N. Both runtimes have the budget
-   ledger off (PostgreSQL keeps none yet), so the difference is the journal's. The time
+   ledger off, so the difference is the journal's; the same runs with the ledger on (on
+   PostgreSQL its own transactions beside the appends) are reported beside it. The time
    spent inside store calls is also measured directly. The raw floor (one autocommit
    INSERT of a 1.2 KB row over the same connection pool) is measured beside it.
 3. Resume: a 2,000-step run is stopped after 1,000 steps; a fresh process opens the store
@@ -318,7 +319,9 @@ async def child_drive(spec: dict[str, Any]) -> dict[str, Any]:
     n = spec["n"]
     calls: dict[str, list[float]] = {}
     store = Timed(open_store(spec["url"]), calls)
-    runtime = Runtime(store, ledger=False)
+    runtime = Runtime(store, ledger=bool(spec.get("ledger")))
+    if runtime.ledger is not None:
+        await runtime.ledger.limits()  # open the ledger's tables before the clock starts
     await store.run_ids()  # connect and migrate before the clock starts
     calls.clear()
     agent = bench_agent(n)
@@ -478,6 +481,7 @@ def fmt(x: float, digits: int = 3) -> str:
 def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
     t = figures["throughput"]
     o = figures["overhead"]
+    led = figures.get("ledger", {"mem": math.nan, "pg": math.nan})
     r = figures["resume"]
     flush = figures["floor"]["median_ms"] - figures["floor_off"]["median_ms"]
     rest = (
@@ -498,9 +502,10 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
         "- **Workload:** the loop benchmark's (`bench/_compare_agents.py`): a scripted model "
         "deciding from the message count (O(1) per turn) calls `fetch(i)` N times, each "
         "result 1,024 characters, then answers. A step is a model turn (a cycle): N tool "
-        "steps + the final answer. Each tool step is 3 appends (cycle.started + "
-        "model.requested; model.completed + tool.requested; tool.completed), one round trip "
-        "each on PostgreSQL.",
+        "steps + the final answer. Each tool step is 2 appends, one round trip each on "
+        "PostgreSQL: the previous turn's tool.completed + cycle.started + model.requested, "
+        "then model.completed + tool.requested (the turn's last tool result is staged and "
+        "rides in the next step's first append).",
         "- **Reproduce:** `.venv/bin/python bench/workers.py` (from the repository root; "
         "`--postgres URL` for another server).",
         "",
@@ -549,6 +554,10 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
         f"**{fmt(o['overhead_ms'])}** ({fmt(o['overhead_min'])} … {fmt(o['overhead_max'])}) | - |",
         f"| of which inside PostgreSQL store calls ({o['store_calls_per_step']:.2f} calls/step, "
         f"{o['commits_per_step']:.2f} of them appends) | {fmt(o['store_ms'])} | - |",
+        f"| the same with the budget ledger on, memory:// → PostgreSQL (the ledger's reserve "
+        f"and settle are two more transactions per step there; median of "
+        f"{max(1, args.pairs // 2)} runs each) | {fmt(led['mem'])} → {fmt(led['pg'])} "
+        f"(overhead {fmt(led['pg'] - led['mem'])}) | - |",
         f"| raw floor: one autocommit INSERT of 1.2 KB through the pool | "
         f"{fmt(figures['floor']['median_ms'])} per commit | - |",
         f"| PostgreSQL with `synchronous_commit=off` (no disk flush at commit) | "
@@ -704,6 +713,19 @@ def main(argv: list[str] | None = None) -> int:
             "commits_per_step": statistics.median(
                 x["store_calls"].get("append", 0) / steps for x in runs["pg"]
             ),
+        }
+        # The budget ledger on (in both): on PostgreSQL it is its own connection and its
+        # own transactions (reserve, settle), outside the journal's appends.
+        with_ledger = {
+            kind: [
+                child("drive", {"url": u, "n": args.n, "ledger": True})
+                for _ in range(max(1, args.pairs // 2))
+            ]
+            for kind, u in (("mem", "memory://"), ("pg", url))
+        }
+        figures["ledger"] = {
+            kind: statistics.median(x["wall_s"] for x in xs) / steps * 1000
+            for kind, xs in with_ledger.items()
         }
         figures["floor"] = child("floor", {"url": url, "n": 2000})
         figures["floor_off"] = child("floor", {"url": nosync, "n": 2000})
