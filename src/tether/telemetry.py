@@ -27,13 +27,20 @@ above it produce no span, and error texts are redacted.
 
 OpenTelemetry is an optional extra (`pip install 'tether-runtime[otel]'`); this module
 imports without it and says what to install when an observer is created.
+
+From the command line: `observer_from_env()` reads `TETHER_OTEL` (`console`: spans as one
+JSON object a line on stderr; `otlp`: the OTLP exporter, set up by the standard
+`OTEL_EXPORTER_OTLP_*` variables), and `tether run`, `resume`, `demo` and `worker` use it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -45,11 +52,26 @@ from .journal import Lease, RunSummary, Store, read_events
 from .views import Role, can_see
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
-__all__ = ["INSTRUMENTATION_NAME", "TelemetryObserver", "export_run", "instrument"]
+__all__ = [
+    "INSTRUMENTATION_NAME",
+    "OTEL_ENV",
+    "TelemetryObserver",
+    "export_run",
+    "instrument",
+    "observer_from_env",
+]
 
 INSTRUMENTATION_NAME = "tether"
+OTEL_ENV = "TETHER_OTEL"
+"""The environment variable `observer_from_env` reads: unset, `console` or `otlp`."""
+
+_INSTALL_OTEL = (
+    "OpenTelemetry is not installed: pip install 'tether-runtime[otel]' "
+    "(opentelemetry-api and opentelemetry-sdk)"
+)
 
 # GenAI semantic-convention attribute names (opentelemetry-semantic-conventions,
 # opentelemetry.semconv._incubating.attributes.gen_ai_attributes).
@@ -149,16 +171,17 @@ class TelemetryObserver:
         flush_interval_s: float | None = 10.0,
         flush_every_spans: int | None = 1_000,
         flush_timeout_ms: int = 10_000,
+        owns_provider: bool = False,
     ) -> None:
+        """`owns_provider`: `close()` shuts `tracer_provider` down too (it is this
+        observer's alone, as with `observer_from_env`)."""
         try:
             from opentelemetry import trace
         except ImportError:  # pragma: no cover - exercised only without the extra
-            raise UsageError(
-                "OpenTelemetry is not installed: pip install 'tether-runtime[otel]' "
-                "(opentelemetry-api and opentelemetry-sdk)"
-            ) from None
+            raise UsageError(_INSTALL_OTEL) from None
         self._trace = trace
         self.provider = tracer_provider or trace.get_tracer_provider()
+        self.owns_provider = owns_provider and tracer_provider is not None
         from . import __version__
 
         self.tracer: Tracer = self.provider.get_tracer(INSTRUMENTATION_NAME, __version__)
@@ -511,6 +534,16 @@ class TelemetryObserver:
         interval = self.flush_interval_s
         return interval is not None and time.monotonic() - self._last_flush >= interval
 
+    def close(self, *, reason: str = "process_exit") -> None:
+        """The process is done: end every open run segment, export every span, and shut
+        the provider down if this observer owns it. Blocking (run it in a thread)."""
+        for run_id in list(self.runs):
+            self.end_segment(run_id, reason=reason)
+        self.flush()
+        shutdown = getattr(self.provider, "shutdown", None) if self.owns_provider else None
+        if shutdown is not None:
+            shutdown()
+
 
 def _belongs(run: _Run, seq: int, corr: str) -> bool:
     request = run.requested.get(seq)
@@ -581,3 +614,83 @@ async def export_run(store: Store, run_id: str, observer: TelemetryObserver) -> 
         observer.end_segment(run_id, reason="exported", end_ns=_ns(events[-1].ts))
     await asyncio.to_thread(observer.flush)
     return observer.spans_ended - before
+
+
+# -- from the environment (the command line) ---------------------------------------------
+
+
+def observer_from_env(environ: Mapping[str, str] | None = None) -> TelemetryObserver | None:
+    """An observer exporting spans as `TETHER_OTEL` asks (`environ` defaults to os.environ).
+
+    - unset or empty: None (no telemetry; OpenTelemetry is not even imported);
+    - `console`: spans on stderr, one JSON object a line (stdout stays clean for --json);
+    - `otlp`: the OTLP exporter (`opentelemetry-exporter-otlp-proto-http`, or `-grpc` when
+      `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL=grpc`), configured by the standard
+      `OTEL_EXPORTER_OTLP_*` variables (the exporter reads them from os.environ).
+
+    The provider is an SDK `TracerProvider` of its own (not the global one) with a
+    `BatchSpanProcessor`, its resource `service.name` from `OTEL_SERVICE_NAME` (default
+    `tether`, plus `OTEL_RESOURCE_ATTRIBUTES`). The observer owns it: call `close()` when
+    the process is done (an atexit hook of the SDK shuts it down otherwise). Anything else
+    in `TETHER_OTEL`, or a missing package, is a UsageError saying what to do.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(OTEL_ENV, "")
+    mode = value.strip().lower()
+    if not mode:
+        return None
+    if mode not in ("console", "otlp"):
+        raise UsageError(
+            f"unknown {OTEL_ENV}={value!r}: use console (spans on stderr) or otlp "
+            "(OTEL_EXPORTER_OTLP_* settings), or leave it unset"
+        )
+    try:
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    except ImportError:
+        raise UsageError(_INSTALL_OTEL) from None
+    exporter: SpanExporter
+    if mode == "console":
+        exporter = ConsoleSpanExporter(
+            out=sys.stderr, formatter=lambda span: span.to_json(indent=None) + "\n"
+        )
+    else:
+        exporter = _otlp_exporter(env)
+    service = env.get("OTEL_SERVICE_NAME", "").strip() or INSTRUMENTATION_NAME
+    provider = SdkTracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return TelemetryObserver(provider, owns_provider=True)
+
+
+_OTLP_EXPORTERS = {
+    "http/protobuf": (
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "opentelemetry-exporter-otlp-proto-http",
+    ),
+    "grpc": (
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        "opentelemetry-exporter-otlp-proto-grpc",
+    ),
+}
+
+
+def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter:
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "").strip()
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
+        or "http/protobuf"
+    ).lower()
+    if protocol not in _OTLP_EXPORTERS:
+        raise UsageError(
+            f"OTLP protocol {protocol!r} is not supported with {OTEL_ENV}=otlp: "
+            "set OTEL_EXPORTER_OTLP_PROTOCOL to http/protobuf or grpc"
+        )
+    module, package = _OTLP_EXPORTERS[protocol]
+    try:
+        exporter_class = importlib.import_module(module).OTLPSpanExporter
+    except ImportError:
+        raise UsageError(
+            f"{OTEL_ENV}=otlp ({protocol}) needs the OTLP exporter: pip install {package}"
+        ) from None
+    return cast("SpanExporter", exporter_class())

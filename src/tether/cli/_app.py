@@ -7,11 +7,12 @@ a limit or budget (partial answer saved), 4 waiting for a human.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import getpass
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -81,6 +82,11 @@ DetachOpt = Annotated[
     bool,
     typer.Option("--detach", help="Leave approval requests waiting and print how to resolve."),
 ]
+OTEL_HELP = escape(
+    "OpenTelemetry spans: set TETHER_OTEL=console (spans on stderr, one JSON object a line) "
+    "or TETHER_OTEL=otlp (an OTLP exporter set up by the OTEL_EXPORTER_OTLP_* variables; "
+    "OTEL_SERVICE_NAME defaults to tether). Needs pip install 'tether-runtime[otel]'."
+)  # the epilog of run, resume, demo and worker (rich markup: `[otel]` escaped)
 
 
 class Exit(Exception):
@@ -105,6 +111,26 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def _store(url: str | None) -> Store:
     return open_store(store_url_from_env(url))
+
+
+@contextlib.asynccontextmanager
+async def _runtime(store_url: str) -> AsyncIterator[Runtime]:
+    """A Runtime on the store, closed on the way out; its appends become OpenTelemetry
+    spans when TETHER_OTEL asks (every span exported before the process exits)."""
+    from ..telemetry import instrument, observer_from_env
+
+    observer = observer_from_env()
+    runtime = Runtime(store_url)
+    if observer is not None:
+        runtime.store = instrument(runtime.store, observer)
+    try:
+        yield runtime
+    finally:
+        try:
+            await runtime.close()
+        finally:
+            if observer is not None:
+                await asyncio.to_thread(observer.close)
 
 
 def _print_json(value: Any) -> None:
@@ -188,8 +214,7 @@ async def _start(
     detach: bool,
 ) -> RunResult:
     """Create a run (recording how to rebuild its agent for `resume`) and drive it."""
-    runtime = Runtime(store_url)
-    try:
+    async with _runtime(store_url) as runtime:
         run_id = await runtime.create(
             agent, task, limits=agent.limits.merged(**overrides), model=model, tenant=tenant,
             metadata=metadata,
@@ -198,8 +223,6 @@ async def _start(
             runtime, agent, run_id=run_id, model=model, show_progress=show_progress,
             approve_all=approve_all, detach=detach,
         )  # fmt: skip
-    finally:
-        await runtime.close()
 
 
 async def _ask_inline(store: Store, approval: Approval) -> bool:
@@ -294,7 +317,7 @@ def _finish(result: RunResult, *, store_url: str, as_json: bool, extra: dict[str
 # -- demo ---------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(epilog=OTEL_HELP)
 def demo(
     store: StoreOpt = None,
     out_dir: Annotated[
@@ -353,7 +376,7 @@ def demo(
 # -- run / resume -------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(epilog=OTEL_HELP)
 def run(
     agent: Annotated[str, typer.Argument(help="The agent: module:attr or path/to/file.py:attr.")],
     task: Annotated[str, typer.Option("--task", help="What the agent should do.")],
@@ -384,7 +407,7 @@ def run(
     _finish(_run(go), store_url=store_url, as_json=as_json, extra={})
 
 
-@app.command()
+@app.command(epilog=OTEL_HELP)
 def resume(
     run_id: Annotated[str, typer.Argument(help="The run to continue.")],
     store: StoreOpt = None,
@@ -403,8 +426,7 @@ def resume(
     store_url = store_url_from_env(store)
 
     async def go() -> RunResult:
-        runtime = Runtime(store_url)
-        try:
+        async with _runtime(store_url) as runtime:
             await runtime.store.get_run(run_id)  # RunNotFound before anything else
             first = (await read_events(runtime.store, run_id, until_seq=1))[0]
             meta = first.payload.get("metadata", {})
@@ -421,8 +443,6 @@ def resume(
                 runtime, definition, run_id=run_id, model=chosen, show_progress=show,
                 approve_all=yes, detach=detach,
             )  # fmt: skip
-        finally:
-            await runtime.close()
 
     _finish(_run(go), store_url=store_url, as_json=as_json, extra={})
 

@@ -19,7 +19,17 @@ from ..journal import new_run_id, open_store, store_url_from_env
 from ..journal._base import DEFAULT_QUEUE
 from ..models._resolve import model_from_spec
 from ..worker import AgentRegistry, AgentSource, Worker, WorkerStats, submit_run
-from ._app import JsonOpt, StoreOpt, _limits_overrides, _print_json, _run, app, err, out
+from ._app import (
+    OTEL_HELP,
+    JsonOpt,
+    StoreOpt,
+    _limits_overrides,
+    _print_json,
+    _run,
+    app,
+    err,
+    out,
+)
 
 QueueOpt = Annotated[str, typer.Option("--queue", help="The work queue.")]
 
@@ -36,7 +46,7 @@ def _configure_logging(level_name: str) -> None:
     root.propagate = False
 
 
-@app.command()
+@app.command(epilog=OTEL_HELP)
 def worker(
     store: StoreOpt = None,
     concurrency: Annotated[int, typer.Option(help="Runs this process drives at once.")] = 8,
@@ -78,18 +88,22 @@ def worker(
 
     SIGTERM or Ctrl-C stops it: no new claims, every run being driven is handed back at
     its next step boundary (or cancelled after --grace seconds), every lease is released,
-    and the worker exits 0. A second signal skips the grace period.
+    and the worker exits 0. A second signal skips the grace period. With TETHER_OTEL set,
+    the spans of every run it drove are exported before it exits.
     """
     # Until the loop's handlers are in place nothing is claimed: SIGTERM simply exits 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     store_url = store_url_from_env(store)
 
     async def go() -> WorkerStats:
+        from ..telemetry import instrument, observer_from_env
+
         _configure_logging(log_level)
+        observer = observer_from_env()
         registry = AgentRegistry.discover(agent or [])
         backend = open_store(store_url)
         serving = Worker(
-            backend,
+            backend if observer is None else instrument(backend, observer),
             agents=registry,
             concurrency=concurrency,
             queue=queue,
@@ -105,9 +119,15 @@ def worker(
         try:
             return await serving.serve(until_idle=until_idle)
         finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
-            await backend.close()
+            try:
+                if observer is not None:
+                    # Every lease is released by now (each run's spans ended and flushed
+                    # then); export what is left while a signal still only asks to stop.
+                    await asyncio.to_thread(observer.close)
+            finally:
+                for sig in signals:
+                    loop.remove_signal_handler(sig)
+                await backend.close()
 
     _run(go)
 
