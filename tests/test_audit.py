@@ -93,6 +93,21 @@ def assert_linked(chain: list[dict[str, Any]]) -> None:
 # -- why on the demo ----------------------------------------------------------------------
 
 
+def test_every_event_of_the_demo_names_an_earlier_cause(demo: Demo) -> None:
+    """Invariant 8: nothing is journaled without naming the event that caused it."""
+    seqs = {e.seq for e in demo.events}
+    for event in demo.events[1:]:
+        assert event.causation_id is not None, (event.seq, event.type)
+        run, _, seq = event.causation_id.rpartition(":")
+        assert run == demo.run_id and int(seq) in seqs and int(seq) < event.seq, event.id
+    settled = [e for e in demo.events if e.type == "budget.settled"]
+    by_seq = {e.seq: e for e in demo.events}
+    assert settled and all(
+        by_seq[int(e.causation_id.rpartition(":")[2])].type == "model.completed"  # type: ignore[union-attr]
+        for e in settled
+    )
+
+
 async def test_why_the_final_report_is_complete_and_in_order(demo: Demo, demo_store: Store) -> None:
     done = demo.last("run.completed")
     publish_result = demo.last("tool.completed", "publish")

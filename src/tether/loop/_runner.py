@@ -170,13 +170,24 @@ class _Driver:
     async def append(
         self, *drafts: EventDraft, also: Callable[[], None] | None = None
     ) -> list[Event]:
-        events = await self.journal.append(*drafts, also=also)
+        events = await self.journal.append(*self.caused(drafts), also=also)
         self.took(events)
         return events
 
     def stage(self, *drafts: EventDraft) -> None:
         """Record drafts now; they reach the disk with the next append (see RunJournal)."""
-        self.took(self.journal.stage(*drafts))
+        self.took(self.journal.stage(*self.caused(drafts)))
+
+    def caused(self, drafts: tuple[EventDraft, ...]) -> list[EventDraft]:
+        """Every event names its cause (DESIGN invariant 8): a draft that names none was
+        caused by the state the journal was in, i.e. the event just before it."""
+        run_id, last = self.state.run_id, self.state.last_seq
+        return [
+            d
+            if d.causation_id is not None
+            else dataclasses.replace(d, causation_id=f"{run_id}:{last + i}")
+            for i, d in enumerate(drafts)
+        ]
 
     def took(self, events: list[Event]) -> None:
         if not events:
@@ -444,7 +455,9 @@ class _Driver:
             )
         ]
 
-    def settled_draft(self, hold: Reservation, actual: float, corr: str) -> EventDraft:
+    def settled_draft(
+        self, hold: Reservation, actual: float, corr: str, *, cause: int
+    ) -> EventDraft:
         return EventDraft(
             type="budget.settled",
             payload={
@@ -453,6 +466,7 @@ class _Driver:
                 "actual_usd": actual,
             },
             correlation_id=corr,
+            causation_id=f"{self.state.run_id}:{cause}",
         )
 
     async def call_model(
@@ -614,7 +628,9 @@ class _Driver:
             visibility=None if response.tool_calls else "visible",
         )
         actual = self.usage_of(response).cost_usd
-        settled = [self.settled_draft(hold, actual, corr)] if hold else []
+        # The settlement follows model.completed, whose usage it records.
+        after = self.state.last_seq + 1
+        settled = [self.settled_draft(hold, actual, corr, cause=after)] if hold else []
         ledger = self.ledger
         settle_too: Callable[[], None] | None = None
         if hold is not None and ledger is not None and self.joined:
@@ -979,7 +995,8 @@ class _Driver:
             )
         ]
         if hold is not None:
-            extra.append(self.settled_draft(hold, self.usage_of(response).cost_usd, corr))
+            cost = self.usage_of(response).cost_usd
+            extra.append(self.settled_draft(hold, cost, corr, cause=self.state.last_seq + 1))
         await self.stop(limit, reason, corr, answer=response.content, extra=extra)
 
     async def stop(
