@@ -280,13 +280,17 @@ class SQLLedgerTables:
             moved = self._x(
                 "DELETE FROM budget_reservations WHERE id=? AND state=?",
                 (reservation_id, from_state),
-            ).rowcount
+            )
         else:
             moved = self._x(
                 "UPDATE budget_reservations SET state=?, actual=? WHERE id=? AND state=?",
                 (state, actual, reservation_id, from_state),
-            ).rowcount
-        return bool(moved == 1)
+            )
+        return bool(self._count(moved) == 1)
+
+    def _count(self, cursor: Any) -> int:
+        """Rows a statement changed (a backend that pipelines statements syncs first)."""
+        return int(cursor.rowcount)
 
     def open_of_run(self, run_id: str) -> list[ReservationRow]:
         rows = self._x(
