@@ -8,6 +8,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,19 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     backend: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "t.db")
     yield backend
     await backend.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print what tests report as measurements (`record_property("report", ...)`), such as
+    the chaos test's takeover latencies, at the end of every run (xdist workers included)."""
+    lines = [
+        f"{report.nodeid}: {value}"
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call"
+        for name, value in report.user_properties
+        if name == "report"
+    ]
+    if lines:
+        terminalreporter.section("measured by the tests")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -226,7 +226,7 @@ def _epoch(ts: str) -> float:
 
 
 def test_four_workers_drive_forty_runs_through_kills_and_a_database_restart(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, tmp_path: Path, record_property: Any
 ) -> None:
     rng = random.Random(SEED)
     url = f"{cluster.url}?schema=chaos&pool_max=6"
@@ -399,6 +399,7 @@ def test_four_workers_drive_forty_runs_through_kills_and_a_database_restart(
         "lost_runs_logged": logs.count("lost run="),
     }
     print("\nchaos summary: " + json.dumps(summary))
+    record_property("report", "workers chaos: " + json.dumps(summary))  # in the run's summary
     out_file = os.environ.get("TETHER_CHAOS_SUMMARY")
     if out_file:
         Path(out_file).write_text(json.dumps(summary, indent=2))
