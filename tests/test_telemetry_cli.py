@@ -29,25 +29,9 @@ import pytest
 from tether.errors import UsageError
 from tether.telemetry import TelemetryObserver, observer_from_env
 
+from .cli.test_cli import AGENT_FILE
+
 TETHER = [sys.executable, "-m", "tether"]
-
-AGENT_FILE = '''
-from tether import Agent, Limits, tool
-from tether.models import ScriptedModel, call
-
-@tool
-def shout(text: str) -> str:
-    """Upper-case a text."""
-    return text.upper()
-
-agent = Agent(
-    name="shouter",
-    instructions="Shout.",
-    tools=[shout],
-    model=ScriptedModel([call("shout", {"text": "hi"}), "HI"]),
-    limits=Limits(max_steps=5),
-)
-'''
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -164,7 +164,6 @@ class SQLLedgerTables:
 
     def __init__(self) -> None:
         self._depth = 0
-        self._owns_db = True
         self._limits_rows: tuple[tuple[str, str], ...] = ()
         self._limits: dict[str, BudgetLimits] = {}
 
@@ -322,45 +321,30 @@ class SQLLedgerTables:
         return [r[0] for r in self._x("SELECT DISTINCT scope FROM budget_usage")]
 
     def close(self) -> None:
-        if self._owns_db:
-            self.db.close()
+        self.db.close()
 
 
 _RESERVATION = "id, run_id, scopes, minute, estimate, state"
 
 
 class SQLiteLedgerTables(SQLLedgerTables):
-    """The ledger's tables live in the store's own file.
+    """The ledger's tables live in the store's own file, on the store's connection: the
+    ledger's work joins a transaction the store has open (an append), so a step's
+    reservation and its events commit together. The store closes the connection."""
 
-    Given the store's connection (`db`), they share it: the ledger's work then joins a
-    transaction the store has open (an append), so a step's reservation and its events
-    commit together. Without one they open their own connection.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        *,
-        db: sqlite3.Connection | None = None,
-        synchronous: str = "NORMAL",
-        busy_timeout_s: float = 30.0,
-    ):
+    def __init__(self, path: Path, *, db: sqlite3.Connection) -> None:
         super().__init__()
         self.path = path
-        self._owns_db = db is None
+        self.db = db
         try:
-            if db is None:
-                db = sqlite3.connect(
-                    path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
-                )
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute(f"PRAGMA synchronous={synchronous}")
-            self.db = db
             with self.transaction():
                 for statement in LEDGER_SCHEMA:
                     self.db.execute(statement)
         except sqlite3.Error as exc:
             raise StoreError(f"budget ledger in {path}: {exc}") from None
+
+    def close(self) -> None:
+        pass  # the connection is the store's
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -26,6 +26,7 @@ CONTEXT_INDEX_TERM = "type IN ('context.compacted', 'message.system', 'message.u
 """The WHERE of the partial index `why` rebuilds contexts with. SQLite uses a partial
 index only for a query that repeats this term word for word, so `sql_where` adds it."""
 ACTOR_INDEX_TERM = "actor <> 'runtime'"
+"""The WHERE of the partial actor index (likewise repeated by queries that may use it)."""
 LOOP_TYPES = (
     "budget.reserved",
     "budget.settled",
@@ -40,7 +41,6 @@ one of them finds matches at once by time (`events_by_ts`); the type index (sche
 leaves them out, which spares each step a page write per type."""
 TYPE_INDEX_TERM = f"type NOT IN ({', '.join(repr(t) for t in LOOP_TYPES)})"
 """The WHERE of the partial type index (repeated by queries that may use it)."""
-"""The WHERE of the partial actor index (likewise repeated by queries that may use it)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

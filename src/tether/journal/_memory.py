@@ -142,7 +142,7 @@ class MemoryStore:
                 raise UsageError("append(also=...) needs at least one event")
             return
         if also is not None:
-            if not self.joins_ledger(self._ledger_tables):
+            if self._ledger_tables is None:
                 raise UsageError("append(also=...) runs only this store's own ledger work")
             also()  # one event loop thread and no await before the write: atomic with it
         run.rows.extend(row_of(e) for e in events)

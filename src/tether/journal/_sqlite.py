@@ -79,7 +79,6 @@ class SQLiteStore:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self._clock = clock or SystemClock()
-        self._synchronous = synchronous.upper()
         self._ledger_tables: object | None = None
         self._last_status: dict[str, str] = {}
         if not self.path.parent.exists():
@@ -350,7 +349,7 @@ class SQLiteStore:
             return
         first, last = events[0], events[-1]
         check_continues(first.seq - 1, first.prev_hash, events, lease.run_id)
-        if also is not None and not self.joins_ledger(self._ledger_tables):
+        if also is not None and self._ledger_tables is None:
             raise UsageError("append(also=...) runs only this store's own ledger work")
         # Naming `status` in the SET rewrites its index entry even when the value is the
         # same, so it is only set when it changed since this store last wrote it.
