@@ -143,8 +143,10 @@ async def test_release_run_reclaims_a_dead_sessions_holds(parts: Any) -> None:
     _, ledger, _ = parts
     for _ in range(3):
         await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=0.1)
+    assert windows(await ledger.status(), "global")["daily"].reserved == pytest.approx(0.3)
     assert await ledger.release_run("r") == 3
-    assert windows(await ledger.status(), "global")["daily"].reserved == pytest.approx(0.0)
+    # Nothing held and nothing spent: the scope no longer shows at all.
+    assert windows(await ledger.status(), "global") == {}
 
 
 async def test_limits_are_stored_and_bad_input_is_refused(parts: Any) -> None:
@@ -178,8 +180,10 @@ def looping(**kw: Any) -> Agent:
 
 
 async def ledger_totals(rt: Runtime) -> dict[str, Any]:
+    """The global daily window; a scope with nothing spent or held is not listed."""
     assert rt.ledger is not None
-    return windows(await rt.ledger.status(), "global")["daily"].to_json()
+    daily = windows(await rt.ledger.status(), "global").get("daily")
+    return daily.to_json() if daily is not None else {"spent": 0, "reserved": 0}
 
 
 async def test_a_denial_is_journaled_and_the_run_stops_with_a_report() -> None:
@@ -311,3 +315,28 @@ async def test_paid_tools_are_reserved_and_denied_like_model_calls() -> None:
     events = await read_events(rt.store, result.run_id)
     assert any(e.type == "budget.denied" for e in events)
     assert (await ledger_totals(rt))["spent"] <= 0.035
+
+
+async def test_holds_are_counted_from_the_open_reservations_only(parts: Any) -> None:
+    """Held money is what open reservations hold: each hold once, gone when it ends, and
+    a usage row's `reserved` column (written by earlier versions) is never added to it."""
+    store, ledger, _ = parts
+    await ledger.set_limits("global", BudgetLimits(hourly=1.0))
+    if isinstance(store, SQLiteStore):
+        with ledger.tables.transaction():
+            ledger.tables.db.execute(
+                "INSERT INTO budget_usage (scope, minute, spent, reserved) VALUES (?,?,?,?)",
+                ("global", 30_000_000, 0.0, 5.0),
+            )
+    held = await ledger.reserve(run_id="r1", agent="a", tenant=None, estimate_usd=0.4)
+    assert isinstance(held, Reservation)
+    again = await ledger.reserve(run_id="r2", agent="a", tenant=None, estimate_usd=0.4)
+    assert isinstance(again, Reservation)
+    assert windows(await ledger.status(), "global")["hourly"].reserved == pytest.approx(0.8)
+    # A third hold would pass 1.0 only because the first two are counted.
+    third = await ledger.reserve(run_id="r3", agent="a", tenant=None, estimate_usd=0.4)
+    assert isinstance(third, Denial) and third.reserved == pytest.approx(0.8)
+    await ledger.settle(held, 0.1)
+    await ledger.release(again)
+    hourly = windows(await ledger.status(), "global")["hourly"]
+    assert hourly.reserved == pytest.approx(0.0) and hourly.spent == pytest.approx(0.1)

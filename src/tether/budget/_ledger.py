@@ -1,10 +1,12 @@
 """The budget ledger: reserve before spending, settle after, reclaim what the dead left.
 
-Spend is kept per scope in one-minute buckets, so a window check sums at most 60
-(hourly) or 1,440 (daily) rows whatever the traffic. A bucket counts while any part of
-it lies in the window: windows are conservative by at most one minute, never generous.
-Every check-and-reserve runs in one write transaction, so concurrent workers sharing a
-store can never push spend past a limit.
+Settled spend is kept per scope in one-minute buckets (rolled up per hour), so a window
+check reads a bounded number of rows whatever the traffic. A bucket counts while any part
+of it lies in the window: windows are conservative by at most one minute, never generous.
+Money held for calls in flight is read from the open reservations themselves, so a hold
+costs one row written and a settlement one deleted. Every check-and-reserve runs in one
+write transaction, so concurrent workers sharing a store can never push spend past a
+limit.
 """
 
 from __future__ import annotations
@@ -59,19 +61,22 @@ class LedgerTables(Protocol):
 
     def transaction(self) -> AbstractContextManager[None]: ...
     def expired(self, now: float) -> list[ReservationRow]: ...
-    def usage(self, scope: str, from_minute: int) -> list[tuple[int, float, float]]:
-        """(minute, spent, reserved) buckets of a scope from `from_minute` on, oldest first."""
+    def usage(self, scope: str, from_minute: int) -> list[tuple[int, float]]:
+        """(minute, spent) buckets of a scope from `from_minute` on, oldest first."""
         ...
 
     def totals(self, windows: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[float, float]]:
-        """(spent, reserved) of each (scope, first minute) window, in one read."""
+        """(spent, held by open reservations) of each (scope, first minute) window."""
         ...
 
-    def run_usage(self, run_id: str) -> tuple[float, float]: ...
-    def add_usage(
-        self, scopes: tuple[str, ...], minute: int, spent: float, reserved: float
-    ) -> None: ...
-    def add_run_usage(self, run_id: str, spent: float, reserved: float) -> None: ...
+    def run_usage(self, run_id: str) -> tuple[float, float]:
+        """(spent, held by open reservations) of a run."""
+        ...
+
+    def add_spend(self, row: ReservationRow, spent: float) -> None:
+        """Count `spent` in the row's minute of each of its scopes, and in its run."""
+        ...
+
     def insert(self, row: ReservationRow, *, created: float, expires: float) -> None: ...
     def get(self, reservation_id: str) -> ReservationRow | None: ...
     def set_state(
@@ -115,7 +120,7 @@ class Ledger:
         self,
         window: Window,
         limits: BudgetLimits,
-        buckets: list[tuple[int, float, float]],
+        buckets: list[tuple[int, float]],
         need: float,
         now: float,
     ) -> float | None:
@@ -126,7 +131,7 @@ class Ledger:
             return (midnight + timedelta(days=1)).timestamp()
         length = HOUR if window == "hourly" else DAY
         freed = 0.0
-        for minute, spent, _ in buckets:
+        for minute, spent in buckets:
             freed += spent
             if freed >= need:
                 return minute * 60 + 60 + length
@@ -203,11 +208,11 @@ class Ledger:
         return bool(rows)
 
     def _undo(self, row: ReservationRow, state: str, *, actual: float | None) -> bool:
+        """End an open hold (its estimate stops counting); count `actual` if it cost."""
         if not self.tables.set_state(row.id, state, actual):
             return False
-        spent = actual or 0.0
-        self.tables.add_usage(row.scopes, row.minute, spent, -row.estimate)
-        self.tables.add_run_usage(row.run_id, spent, -row.estimate)
+        if actual:
+            self.tables.add_spend(row, actual)
         return True
 
     def _denial(
@@ -284,8 +289,6 @@ class Ledger:
                 state="reserved",
             )
             self.tables.insert(row, created=now, expires=now + self.reservation_ttl_s)
-            self.tables.add_usage(scopes, row.minute, 0.0, estimate_usd)
-            self.tables.add_run_usage(run_id, 0.0, estimate_usd)
         return Reservation(
             id=row.id, run_id=run_id, estimate_usd=estimate_usd, scopes=scopes, minute=row.minute
         )
@@ -318,8 +321,7 @@ class Ledger:
                 found = self.tables.get(reservation.id)
                 if found is not None and found.state == "expired":
                     # Reclaimed too early but the money was spent: count it anyway.
-                    self.tables.add_usage(row.scopes, row.minute, actual, 0.0)
-                    self.tables.add_run_usage(row.run_id, actual, 0.0)
+                    self.tables.add_spend(row, actual)
                     self.tables.set_state(row.id, "settled", actual, from_state="expired")
             return False
 
@@ -351,10 +353,10 @@ class Ledger:
                 rolling: tuple[Window, ...] = ("hourly", "daily")
                 for window in rolling:
                     limit = limits.hourly if window == "hourly" else limits.daily
-                    start = self._window_start(window, limits, now)
-                    buckets = self.tables.usage(scope, math.floor(start / 60))
+                    start = math.floor(self._window_start(window, limits, now) / 60)
+                    buckets = self.tables.usage(scope, start)
                     spent = sum(b[1] for b in buckets)
-                    reserved = sum(b[2] for b in buckets)
+                    reserved = self.tables.totals([(scope, start)])[(scope, start)][1]
                     frees = self._frees_at(window, limits, buckets, spent, now) if spent else None
                     out.append(
                         WindowStatus(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ FINISHED_STATES = frozenset({"settled", "released"})
 
 class MemoryLedgerTables:
     def __init__(self) -> None:
-        self.buckets: dict[str, dict[int, list[float]]] = defaultdict(dict)
-        self.runs: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self.buckets: dict[str, dict[int, float]] = defaultdict(dict)
+        self.runs: dict[str, float] = defaultdict(float)
         self.rows: dict[str, tuple[ReservationRow, float]] = {}
         self.limit_table: dict[str, BudgetLimits] = {}
 
@@ -34,34 +34,31 @@ class MemoryLedgerTables:
     def expired(self, now: float) -> list[ReservationRow]:
         return [r for r, exp in self.rows.values() if r.state == "reserved" and exp <= now]
 
-    def usage(self, scope: str, from_minute: int) -> list[tuple[int, float, float]]:
+    def usage(self, scope: str, from_minute: int) -> list[tuple[int, float]]:
         b = self.buckets.get(scope, {})
-        return [(m, b[m][0], b[m][1]) for m in sorted(b) if m >= from_minute]
+        return [(m, b[m]) for m in sorted(b) if m >= from_minute]
+
+    def _open(self) -> list[ReservationRow]:
+        return [r for r, _ in self.rows.values() if r.state == "reserved"]
 
     def totals(self, windows: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[float, float]]:
+        held = held_in_windows([(r.scopes, r.minute, r.estimate) for r in self._open()], windows)
         out = {}
-        for scope, start in windows:
+        for window in windows:
+            scope, start = window
             b = self.buckets.get(scope, {})
-            spent = sum(v[0] for m, v in b.items() if m >= start)
-            out[(scope, start)] = (spent, sum(v[1] for m, v in b.items() if m >= start))
+            out[window] = (sum(v for m, v in b.items() if m >= start), held[window])
         return out
 
     def run_usage(self, run_id: str) -> tuple[float, float]:
-        spent, reserved = self.runs.get(run_id, [0.0, 0.0])
-        return spent, reserved
+        held = sum(r.estimate for r in self._open() if r.run_id == run_id)
+        return self.runs.get(run_id, 0.0), held
 
-    def add_usage(
-        self, scopes: tuple[str, ...], minute: int, spent: float, reserved: float
-    ) -> None:
-        for scope in scopes:
-            bucket = self.buckets[scope].setdefault(minute, [0.0, 0.0])
-            bucket[0] += spent
-            bucket[1] = max(0.0, bucket[1] + reserved)
-
-    def add_run_usage(self, run_id: str, spent: float, reserved: float) -> None:
-        usage = self.runs[run_id]
-        usage[0] += spent
-        usage[1] = max(0.0, usage[1] + reserved)
+    def add_spend(self, row: ReservationRow, spent: float) -> None:
+        for scope in row.scopes:
+            bucket = self.buckets[scope]
+            bucket[row.minute] = bucket.get(row.minute, 0.0) + spent
+        self.runs[row.run_id] += spent
 
     def insert(self, row: ReservationRow, *, created: float, expires: float) -> None:
         self.rows[row.id] = (row, expires)
@@ -94,7 +91,7 @@ class MemoryLedgerTables:
         return True
 
     def open_of_run(self, run_id: str) -> list[ReservationRow]:
-        return [r for r, _ in self.rows.values() if r.run_id == run_id and r.state == "reserved"]
+        return [r for r in self._open() if r.run_id == run_id]
 
     def limits(self) -> dict[str, BudgetLimits]:
         return dict(self.limit_table)
@@ -106,9 +103,25 @@ class MemoryLedgerTables:
             self.limit_table[scope] = limits
 
     def known_scopes(self) -> list[str]:
-        return sorted(self.buckets)
+        return sorted(set(self.buckets).union(*(r.scopes for r in self._open())))
 
 
+def held_in_windows(
+    holds: Sequence[tuple[Sequence[str], int, float]], windows: list[tuple[str, int]]
+) -> dict[tuple[str, int], float]:
+    """What open holds (scopes, minute, estimate) keep back in each (scope, first minute)
+    window. Holds live only while their call is in flight, so there are few to sum."""
+    out = dict.fromkeys(windows, 0.0)
+    for scopes, minute, estimate in holds:
+        for scope in scopes:
+            for window in windows:
+                if window[0] == scope and minute >= window[1]:
+                    out[window] += estimate
+    return out
+
+
+# The `reserved` columns of the usage tables are no longer written: open holds are read
+# from `budget_reservations` itself, so reserving a call writes one row, not four.
 LEDGER_SCHEMA = [
     """CREATE TABLE IF NOT EXISTS budget_limits (
         scope TEXT PRIMARY KEY,
@@ -154,12 +167,11 @@ LEDGER_SCHEMA = [
 class SQLLedgerTables:
     """The ledger's statements, written once for the SQL backends.
 
-    Statements use `?` placeholders and `GREATEST`; a backend sets `MARK` and `GREATEST`
-    to its dialect's spelling and provides `db` (a DB-API connection) and `transaction`.
+    Statements use `?` placeholders; a backend sets `MARK` to its dialect's spelling and
+    provides `db` (a DB-API connection) and `transaction`.
     """
 
     MARK = "?"
-    GREATEST = "MAX"
     db: Any
 
     def __init__(self) -> None:
@@ -170,8 +182,6 @@ class SQLLedgerTables:
     def _x(self, sql: str, params: Sequence[object] = ()) -> Any:
         if self.MARK != "?":
             sql = sql.replace("?", self.MARK)
-        if self.GREATEST != "GREATEST":
-            sql = sql.replace("GREATEST(", f"{self.GREATEST}(")
         return self.db.execute(sql, params)
 
     def _row(self, r: Sequence[Any]) -> ReservationRow:
@@ -192,19 +202,26 @@ class SQLLedgerTables:
         ).fetchall()
         return [self._row(r) for r in rows]
 
-    def usage(self, scope: str, from_minute: int) -> list[tuple[int, float, float]]:
+    def usage(self, scope: str, from_minute: int) -> list[tuple[int, float]]:
         rows = self._x(
-            "SELECT minute, spent, reserved FROM budget_usage WHERE scope=? AND minute>=? "
-            "ORDER BY minute",
+            "SELECT minute, spent FROM budget_usage WHERE scope=? AND minute>=? ORDER BY minute",
             (scope, from_minute),
         ).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
+        return [(r[0], r[1]) for r in rows]
+
+    def _open_holds(self, where: str = "", params: Sequence[object] = ()) -> list[Any]:
+        return list(
+            self._x(
+                "SELECT scopes, minute, estimate FROM budget_reservations "
+                f"WHERE state='reserved'{where}",
+                params,
+            ).fetchall()
+        )
 
     def totals(self, windows: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[float, float]]:
-        # Exact and bounded: the minutes before the window's first whole hour, then whole
-        # hours from the hourly roll-up, so a day reads at most 60 + 25 rows per scope.
-        # Every window in one statement: a reservation checks up to six windows, and each
-        # statement costs a round through the driver.
+        # Spend: exact and bounded, the minutes before the window's first whole hour, then
+        # whole hours from the hourly roll-up, so a day reads at most 60 + 25 rows per
+        # scope; every window in one statement. Holds: the open reservations themselves.
         if not windows:
             return {}
         parts: list[str] = []
@@ -212,49 +229,41 @@ class SQLLedgerTables:
         for n, (scope, start) in enumerate(windows):
             first_hour = -(-start // 60)
             parts.append(
-                f"SELECT {n}, COALESCE(SUM(spent), 0), COALESCE(SUM(reserved), 0) "
-                "FROM budget_usage WHERE scope=? AND minute>=? AND minute<? "
-                f"UNION ALL SELECT {n}, COALESCE(SUM(spent), 0), COALESCE(SUM(reserved), 0) "
-                "FROM budget_usage_hourly WHERE scope=? AND hour>=?"
+                f"SELECT {n}, COALESCE(SUM(spent), 0) FROM budget_usage "
+                "WHERE scope=? AND minute>=? AND minute<? "
+                f"UNION ALL SELECT {n}, COALESCE(SUM(spent), 0) FROM budget_usage_hourly "
+                "WHERE scope=? AND hour>=?"
             )
             params += [scope, start, first_hour * 60, scope, first_hour]
-        sums = [[0.0, 0.0] for _ in windows]
-        for n, spent, reserved in self._x(" UNION ALL ".join(parts), params).fetchall():
-            sums[n][0] += spent
-            sums[n][1] += reserved
-        return {window: (float(sums[n][0]), float(sums[n][1])) for n, window in enumerate(windows)}
+        spent = [0.0 for _ in windows]
+        for n, value in self._x(" UNION ALL ".join(parts), params).fetchall():
+            spent[n] += value
+        holds = [(json.loads(r[0]), r[1], r[2]) for r in self._open_holds()]
+        held = held_in_windows(holds, windows)
+        return {w: (float(spent[n]), held[w]) for n, w in enumerate(windows)}
 
     def run_usage(self, run_id: str) -> tuple[float, float]:
-        row = self._x(
-            "SELECT spent, reserved FROM budget_runs WHERE run_id=?", (run_id,)
-        ).fetchone()
-        return (row[0], row[1]) if row else (0.0, 0.0)
+        row = self._x("SELECT spent FROM budget_runs WHERE run_id=?", (run_id,)).fetchone()
+        held = sum(r[2] for r in self._open_holds(" AND run_id=?", (run_id,)))
+        return (row[0] if row else 0.0), float(held)
 
-    def add_usage(
-        self, scopes: tuple[str, ...], minute: int, spent: float, reserved: float
-    ) -> None:
-        rows = ",".join("(?,?,?,?)" for _ in scopes)
-        params: list[object] = []
-        for scope in scopes:
-            params += [scope, minute, spent, reserved]
-        for table, key, value in (("budget_usage", "minute", minute),
-                                  ("budget_usage_hourly", "hour", minute // 60)):  # fmt: skip
-            for n in range(len(scopes)):
-                params[4 * n + 1] = value
+    def add_spend(self, row: ReservationRow, spent: float) -> None:
+        """Count a settled call's cost in its minute and hour of every scope, and its run."""
+        values = ",".join("(?,?,?)" for _ in row.scopes)
+        for table, key, bucket in (("budget_usage", "minute", row.minute),
+                                   ("budget_usage_hourly", "hour", row.minute // 60)):  # fmt: skip
+            params: list[object] = []
+            for scope in row.scopes:
+                params += [scope, bucket, spent]
             self._x(
-                f"INSERT INTO {table} (scope, {key}, spent, reserved) VALUES {rows} "
-                f"ON CONFLICT (scope, {key}) DO UPDATE SET "
-                f"spent = {table}.spent + excluded.spent, "
-                f"reserved = GREATEST(0, {table}.reserved + excluded.reserved)",
+                f"INSERT INTO {table} (scope, {key}, spent) VALUES {values} "
+                f"ON CONFLICT (scope, {key}) DO UPDATE SET spent = {table}.spent + excluded.spent",
                 params,
             )
-
-    def add_run_usage(self, run_id: str, spent: float, reserved: float) -> None:
         self._x(
-            "INSERT INTO budget_runs (run_id, spent, reserved) VALUES (?,?,GREATEST(0,?)) "
-            "ON CONFLICT (run_id) DO UPDATE SET spent = budget_runs.spent + excluded.spent, "
-            "reserved = GREATEST(0, budget_runs.reserved + ?)",
-            (run_id, spent, reserved, reserved),
+            "INSERT INTO budget_runs (run_id, spent) VALUES (?,?) "
+            "ON CONFLICT (run_id) DO UPDATE SET spent = budget_runs.spent + excluded.spent",
+            (row.run_id, spent),
         )
 
     def insert(self, row: ReservationRow, *, created: float, expires: float) -> None:
@@ -318,7 +327,11 @@ class SQLLedgerTables:
             )
 
     def known_scopes(self) -> list[str]:
-        return [r[0] for r in self._x("SELECT DISTINCT scope FROM budget_usage")]
+        """Scopes with spend or with money held by a call in flight."""
+        scopes = {r[0] for r in self._x("SELECT DISTINCT scope FROM budget_usage")}
+        for held in self._open_holds():
+            scopes.update(json.loads(held[0]))
+        return sorted(scopes)
 
     def close(self) -> None:
         self.db.close()
@@ -332,10 +345,17 @@ class SQLiteLedgerTables(SQLLedgerTables):
     ledger's work joins a transaction the store has open (an append), so a step's
     reservation and its events commit together. The store closes the connection."""
 
-    def __init__(self, path: Path, *, db: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        db: sqlite3.Connection,
+        on_commit: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
         super().__init__()
         self.path = path
         self.db = db
+        self._on_commit = on_commit
         try:
             with self.transaction():
                 for statement in LEDGER_SCHEMA:
@@ -362,6 +382,8 @@ class SQLiteLedgerTables(SQLLedgerTables):
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 raise
+            if self._on_commit is not None:
+                self._on_commit(self.db)
         except sqlite3.Error as exc:
             raise StoreError(f"budget ledger in {self.path}: {exc}") from None
         finally:

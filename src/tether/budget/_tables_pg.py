@@ -65,7 +65,6 @@ _LOCK = "tether:budget-ledger"
 
 class PostgresLedgerTables(SQLLedgerTables):
     MARK = "%s"
-    GREATEST = "GREATEST"
 
     def __init__(self, conninfo: str, *, schema: str | None = None) -> None:
         import psycopg

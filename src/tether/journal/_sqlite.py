@@ -28,10 +28,14 @@ from ._base import (
     StoredRow,
     check_continues,
 )
+from ._checkpointer import BackgroundCheckpointer
 from ._index import AuditColumns, RowQuery, audit_columns, sql_hint, sql_order, sql_where
 from ._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 
 Synchronous = Literal["normal", "full"]
+
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+"""A rewound WAL larger than this is cut back to it, so a burst does not keep its size."""
 
 _RUN_COLUMNS = (
     "run_id, agent, tenant, parent_run_id, created_at, updated_at, status, steps, "
@@ -81,6 +85,9 @@ class SQLiteStore:
         self._clock = clock or SystemClock()
         self._ledger_tables: object | None = None
         self._last_status: dict[str, str] = {}
+        self._checkpointer = BackgroundCheckpointer(
+            self.path, synchronous=synchronous, busy_timeout_s=busy_timeout_s
+        )
         if not self.path.parent.exists():
             raise UsageError(f"cannot create the store {self.path}: its folder does not exist")
         try:
@@ -90,6 +97,9 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.execute("PRAGMA foreign_keys=ON")
+            # Checkpoints run on a thread (see BackgroundCheckpointer), not inside commits.
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
@@ -119,6 +129,7 @@ class SQLiteStore:
             if isinstance(exc, sqlite3.Error):
                 raise self._error(exc) from None
             raise
+        self._checkpointer.committed(db)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -456,7 +467,9 @@ class SQLiteStore:
         if self._ledger_tables is None:
             from ..budget._tables import SQLiteLedgerTables
 
-            self._ledger_tables = SQLiteLedgerTables(self.path, db=self._db)
+            self._ledger_tables = SQLiteLedgerTables(
+                self.path, db=self._db, on_commit=self._checkpointer.committed
+            )
         return self._ledger_tables
 
     async def run_ids(self) -> list[str]:
@@ -465,4 +478,5 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._ledger_tables is not None:
             self._ledger_tables.close()  # type: ignore[attr-defined]
+        self._checkpointer.close()
         self._db.close()
