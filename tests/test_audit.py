@@ -513,10 +513,21 @@ async def test_an_older_store_is_migrated_and_its_rows_get_audit_columns(tmp_pat
         assert version == (str(SCHEMA_VERSION),)
         # Schema 4: the type index leaves out the types every step writes.
         (type_index,) = db.execute(
-            "SELECT sql FROM sqlite_master WHERE name='events_by_type'"
+            "SELECT sql FROM sqlite_master WHERE name='audit_by_type'"
         ).fetchone()
+        # Schema 5: the audit indexes are on `audit_rows`, which holds every migrated row.
+        on_events = {
+            r[0]
+            for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='events'"
+                " AND sql IS NOT NULL"
+            )
+        }
+        (copied,) = db.execute("SELECT COUNT(*) FROM audit_rows").fetchone()
         db.close()
         assert "NOT IN" in type_index and "'tool.completed'" in type_index
+        assert on_events == {"events_by_run_context"}
+        assert copied == len(events)
         found, _ = await audit_events(store, AuditFilter(types=("run.completed",)), role="audit")
         assert [e["seq"] for e in found] == [events[-1].seq]
     finally:

@@ -37,7 +37,7 @@ LOOP_TYPES = (
     "tool.requested",
 )
 """The types every step of every run writes. They are most of a store, so a search by
-one of them finds matches at once by time (`events_by_ts`); the type index (schema 4)
+one of them finds matches at once by time (the ts index); the type index (schema 4)
 leaves them out, which spares each step a page write per type."""
 TYPE_INDEX_TERM = f"type NOT IN ({', '.join(repr(t) for t in LOOP_TYPES)})"
 """The WHERE of the partial type index (repeated by queries that may use it)."""
@@ -180,19 +180,25 @@ def sql_where(q: RowQuery, *, mark: str = "?") -> tuple[str, list[Any]]:
     return (" AND ".join(clauses) or "1=1"), params
 
 
-def sql_hint(q: RowQuery) -> str:
-    """`INDEXED BY` where SQLite's planner, without statistics, picks a wider index: the
-    context lookups of `why` (it prefers the (run_id, seq) key and would scan the run up to
-    the seq) and actor prefixes within a time window."""
-    if q.run_id is not None and q.types and set(q.types) <= set(CONTEXT_INDEX_TYPES):
+def sqlite_run_hint(q: RowQuery) -> str:
+    """`INDEXED BY` for a query within one run, where SQLite's planner, without statistics,
+    picks a wider index: for the context lookups of `why` it would prefer the (run_id, seq)
+    key and scan the run up to the seq."""
+    if q.types and set(q.types) <= set(CONTEXT_INDEX_TYPES):
         return "INDEXED BY events_by_run_context "
+    return ""
+
+
+def sqlite_audit_hint(q: RowQuery) -> str:
+    """`INDEXED BY` for a query of SQLite's `audit_rows` (schema 5) where the planner would
+    pick a wider index: actor prefixes within a time window, and the step types."""
     others = (q.run_id, q.correlation_id, q.tool, *q.types)
     if q.actor_prefix and (q.since or q.until) and not any(others):
         # A prefix (`tool:*`) spans many actors: the time window is the narrower key.
-        return "INDEXED BY events_by_ts "
+        return "INDEXED BY audit_by_ts "
     if set(q.types) & set(LOOP_TYPES) and not any((q.run_id, q.correlation_id, q.tool, q.actor)):
         # A step type is in no type index (schema 4): they are dense in time order.
-        return "INDEXED BY events_by_ts "
+        return "INDEXED BY audit_by_ts "
     return ""
 
 

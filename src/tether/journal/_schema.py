@@ -10,6 +10,7 @@ ever add, and a store newer than the code is refused with a clear message.
    envelope that verification checks) and the indexes audit queries and `why` use.
 4: the type index leaves out the seven types every step writes (`LOOP_TYPES`): each of
    them cost every step one more page at commit, and searches for them go by time.
+5: SQLite only: the audit indexes move to `audit_rows`, filled in batches (see below).
 """
 
 from __future__ import annotations
@@ -45,7 +46,62 @@ TYPE_INDEX_V4 = [
     f"CREATE INDEX events_by_type ON events (type, ts) WHERE {TYPE_INDEX_TERM}",
 ]
 
-SCHEMA_VERSION = 4
+# Schema 5 (SQLite): the audit indexes move off `events` to `audit_rows`, a copy of the
+# indexed columns that appends fill in batches (AUDIT_BATCH events at a time), so a step's
+# commit writes no audit index page; queries add the few newest events, not yet copied,
+# by scanning them. `events` is rebuilt with an explicit integer key, which VACUUM keeps,
+# so `audit_rows.id` always names the same event.
+SQLITE_AUDIT_COLUMNS = "id, run_id, seq, type, correlation_id, ts, actor, tool, visibility"
+SQLITE_AUDIT_INDEXES = [
+    "CREATE INDEX audit_by_correlation ON audit_rows (correlation_id)"
+    " WHERE correlation_id IS NOT NULL",
+    f"CREATE INDEX audit_by_type ON audit_rows (type, ts) WHERE {TYPE_INDEX_TERM}",
+    "CREATE INDEX audit_by_tool ON audit_rows (tool, ts) WHERE tool IS NOT NULL",
+    f"CREATE INDEX audit_by_actor ON audit_rows (actor, ts) WHERE {ACTOR_INDEX_TERM}",
+    "CREATE INDEX audit_by_ts ON audit_rows (ts)",
+]
+SQLITE_INDEX_TAIL = (
+    f"INSERT INTO audit_rows ({SQLITE_AUDIT_COLUMNS}) SELECT {SQLITE_AUDIT_COLUMNS} FROM events "
+    "WHERE id > (SELECT COALESCE(MAX(id), 0) FROM audit_rows)"
+)
+"""Copies every event not yet in `audit_rows` (the append that crosses a batch runs it)."""
+SQLITE_EVENTS_V5 = [
+    """CREATE TABLE events_v5 (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        correlation_id TEXT,
+        data BLOB NOT NULL,
+        ts TEXT,
+        actor TEXT,
+        tool TEXT,
+        visibility TEXT,
+        UNIQUE (run_id, seq)
+    )""",
+    "INSERT INTO events_v5 (id, run_id, seq, type, correlation_id, data, ts, actor, tool,"
+    " visibility) SELECT rowid, run_id, seq, type, correlation_id, data, ts, actor, tool,"
+    " visibility FROM events ORDER BY rowid",
+    "DROP TABLE events",
+    "ALTER TABLE events_v5 RENAME TO events",
+    # Per run, not per store: the context lookups of `why` stay on `events`, complete.
+    f"CREATE INDEX events_by_run_context ON events (run_id, type, seq) WHERE {CONTEXT_INDEX_TERM}",
+    """CREATE TABLE audit_rows (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        correlation_id TEXT,
+        ts TEXT,
+        actor TEXT,
+        tool TEXT,
+        visibility TEXT
+    )""",
+    SQLITE_INDEX_TAIL,
+    *SQLITE_AUDIT_INDEXES,
+]
+
+SCHEMA_VERSION = 5
 
 SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
     (
@@ -120,6 +176,7 @@ SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
         ],
     ),
     (4, TYPE_INDEX_V4),
+    (5, SQLITE_EVENTS_V5),
 ]
 
 NOTIFY_CHANNEL = "tether_runnable"
@@ -237,4 +294,5 @@ POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
         ],
     ),
     (4, TYPE_INDEX_V4),
+    (5, []),  # schema 5 changes only SQLite's layout
 ]

@@ -29,8 +29,20 @@ from ._base import (
     check_continues,
 )
 from ._checkpointer import BackgroundCheckpointer
-from ._index import AuditColumns, RowQuery, audit_columns, sql_hint, sql_order, sql_where
-from ._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
+from ._index import (
+    AuditColumns,
+    RowQuery,
+    audit_columns,
+    sql_order,
+    sql_where,
+    sqlite_audit_hint,
+    sqlite_run_hint,
+)
+from ._schema import (
+    SCHEMA_VERSION,
+    SQLITE_INDEX_TAIL,
+    SQLITE_MIGRATIONS,
+)
 
 Synchronous = Literal["normal", "full"]
 
@@ -51,6 +63,16 @@ _APPEND_SAME_STATUS = "UPDATE runs SET head_seq=?, head_hash=?, " + _APPEND_TAIL
 _CORRUPT_CODES = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 _EVENT_COLUMNS = "run_id, seq, type, correlation_id, data, ts, actor, tool, visibility"
 _INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+_INSERT_ROWS = 500
+"""Events per INSERT statement (9 parameters each, far below SQLite's limit)."""
+
+AUDIT_BATCH = 512
+"""Events an append copies into `audit_rows` at once (schema 5). Until then they are the
+unindexed tail that audit queries scan: at most about this many rows."""
+
+
+def _insert_events(n: int) -> str:
+    return f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * n)
 
 
 def _event_row(e: Event) -> tuple[Any, ...]:
@@ -101,6 +123,7 @@ class SQLiteStore:
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._migrate()
+            self._audit_mark = self._indexed_through()
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
 
@@ -383,11 +406,21 @@ class SQLiteStore:
                 raise StoreError(f"run {lease.run_id}: append refused")  # pragma: no cover
             if also is not None:
                 also()  # the ledger's statements, on this connection, in this transaction
-            if len(events) == 1:
-                db.execute(_INSERT_EVENT, _event_row(first))
-            else:
-                db.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+            last_id = 0
+            for i in range(0, len(events), _INSERT_ROWS):
+                chunk = events[i : i + _INSERT_ROWS]
+                params = [value for e in chunk for value in _event_row(e)]
+                last_id = db.execute(_insert_events(len(chunk)), params).lastrowid or 0
+            marked = self._audit_mark
+            if last_id - marked >= AUDIT_BATCH:
+                db.execute(SQLITE_INDEX_TAIL)
+                marked = last_id
         self._last_status[lease.run_id] = summary.status
+        self._audit_mark = marked
+
+    def _indexed_through(self) -> int:
+        """The newest event `audit_rows` holds: every older one is in it too."""
+        return int(self._read("SELECT COALESCE(MAX(id), 0) FROM audit_rows")[0][0])
 
     async def read_rows(
         self, run_id: str, *, after_seq: int = 0, until_seq: int | None = None
@@ -414,13 +447,28 @@ class SQLiteStore:
 
     async def query_rows(self, query: RowQuery) -> list[StoredRow]:
         where, params = sql_where(query)
+        order = sql_order(query)
         limit = "" if query.limit is None else f" LIMIT {int(query.limit)}"
-        rows = self._read(
-            f"SELECT {_EVENT_COLUMNS} FROM events {sql_hint(query)}"
-            f"WHERE {where} ORDER BY {sql_order(query)}{limit}",
-            params,
-        )
-        return [_stored(r) for r in rows]
+        if query.run_id is not None and query.correlation_id is None:
+            # Within one run: its (run_id, seq) key, complete, no audit index needed.
+            sql = (
+                f"SELECT {_EVENT_COLUMNS} FROM events {sqlite_run_hint(query)}"
+                f"WHERE {where} ORDER BY {order}{limit}"
+            )
+        else:
+            # Across runs: the indexed copies in `audit_rows`, plus the newest events that
+            # no append has copied there yet (at most about AUDIT_BATCH), scanned.
+            sql = (
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id IN ("
+                f"SELECT id FROM (SELECT id FROM audit_rows {sqlite_audit_hint(query)}"
+                f"WHERE {where} ORDER BY {order}{limit}) "
+                "UNION ALL SELECT id FROM (SELECT id FROM events NOT INDEXED "
+                "WHERE id > (SELECT COALESCE(MAX(id), 0) FROM audit_rows) "
+                f"AND {where} ORDER BY {order}{limit})"
+                f") ORDER BY {order}{limit}"
+            )
+            params = params + params
+        return [_stored(r) for r in self._read(sql, params)]
 
     async def put_snapshot(
         self, lease: Lease, run_id: str, seq: int, raw: bytes, *, keep: int
@@ -449,6 +497,11 @@ class SQLiteStore:
         self._last_status.pop(run_id, None)
         with self._write() as db:
             self._check_lease(db, lease)
+            db.execute(
+                "DELETE FROM audit_rows WHERE id IN "
+                "(SELECT id FROM events WHERE run_id=? AND seq>?)",
+                (run_id, keep_through),
+            )
             db.execute("DELETE FROM events WHERE run_id=? AND seq>?", (run_id, keep_through))
             db.execute("DELETE FROM snapshots WHERE run_id=? AND seq>?", (run_id, keep_through))
             db.execute(

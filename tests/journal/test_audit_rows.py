@@ -1,0 +1,142 @@
+"""SQLite's audit index (schema 5): copied into `audit_rows` in batches, queried whole.
+
+Whatever part of a store has been copied yet, a query must answer exactly as the
+reference semantics (the memory store) do: rows in `audit_rows`, rows in the unindexed
+tail, and rows on either side of the boundary alike.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tether.events import Event, EventDraft
+from tether.journal import MemoryStore, SQLiteStore, Store, summary_of
+from tether.journal import _sqlite as sqlite_store
+from tether.journal._index import RowQuery
+from tether.state import fold
+
+from .helpers import created, seal_chain
+
+
+def drafts(i: int) -> list[EventDraft]:
+    corr = f"run/c{i}"
+    return [
+        EventDraft(type="cycle.started", payload={"cycle": i}, correlation_id=corr),
+        EventDraft(type="model.requested", payload={}, correlation_id=corr, actor="runtime"),
+        EventDraft(type="tool.requested", payload={"call_id": f"c{i}", "name": "search"},
+                   correlation_id=corr, actor=f"model:m{i % 2}"),
+        EventDraft(type="tool.completed", payload={"call_id": f"c{i}", "name": "search"},
+                   correlation_id=corr, actor="tool:search", visibility="user_hidden"),
+        EventDraft(type="note", payload={"by": i}, actor="cli:a_b%" if i == 2 else "cli:ann"),
+    ]  # fmt: skip
+
+
+RUNS = [
+    seal_chain([created(), *(d for i in range(1, 6) for d in drafts(i))], run_id=f"run_{k}")
+    for k in ("a", "b", "c")
+]
+
+
+async def interleaved(store: Store, runs: list[list[Event]], chunk: int) -> None:
+    """Write the runs through the Store API, `chunk` events per append, taking turns."""
+    leases = {}
+    for events in runs:
+        first = events[0]
+        await store.create_run(
+            first, agent="researcher", tenant=None, parent_run_id=None,
+            summary=summary_of(fold([first])),
+        )  # fmt: skip
+        leases[first.run_id] = await store.acquire_lease(first.run_id, owner="w", ttl_s=3600)
+    for start in range(1, max(len(e) for e in runs), chunk):
+        for events in runs:
+            part = events[start : start + chunk]
+            if part:
+                await store.append(
+                    leases[events[0].run_id],
+                    part,
+                    summary=summary_of(fold(events[: start + len(part)])),
+                )
+
+
+def queries() -> list[RowQuery]:
+    ts = sorted(e.ts for e in RUNS[0])
+    return [
+        RowQuery(),
+        RowQuery(limit=4),
+        RowQuery(newest_first=True, limit=5),
+        RowQuery(run_id="run_a"),
+        RowQuery(run_id="run_b", newest_first=True, limit=3),
+        RowQuery(correlation_id="run/c2"),
+        RowQuery(correlation_id="run/c4", run_id="run_c"),
+        RowQuery(correlation_id="run/c3", newest_first=True, limit=2),
+        RowQuery(types=("tool.requested", "tool.completed")),
+        RowQuery(types=("tool.completed",), newest_first=True, limit=4),
+        RowQuery(types=("note",), limit=2),
+        RowQuery(types=("run.created", "note")),
+        RowQuery(run_id="run_a", types=("message.system", "message.user")),
+        RowQuery(tool="search", visibilities=("visible",)),
+        RowQuery(tool="search", newest_first=True, limit=3),
+        RowQuery(actor="tool:search"),
+        RowQuery(actor="model:", actor_prefix=True),
+        RowQuery(actor="cli:a_", actor_prefix=True),
+        RowQuery(actor="cli:", actor_prefix=True, since=ts[3], until=ts[20]),
+        RowQuery(since=ts[3], until=ts[9]),
+        RowQuery(since=ts[10], newest_first=True, limit=6),
+        RowQuery(run_id="run_a", after_seq=4, before_seq=9),
+        RowQuery(visibilities=()),
+    ]
+
+
+@pytest.mark.parametrize("batch", [1, 7, 40, 10_000])
+@pytest.mark.parametrize("chunk", [1, 4])
+async def test_queries_answer_alike_wherever_the_copied_part_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int, chunk: int
+) -> None:
+    monkeypatch.setattr(sqlite_store, "AUDIT_BATCH", batch)
+    memory, store = MemoryStore(), SQLiteStore(tmp_path / "a.db")
+    await interleaved(memory, RUNS, chunk)
+    await interleaved(store, RUNS, chunk)
+    (copied,) = store._db.execute("SELECT COUNT(*) FROM audit_rows").fetchone()
+    total = sum(len(r) for r in RUNS)
+    # Every part is exercised: all copied, none, some with a tail, several batches.
+    assert {1: copied == total, 7: copied >= 70, 40: 40 <= copied < total,
+            10_000: copied == 0}[batch], copied  # fmt: skip
+    for query in queries():
+        want = [(r.run_id, r.seq) for r in await memory.query_rows(query)]
+        got = [(r.run_id, r.seq) for r in await store.query_rows(query)]
+        assert got == want, query
+    await store.close()
+
+
+async def test_a_cut_tail_leaves_the_audit_index_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "AUDIT_BATCH", 1)
+    store = SQLiteStore(tmp_path / "a.db")
+    await interleaved(store, RUNS[:1], 1)
+    lease = await store.acquire_lease("run_a", owner="w", ttl_s=3600)
+    keep = RUNS[0][9]
+    await store.truncate(lease, "run_a", keep_through=keep.seq, head_hash=keep.checksum)
+    found = await store.query_rows(RowQuery(types=("tool.completed",)))
+    assert [r.seq for r in found] == [e.seq for e in RUNS[0][:10] if e.type == "tool.completed"]
+    # The run goes on from the cut: the new events are indexed under the freed ids.
+    await store.append(lease, RUNS[0][10:12], summary=summary_of(fold(RUNS[0][:12])))
+    found = await store.query_rows(RowQuery(types=("tool.completed",)))
+    assert [r.seq for r in found] == [e.seq for e in RUNS[0][:12] if e.type == "tool.completed"]
+    await store.close()
+
+
+async def test_event_ids_are_an_explicit_key_so_vacuum_keeps_them(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "a.db")
+    await interleaved(store, RUNS, 3)
+    before = store._db.execute("SELECT id, run_id, seq FROM events ORDER BY id").fetchall()
+    await store.close()
+    db = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    db.execute("DELETE FROM events WHERE id IN (2, 3)")  # gaps, which VACUUM may close
+    db.execute("VACUUM")
+    after = db.execute("SELECT id, run_id, seq FROM events ORDER BY id").fetchall()
+    db.close()
+    assert after == [row for row in before if row[0] not in (2, 3)]
