@@ -77,6 +77,17 @@ class LedgerTables(Protocol):
         """Count `spent` in the row's minute of each of its scopes, and in its run."""
         ...
 
+    def finish(self, row: ReservationRow, state: str, actual: float | None) -> bool:
+        """Move an open hold to `state` and count `actual` if it cost anything, as one
+        change; False (and nothing changed) if the hold was not open."""
+        ...
+
+    def settle(self, row: ReservationRow, actual: float) -> bool:
+        """Replace a hold by its actual cost, atomically on its own (or inside an open
+        `transaction()`); False if the hold had been reclaimed, whose cost, when there is
+        one, is counted all the same (the money was spent)."""
+        ...
+
     def insert(self, row: ReservationRow, *, created: float, expires: float) -> None: ...
     def get(self, reservation_id: str) -> ReservationRow | None: ...
     def set_state(
@@ -209,11 +220,7 @@ class Ledger:
 
     def _undo(self, row: ReservationRow, state: str, *, actual: float | None) -> bool:
         """End an open hold (its estimate stops counting); count `actual` if it cost."""
-        if not self.tables.set_state(row.id, state, actual):
-            return False
-        if actual:
-            self.tables.add_spend(row, actual)
-        return True
+        return self.tables.finish(row, state, actual)
 
     def _denial(
         self,
@@ -314,16 +321,10 @@ class Ledger:
             estimate=reservation.estimate_usd,
             state="reserved",
         )
+        if state == "settled":
+            return self.tables.settle(row, actual or 0.0)
         with self.tables.transaction():
-            if self._undo(row, state, actual=actual):
-                return True
-            if actual:
-                found = self.tables.get(reservation.id)
-                if found is not None and found.state == "expired":
-                    # Reclaimed too early but the money was spent: count it anyway.
-                    self.tables.add_spend(row, actual)
-                    self.tables.set_state(row.id, "settled", actual, from_state="expired")
-            return False
+            return self._undo(row, state, actual=actual)
 
     async def release_run(self, run_id: str) -> int:
         """Reclaim a dead session's holds on `run_id`; call before driving it again."""

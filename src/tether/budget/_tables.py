@@ -6,12 +6,12 @@ import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from ._ledger import ReservationRow
+from ._ledger import LedgerTables, ReservationRow
 from ._model import BudgetLimits
 
 __all__ = ["FINISHED_STATES", "MemoryLedgerTables", "SQLiteLedgerTables"]
@@ -63,6 +63,16 @@ class MemoryLedgerTables:
     def insert(self, row: ReservationRow, *, created: float, expires: float) -> None:
         self.rows[row.id] = (row, expires)
 
+    def finish(self, row: ReservationRow, state: str, actual: float | None) -> bool:
+        if not self.set_state(row.id, state, actual):
+            return False
+        if actual:
+            self.add_spend(row, actual)
+        return True
+
+    def settle(self, row: ReservationRow, actual: float) -> bool:
+        return settle_in(self, row, actual)
+
     def get(self, reservation_id: str) -> ReservationRow | None:
         found = self.rows.get(reservation_id)
         return found[0] if found else None
@@ -104,6 +114,20 @@ class MemoryLedgerTables:
 
     def known_scopes(self) -> list[str]:
         return sorted(set(self.buckets).union(*(r.scopes for r in self._open())))
+
+
+def settle_in(tables: LedgerTables, row: ReservationRow, actual: float) -> bool:
+    """`settle` in statements every backend has, in one transaction."""
+    with tables.transaction():
+        if tables.finish(row, "settled", actual):
+            return True
+        if actual:
+            found = tables.get(row.id)
+            if found is not None and found.state == "expired":
+                # Reclaimed too early but the money was spent: count it anyway.
+                tables.add_spend(row, actual)
+                tables.set_state(row.id, "settled", actual, from_state="expired")
+        return False
 
 
 def held_in_windows(
@@ -174,6 +198,10 @@ class SQLLedgerTables:
     MARK = "?"
     db: Any
 
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction (joined when one is open); the backend's to provide."""
+        raise NotImplementedError
+
     def __init__(self) -> None:
         self._depth = 0
         self._limits_rows: tuple[tuple[str, str], ...] = ()
@@ -221,7 +249,8 @@ class SQLLedgerTables:
     def totals(self, windows: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[float, float]]:
         # Spend: exact and bounded, the minutes before the window's first whole hour, then
         # whole hours from the hourly roll-up, so a day reads at most 60 + 25 rows per
-        # scope; every window in one statement. Holds: the open reservations themselves.
+        # scope. Holds: the open reservations themselves (rows numbered -1). All in one
+        # statement: on PostgreSQL each statement whose rows are read is a round trip.
         if not windows:
             return {}
         parts: list[str] = []
@@ -229,23 +258,44 @@ class SQLLedgerTables:
         for n, (scope, start) in enumerate(windows):
             first_hour = -(-start // 60)
             parts.append(
-                f"SELECT {n}, COALESCE(SUM(spent), 0) FROM budget_usage "
+                f"SELECT {n}, COALESCE(SUM(spent), 0), {_NO_SCOPES} FROM budget_usage "
                 "WHERE scope=? AND minute>=? AND minute<? "
-                f"UNION ALL SELECT {n}, COALESCE(SUM(spent), 0) FROM budget_usage_hourly "
-                "WHERE scope=? AND hour>=?"
+                f"UNION ALL SELECT {n}, COALESCE(SUM(spent), 0), {_NO_SCOPES} "
+                "FROM budget_usage_hourly WHERE scope=? AND hour>=?"
             )
             params += [scope, start, first_hour * 60, scope, first_hour]
+        parts.append(
+            "SELECT -1, estimate, scopes, minute FROM budget_reservations WHERE state='reserved'"
+        )
         spent = [0.0 for _ in windows]
-        for n, value in self._x(" UNION ALL ".join(parts), params).fetchall():
-            spent[n] += value
-        holds = [(json.loads(r[0]), r[1], r[2]) for r in self._open_holds()]
+        holds: list[tuple[Sequence[str], int, float]] = []
+        for n, value, scopes, minute in self._x(" UNION ALL ".join(parts), params).fetchall():
+            if n < 0:
+                holds.append((json.loads(scopes), minute, value))
+            else:
+                spent[n] += value
         held = held_in_windows(holds, windows)
         return {w: (float(spent[n]), held[w]) for n, w in enumerate(windows)}
 
     def run_usage(self, run_id: str) -> tuple[float, float]:
-        row = self._x("SELECT spent FROM budget_runs WHERE run_id=?", (run_id,)).fetchone()
-        held = sum(r[2] for r in self._open_holds(" AND run_id=?", (run_id,)))
-        return (row[0] if row else 0.0), float(held)
+        spent, held = self._x(
+            "SELECT (SELECT spent FROM budget_runs WHERE run_id=?), "
+            "(SELECT SUM(estimate) FROM budget_reservations WHERE state='reserved' AND run_id=?)",
+            (run_id, run_id),
+        ).fetchone()
+        return float(spent or 0.0), float(held or 0.0)
+
+    def finish(self, row: ReservationRow, state: str, actual: float | None) -> bool:
+        """End an open hold (`state`: settled, released, expired) and count `actual` if it
+        cost anything; False if the hold was not open."""
+        if not self.set_state(row.id, state, actual):
+            return False
+        if actual:
+            self.add_spend(row, actual)
+        return True
+
+    def settle(self, row: ReservationRow, actual: float) -> bool:
+        return settle_in(self, row, actual)
 
     def add_spend(self, row: ReservationRow, spent: float) -> None:
         """Count a settled call's cost in its minute and hour of every scope, and its run."""
@@ -338,6 +388,8 @@ class SQLLedgerTables:
 
 
 _RESERVATION = "id, run_id, scopes, minute, estimate, state"
+_NO_SCOPES = "CAST(NULL AS TEXT), CAST(NULL AS BIGINT)"
+"""A spend row's empty hold columns, typed: PostgreSQL types a UNION's NULLs pairwise."""
 
 
 class SQLiteLedgerTables(SQLLedgerTables):

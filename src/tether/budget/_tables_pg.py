@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import StoreError
+from ._ledger import ReservationRow
 from ._tables import SQLLedgerTables
 
 __all__ = ["PostgresLedgerTables"]
@@ -62,6 +63,33 @@ LEDGER_SCHEMA_PG = [
 
 _LOCK = "tether:budget-ledger"
 
+_SETTLE = """
+WITH d AS (
+    DELETE FROM budget_reservations
+    WHERE id = %(id)s AND (state = 'reserved' OR (state = 'expired' AND %(actual)s > 0))
+    RETURNING scopes, minute, run_id, state
+), by_minute AS (
+    INSERT INTO budget_usage (scope, minute, spent)
+    SELECT e.scope, d.minute, %(actual)s
+    FROM d, json_array_elements_text(d.scopes::json) AS e(scope) WHERE %(actual)s > 0
+    ON CONFLICT (scope, minute) DO UPDATE SET spent = budget_usage.spent + excluded.spent
+), by_hour AS (
+    INSERT INTO budget_usage_hourly (scope, hour, spent)
+    SELECT e.scope, d.minute / 60, %(actual)s
+    FROM d, json_array_elements_text(d.scopes::json) AS e(scope) WHERE %(actual)s > 0
+    ON CONFLICT (scope, hour) DO UPDATE SET spent = budget_usage_hourly.spent + excluded.spent
+), by_run AS (
+    INSERT INTO budget_runs (run_id, spent) SELECT d.run_id, %(actual)s FROM d
+    WHERE %(actual)s > 0
+    ON CONFLICT (run_id) DO UPDATE SET spent = budget_runs.spent + excluded.spent
+)
+SELECT state FROM d
+"""
+"""A settlement as one autocommit statement, one round trip: the hold goes (an expired
+one too when it cost something: the money was spent) and its cost is counted. It needs
+no lock: a reservation's check reads spend and holds in one statement, one snapshot, so
+it sees the hold or its cost, never neither."""
+
 
 class PostgresLedgerTables(SQLLedgerTables):
     MARK = "%s"
@@ -101,6 +129,15 @@ class PostgresLedgerTables(SQLLedgerTables):
         finally:
             self._depth = 0
             self._pipeline = None
+
+    def settle(self, row: ReservationRow, actual: float) -> bool:
+        if self._depth:  # inside a transaction of the ledger's: join it
+            return super().settle(row, actual)
+        try:
+            found = self.db.execute(_SETTLE, {"id": row.id, "actual": actual}).fetchone()
+        except self._psycopg.Error as exc:
+            raise StoreError(f"budget ledger: {' '.join(str(exc).split())}") from None
+        return found is not None and found[0] == "reserved"
 
     def _count(self, cursor: Any) -> int:
         if self._pipeline is not None:
