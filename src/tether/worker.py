@@ -314,11 +314,21 @@ class LeaseGuard:
         await self.inner.put_snapshot(lease, run_id, seq, raw, keep=keep)
 
     async def truncate(
-        self, lease: Lease, run_id: str, *, keep_through: int, head_hash: str
+        self,
+        lease: Lease,
+        run_id: str,
+        *,
+        keep_through: int,
+        head_hash: str,
+        then: Sequence[Event] = (),
+        summary: RunSummary | None = None,
     ) -> None:
         if self._mine(lease):
             self._check()
-        await self.inner.truncate(lease, run_id, keep_through=keep_through, head_hash=head_hash)
+        await self.inner.truncate(
+            lease, run_id, keep_through=keep_through, head_hash=head_hash, then=then,
+            summary=summary,
+        )  # fmt: skip
 
     async def watch(self) -> str | None:
         """Renew until released (None) or until it must give up (returns why)."""

@@ -467,6 +467,37 @@ async def test_truncate_cuts_events_and_snapshots_past_the_cut_and_moves_the_hea
     assert (await store.get_run(RUN_ID)).head_seq == 7
 
 
+async def test_truncate_then_appends_the_report_of_the_cut_in_the_same_transaction(
+    store: Store,
+) -> None:
+    events = seal_chain([created(), *(note(i) for i in range(1, 10))])
+    lease = await import_events(store, events)
+    report = seal_chain([note(99)], after=events[5])
+    summary = summary_of(fold([*events[:6], *report]))
+    await store.truncate(
+        lease, RUN_ID, keep_through=6, head_hash=events[5].checksum, then=report,
+        summary=summary,
+    )  # fmt: skip
+    rows = await store.read_rows(RUN_ID)
+    assert [r.seq for r in rows] == [1, 2, 3, 4, 5, 6, 7]
+    assert rows[-1].raw == report[0].raw
+    record = await store.get_run(RUN_ID)
+    assert (record.head_seq, record.head_hash) == (7, report[0].checksum)
+    assert record.summary == summary
+
+
+async def test_truncate_refuses_a_report_that_does_not_continue_the_cut(store: Store) -> None:
+    events = seal_chain([created(), *(note(i) for i in range(1, 5))])
+    lease = await import_events(store, events)
+    wrong = seal_chain([note(99)], after=events[3])  # continues seq 4, not the cut at 2
+    with pytest.raises(AppendConflict):
+        await store.truncate(
+            lease, RUN_ID, keep_through=2, head_hash=events[1].checksum, then=wrong,
+            summary=summary_of(fold([*events[:4], *wrong])),
+        )  # fmt: skip
+    assert [r.seq for r in await store.read_rows(RUN_ID)] == [1, 2, 3, 4, 5]
+
+
 async def test_truncate_is_fenced(clocked: Clocked) -> None:
     store, clock = clocked.store, clocked.clock
     events = seal_chain([created(), note(1), note(2)])

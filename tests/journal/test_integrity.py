@@ -418,6 +418,42 @@ async def test_a_damaged_tail_of_several_events_is_cut_back_to_the_last_good_one
     assert (await verify_run(store, RUN_ID)).ok
 
 
+async def test_a_repair_that_fails_to_journal_its_report_cuts_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cut and its `journal.repaired` report are one transaction: if writing the
+    report fails (here: injected into the very statements that write it), the tail is
+    still there, the next open finds it again, and then repairs it with its report."""
+    lease = await import_events(store, BASE)
+    poker(store).event(RUN_ID, 14, BASE[13].raw[:-5])
+    rows_before = [(r.seq, r.raw) for r in await store.read_rows(RUN_ID)]
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise StoreError("injected: the report's write failed")
+
+    backend = type(store).__name__
+    if backend == "SQLiteStore":
+        monkeypatch.setattr(store, "_append_in", broken)
+    elif backend == "PostgresStore":
+        from tether.journal import _postgres
+
+        monkeypatch.setattr(_postgres, "_append_statement", lambda *a: ("SELECT 1/0", []))
+    else:
+        from tether.journal import _memory
+
+        monkeypatch.setattr(_memory, "row_of", broken)
+    with pytest.raises(StoreError):
+        await RunJournal.open(store, lease)
+    assert [(r.seq, r.raw) for r in await store.read_rows(RUN_ID)] == rows_before
+    assert (await store.get_run(RUN_ID)).head_seq == 14
+    monkeypatch.undo()
+    _, seen = await RunJournal.open(store, lease)
+    assert seen.torn_tail is not None
+    events = await read_events(store, RUN_ID)
+    assert events[-1].type == "journal.repaired" and events[-1].seq == 14
+    assert (await verify_run(store, RUN_ID)).ok
+
+
 async def test_a_missing_last_event_is_a_torn_tail(store: Store) -> None:
     lease = await import_events(store, BASE)
     poker(store).event(RUN_ID, 14, None)

@@ -204,9 +204,19 @@ class Store(Protocol):
         ...
 
     async def truncate(
-        self, lease: Lease, run_id: str, *, keep_through: int, head_hash: str
+        self,
+        lease: Lease,
+        run_id: str,
+        *,
+        keep_through: int,
+        head_hash: str,
+        then: Sequence[Event] = (),
+        summary: RunSummary | None = None,
     ) -> None:
-        """Cut a damaged tail: delete events after `keep_through` and snapshots past it."""
+        """Cut a damaged tail: delete events after `keep_through` and snapshots past it.
+
+        `then` (with the run's new `summary`) is appended in the same transaction, so the
+        event that reports the cut (`journal.repaired`) can never be lost without it."""
         ...
 
     async def run_ids(self) -> list[str]:

@@ -327,19 +327,29 @@ class RunJournal:
             )
         if loaded.torn_tail is not None:
             good = loaded.state.last_seq
+            report, repaired = journal._seal(
+                [
+                    EventDraft(
+                        type="journal.repaired",
+                        payload={
+                            "cut_after_seq": good,
+                            "stored_head_seq": loaded.record.head_seq,
+                            "fault": loaded.torn_tail.to_json(),
+                        },
+                    )
+                ]
+            )
+            # The cut and its report are one transaction: neither lands without the other.
             await store.truncate(
-                lease, lease.run_id, keep_through=good, head_hash=loaded.state.last_hash
+                lease,
+                lease.run_id,
+                keep_through=good,
+                head_hash=loaded.state.last_hash,
+                then=report,
+                summary=summary_of(repaired),
             )
-            await journal.append(
-                EventDraft(
-                    type="journal.repaired",
-                    payload={
-                        "cut_after_seq": good,
-                        "stored_head_seq": loaded.record.head_seq,
-                        "fault": loaded.torn_tail.to_json(),
-                    },
-                )
-            )
+            journal.state = repaired
+            journal._durable_seq = repaired.last_seq
         return journal, loaded
 
     def _seal(self, drafts: Sequence[EventDraft]) -> tuple[list[Event], RunState]:

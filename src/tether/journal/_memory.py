@@ -181,12 +181,27 @@ class MemoryStore:
         return [(seq, snaps[seq]) for seq in sorted(snaps, reverse=True)]
 
     async def truncate(
-        self, lease: Lease, run_id: str, *, keep_through: int, head_hash: str
+        self,
+        lease: Lease,
+        run_id: str,
+        *,
+        keep_through: int,
+        head_hash: str,
+        then: Sequence[Event] = (),
+        summary: RunSummary | None = None,
     ) -> None:
         run = self._check_lease(lease)
-        run.rows = [r for r in run.rows if r.seq <= keep_through]
+        check_continues(keep_through, head_hash, then, lease.run_id)
+        if then and summary is None:
+            raise UsageError("truncate(then=...) needs the run's new summary")
+        added = [row_of(e) for e in then]  # before anything changes: all or nothing
+        run.rows = [r for r in run.rows if r.seq <= keep_through] + added
         run.snapshots = {s: b for s, b in run.snapshots.items() if s <= keep_through}
         run.record = replace(run.record, head_seq=keep_through, head_hash=head_hash)
+        if then and summary is not None:
+            run.record = replace(
+                run.record, head_seq=then[-1].seq, head_hash=then[-1].checksum, summary=summary
+            )
 
     def joins_ledger(self, tables: object) -> bool:
         """Whether `append(also=...)` can run these ledger tables' work atomically."""

@@ -88,6 +88,22 @@ _APPEND_ROW = "(%s::bigint, %s, %s, %s::bytea, %s, %s, %s, %s)"
 _APPENDS: dict[int, str] = {}
 
 
+def _append_statement(
+    lease: Lease, events: Sequence[Event], summary: RunSummary
+) -> tuple[str, list[Any]]:
+    """The fenced append of `events` (see `_append_sql`) and its parameters."""
+    first, last = events[0], events[-1]
+    params: list[Any] = [
+        last.seq, last.checksum, summary.status, summary.steps, summary.input_tokens,
+        summary.output_tokens, summary.cost_usd, summary.updated_at, lease.run_id,
+        lease.epoch, lease.owner, first.seq - 1, first.prev_hash,
+    ]  # fmt: skip
+    for e in events:
+        a = audit_columns(e)
+        params += (e.seq, e.type, e.correlation_id, e.raw, a.ts, a.actor, a.tool, a.visibility)
+    return _append_sql(len(events)), params
+
+
 def _append_sql(count: int) -> str:
     """The append statement for `count` events: scalar parameters (adapting Python lists to
     arrays costs more than the statement), one prepared statement per batch size."""
@@ -522,15 +538,7 @@ class PostgresStore:
             return
         first, last = events[0], events[-1]
         check_continues(first.seq - 1, first.prev_hash, events, lease.run_id)
-        params: list[Any] = [
-            last.seq, last.checksum, summary.status, summary.steps, summary.input_tokens,
-            summary.output_tokens, summary.cost_usd, summary.updated_at, lease.run_id,
-            lease.epoch, lease.owner, first.seq - 1, first.prev_hash,
-        ]  # fmt: skip
-        for e in events:
-            a = audit_columns(e)
-            params += (e.seq, e.type, e.correlation_id, e.raw, a.ts, a.actor, a.tool, a.visibility)
-        statement = _append_sql(len(events))
+        statement, params = _append_statement(lease, events, summary)
         for attempt in range(1, _APPEND_ATTEMPTS + 1):
             try:
                 async with self._conn() as conn:
@@ -647,8 +655,18 @@ class PostgresStore:
         return [(r[0], r[1]) for r in rows]
 
     async def truncate(
-        self, lease: Lease, run_id: str, *, keep_through: int, head_hash: str
+        self,
+        lease: Lease,
+        run_id: str,
+        *,
+        keep_through: int,
+        head_hash: str,
+        then: Sequence[Event] = (),
+        summary: RunSummary | None = None,
     ) -> None:
+        check_continues(keep_through, head_hash, then, lease.run_id)
+        if then and summary is None:
+            raise UsageError("truncate(then=...) needs the run's new summary")
         async with self._conn() as conn, conn.transaction():
             await self._lock_lease(conn, lease)
             await conn.execute(
@@ -661,6 +679,12 @@ class PostgresStore:
                 "UPDATE runs SET head_seq=%s, head_hash=%s WHERE run_id=%s",
                 (keep_through, head_hash, run_id),
             )
+            if then and summary is not None:
+                # The append's own fenced statement, now continuing the cut head.
+                statement, params = _append_statement(lease, then, summary)
+                cur = await conn.execute(statement, params)
+                if cur.rowcount != len(then):  # pragma: no cover - the lease is locked
+                    raise StoreError(f"run {run_id}: the repair's append was refused")
 
     async def run_ids(self) -> list[str]:
         return [

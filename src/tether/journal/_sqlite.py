@@ -381,42 +381,56 @@ class SQLiteStore:
             if also is not None:
                 raise UsageError("append(also=...) needs at least one event")
             return
-        first, last = events[0], events[-1]
+        first = events[0]
         check_continues(first.seq - 1, first.prev_hash, events, lease.run_id)
         if also is not None and self._ledger_tables is None:
             raise UsageError("append(also=...) runs only this store's own ledger work")
+        with self._write() as db:
+            marked = self._append_in(db, lease, events, summary=summary, also=also)
+        self._last_status[lease.run_id] = summary.status
+        self._audit_mark = marked
+
+    def _append_in(
+        self,
+        db: sqlite3.Connection,
+        lease: Lease,
+        events: Sequence[Event],
+        *,
+        summary: RunSummary,
+        also: Callable[[], None] | None = None,
+    ) -> int:
+        """An append's statements, in the caller's transaction; returns the audit mark."""
+        first, last = events[0], events[-1]
         # Naming `status` in the SET rewrites its index entry even when the value is the
         # same, so it is only set when it changed since this store last wrote it.
         status_known = self._last_status.get(lease.run_id) == summary.status
-        with self._write() as db:
-            # The fence and the continuity check are one conditional UPDATE: no read first.
-            moved = db.execute(
-                _APPEND_SAME_STATUS if status_known else _APPEND_NEW_STATUS,
-                (
-                    last.seq, last.checksum, *(() if status_known else (summary.status,)),
-                    summary.steps, summary.input_tokens, summary.output_tokens,
-                    summary.cost_usd, summary.updated_at, lease.run_id, lease.epoch,
-                    lease.owner, first.seq - 1, first.prev_hash,
-                ),
-            ).rowcount  # fmt: skip
-            if moved != 1:
-                self._last_status.pop(lease.run_id, None)
-                head_seq, head_hash = self._check_lease(db, lease)
-                check_continues(head_seq, head_hash, events, lease.run_id)
-                raise StoreError(f"run {lease.run_id}: append refused")  # pragma: no cover
-            if also is not None:
-                also()  # the ledger's statements, on this connection, in this transaction
-            last_id = 0
-            for i in range(0, len(events), _INSERT_ROWS):
-                chunk = events[i : i + _INSERT_ROWS]
-                params = [value for e in chunk for value in _event_row(e)]
-                last_id = db.execute(_insert_events(len(chunk)), params).lastrowid or 0
-            marked = self._audit_mark
-            if last_id - marked >= AUDIT_BATCH:
-                db.execute(SQLITE_INDEX_TAIL)
-                marked = last_id
-        self._last_status[lease.run_id] = summary.status
-        self._audit_mark = marked
+        # The fence and the continuity check are one conditional UPDATE: no read first.
+        moved = db.execute(
+            _APPEND_SAME_STATUS if status_known else _APPEND_NEW_STATUS,
+            (
+                last.seq, last.checksum, *(() if status_known else (summary.status,)),
+                summary.steps, summary.input_tokens, summary.output_tokens,
+                summary.cost_usd, summary.updated_at, lease.run_id, lease.epoch,
+                lease.owner, first.seq - 1, first.prev_hash,
+            ),
+        ).rowcount  # fmt: skip
+        if moved != 1:
+            self._last_status.pop(lease.run_id, None)
+            head_seq, head_hash = self._check_lease(db, lease)
+            check_continues(head_seq, head_hash, events, lease.run_id)
+            raise StoreError(f"run {lease.run_id}: append refused")  # pragma: no cover
+        if also is not None:
+            also()  # the ledger's statements, on this connection, in this transaction
+        last_id = 0
+        for i in range(0, len(events), _INSERT_ROWS):
+            chunk = events[i : i + _INSERT_ROWS]
+            params = [value for e in chunk for value in _event_row(e)]
+            last_id = db.execute(_insert_events(len(chunk)), params).lastrowid or 0
+        marked = self._audit_mark
+        if last_id - marked >= AUDIT_BATCH:
+            db.execute(SQLITE_INDEX_TAIL)
+            marked = last_id
+        return marked
 
     def _indexed_through(self) -> int:
         """The newest event `audit_rows` holds: every older one is in it too."""
@@ -492,8 +506,18 @@ class SQLiteStore:
         return [(r[0], r[1]) for r in rows]
 
     async def truncate(
-        self, lease: Lease, run_id: str, *, keep_through: int, head_hash: str
+        self,
+        lease: Lease,
+        run_id: str,
+        *,
+        keep_through: int,
+        head_hash: str,
+        then: Sequence[Event] = (),
+        summary: RunSummary | None = None,
     ) -> None:
+        check_continues(keep_through, head_hash, then, lease.run_id)
+        if then and summary is None:
+            raise UsageError("truncate(then=...) needs the run's new summary")
         self._last_status.pop(run_id, None)
         with self._write() as db:
             self._check_lease(db, lease)
@@ -508,6 +532,9 @@ class SQLiteStore:
                 "UPDATE runs SET head_seq=?, head_hash=? WHERE run_id=?",
                 (keep_through, head_hash, run_id),
             )
+            if then and summary is not None:
+                self._append_in(db, lease, then, summary=summary)
+        self._audit_mark = self._indexed_through()
 
     def joins_ledger(self, tables: object) -> bool:
         """Whether `append(also=...)` can run these ledger tables' work atomically: they
