@@ -446,6 +446,31 @@ async def test_a_run_without_snapshots_reads_none(store: Store) -> None:
     assert await store.read_snapshots(RUN_ID) == []
 
 
+async def test_reads_of_an_unknown_run_find_nothing_and_get_run_says_it_is_unknown(
+    store: Store,
+) -> None:
+    assert await store.read_rows("run_nope") == []
+    assert await store.read_rows_at("run_nope", [1, 2]) == []
+    assert await store.read_snapshots("run_nope") == []
+    with pytest.raises(RunNotFound):
+        await store.get_run("run_nope")
+
+
+async def test_an_empty_append_writes_nothing_and_checks_nothing(clocked: Clocked) -> None:
+    store, clock = clocked.store, clocked.clock
+    events = seal_chain([created(), note(1)])
+    stale = await import_events(store, events, ttl_s=10)
+    clock.advance(11)
+    await store.acquire_lease(RUN_ID, owner="w2", ttl_s=10)
+    before = await store.get_run(RUN_ID)
+    await store.append(stale, [], summary=summary_of(fold(events)))
+    assert await store.get_run(RUN_ID) == before
+    with pytest.raises(LeaseLost):  # a real append on the stale lease is still refused
+        await store.append(
+            stale, seal_chain([note(2)], after=events[-1]), summary=summary_of(fold(events))
+        )
+
+
 # -- truncate ----------------------------------------------------------------------------
 
 

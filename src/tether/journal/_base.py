@@ -180,13 +180,16 @@ class Store(Protocol):
         reserve or settle, so a step costs one commit, not three); if it raises, nothing is
         written and its exception propagates. Only stores whose `joins_ledger` is true for
         the ledger's tables accept it; the others raise UsageError.
+
+        No events is no transaction: nothing is checked and nothing is written.
         """
         ...
 
     async def read_rows(
         self, run_id: str, *, after_seq: int = 0, until_seq: int | None = None
     ) -> list[StoredRow]:
-        """Stored events with `after_seq < seq <= until_seq`, in seq order, unverified."""
+        """Stored events with `after_seq < seq <= until_seq`, in seq order, unverified
+        (none for an unknown run: `get_run` says whether a run exists)."""
         ...
 
     async def read_rows_at(self, run_id: str, seqs: Sequence[int]) -> list[StoredRow]:
@@ -200,7 +203,8 @@ class Store(Protocol):
         ...
 
     async def read_snapshots(self, run_id: str) -> list[tuple[int, bytes]]:
-        """Stored snapshots as (seq, bytes), newest first, unverified."""
+        """Stored snapshots as (seq, bytes), newest first, unverified (none for an
+        unknown run)."""
         ...
 
     async def truncate(

@@ -135,12 +135,12 @@ class MemoryStore:
         summary: RunSummary,
         also: Callable[[], None] | None = None,
     ) -> None:
-        run = self._check_lease(lease)
-        check_continues(run.record.head_seq, run.record.head_hash, events, lease.run_id)
         if not events:
             if also is not None:
                 raise UsageError("append(also=...) needs at least one event")
             return
+        run = self._check_lease(lease)
+        check_continues(run.record.head_seq, run.record.head_hash, events, lease.run_id)
         if also is not None:
             if self._ledger_tables is None:
                 raise UsageError("append(also=...) runs only this store's own ledger work")
@@ -153,12 +153,14 @@ class MemoryStore:
     async def read_rows(
         self, run_id: str, *, after_seq: int = 0, until_seq: int | None = None
     ) -> list[StoredRow]:
-        rows = self._run(run_id).rows
+        run = self._runs.get(run_id)
+        rows = run.rows if run is not None else []
         return [r for r in rows if r.seq > after_seq and (until_seq is None or r.seq <= until_seq)]
 
     async def read_rows_at(self, run_id: str, seqs: Sequence[int]) -> list[StoredRow]:
         wanted = set(seqs)
-        return [r for r in self._run(run_id).rows if r.seq in wanted]
+        run = self._runs.get(run_id)
+        return [r for r in run.rows if r.seq in wanted] if run is not None else []
 
     async def query_rows(self, query: RowQuery) -> list[StoredRow]:
         runs = [self._runs[query.run_id]] if query.run_id in self._runs else []
@@ -177,7 +179,8 @@ class MemoryStore:
             del run.snapshots[old]
 
     async def read_snapshots(self, run_id: str) -> list[tuple[int, bytes]]:
-        snaps = self._run(run_id).snapshots
+        run = self._runs.get(run_id)
+        snaps = run.snapshots if run is not None else {}
         return [(seq, snaps[seq]) for seq in sorted(snaps, reverse=True)]
 
     async def truncate(
