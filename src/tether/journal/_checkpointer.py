@@ -22,9 +22,12 @@ import sqlite3
 import threading
 from pathlib import Path
 
-WAKE_EVERY_COMMITS = 256
-"""Commits between two background checkpoints (a step commits about twice). Each wake
-costs the writer a few GIL hand-offs, so they are rare: about 16 MB of WAL apart."""
+WAKE_EVERY_COMMITS = 512
+"""Commits between two background checkpoints (a step commits twice, about 8 pages each).
+Rare, because a checkpoint copies each page once however often it changed (the newest
+version), and because each wake costs the writer a few GIL hand-offs: about 16 MB of WAL
+apart. Measured on 2 vCPUs: every 512 commits beat every 256 by about 0.02 ms a step, and
+SQLite's own checkpoint every 1,000 to 8,000 pages by about as much."""
 
 INLINE_AFTER_FRAMES = 8192
 """A WAL found this long (32 MB of 4 KB pages) has not been rewound: the writer finishes it."""
