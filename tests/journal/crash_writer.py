@@ -118,7 +118,9 @@ def _report(*seqs: int) -> None:
     sys.stdout.flush()
 
 
-async def main(path: str, kill_at: int | None, phase: str) -> None:
+async def main(
+    path: str, kill_at: int | None, phase: str, *, pace_s: float = 0.0, hold: bool = False
+) -> None:
     store = SQLiteStore(path)
     switch = _KillSwitch(store._db, phase)
     store._db = switch  # type: ignore[assignment]
@@ -136,6 +138,10 @@ async def main(path: str, kill_at: int | None, phase: str) -> None:
         _report(*batch)
         if switch.armed and phase == "after-print":
             _die()
+        if pace_s:
+            await asyncio.sleep(pace_s)  # so a parent killing on line N catches it mid-run
+    if hold:
+        await asyncio.to_thread(sys.stdin.read)  # done: wait to be killed (or for EOF)
     await store.close()
 
 
@@ -181,8 +187,10 @@ if __name__ == "__main__":
     parser.add_argument("--kill-at", type=int, default=None)
     parser.add_argument("--phase", choices=PHASES, default="before-commit")
     parser.add_argument("--serve", action="store_true", help="fork writers on request")
+    parser.add_argument("--pace", type=float, default=0.0, help="seconds between appends")
+    parser.add_argument("--hold", action="store_true", help="when done, wait for stdin EOF")
     args = parser.parse_args()
     if args.serve:
         serve()
     else:
-        asyncio.run(main(args.db, args.kill_at, args.phase))
+        asyncio.run(main(args.db, args.kill_at, args.phase, pace_s=args.pace, hold=args.hold))

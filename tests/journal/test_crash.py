@@ -271,8 +271,13 @@ def _mkdir(path: Path) -> Path:
 @pytest.mark.parametrize("kill_on_line", [1, 2, 57, 133, 199])
 def test_a_fresh_writer_process_killed_on_reading_line_n(tmp_path: Path, kill_on_line: int) -> None:
     db = tmp_path / "t.db"
+    # Paced, and holding on when done, so a parent slowed by a loaded machine still kills
+    # a live writer, mostly mid-run, rather than one that already finished and exited.
     proc = subprocess.Popen(
-        [sys.executable, str(WRITER), str(db)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(WRITER), str(db), "--pace", "0.002", "--hold"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     reported: list[int] = []
