@@ -561,9 +561,7 @@ async def measure_queries(path: Path, runs: int, samples: int) -> dict[str, Any]
                 actor="tool:*", since=middle, until=hour_later
             ),
             "type=approval.resolved": AuditFilter(types=("approval.resolved",)),
-            "type=model.completed (a step type: by time)": AuditFilter(
-                types=("model.completed",)
-            ),
+            "type=model.completed (a step type: by time)": AuditFilter(types=("model.completed",)),
             "type=model.completed, 1 h window": AuditFilter(
                 types=("model.completed",), since=middle, until=hour_later
             ),

@@ -102,20 +102,26 @@ def main() -> int:
     if args.quick:
         return 0
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    def row(label: str, median: float, p99: float | None, target: str, result: str) -> str:
+        tail = f"{p99:.3f}" if p99 is not None else "-"
+        return f"| {label} | {median:.3f} | {tail} | {target} | {result} |"
+
     body = f"""## Budget: check + reserve + settle per call (SQLite ledger)
 
 Measured {now}. Machine: {machine()}.
 
 Method: limits on three scopes (global per-call/hourly/daily, agent per-run/daily, tenant
 hourly/daily), so each reservation checks five windows; {history:,} minutes of settled
-history in the buckets first (each daily sum reads the minute buckets before the first whole hour and up to 25 hourly roll-ups);
-then {calls:,} timed calls of `Ledger.reserve` + `Ledger.settle` (two write transactions),
-spread over 50 runs. `time.perf_counter` around each pair.
+history in the buckets first (each daily sum reads the minute buckets before the first
+whole hour and up to 25 hourly roll-ups, and the open holds); then {calls:,} timed calls of
+`Ledger.reserve` + `Ledger.settle` (two write transactions), spread over 50 runs.
+`time.perf_counter` around each pair.
 
 | measure | median ms | p99 ms | target | result |
 |---|---|---|---|---|
-| check + reserve + settle | {figures['median']:.3f} | {figures['p99']:.3f} | <= {TARGET_MS} | {verdict} |
-| check + reserve alone | {figures['reserve_median']:.3f} | - | - | - |
+{row("check + reserve + settle", figures["median"], figures["p99"], f"<= {TARGET_MS}", verdict)}
+{row("check + reserve alone", figures["reserve_median"], None, "-", "-")}
 
 Reproduce: `.venv/bin/python bench/budget.py` from the repository root.
 """
