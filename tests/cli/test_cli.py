@@ -194,6 +194,28 @@ def test_doctor_finds_corruption_and_fork_repairs_it(store: Path) -> None:
     assert code == 0
 
 
+def test_doctor_checks_the_audit_index_and_rebuilds_it(store: Path) -> None:
+    run_demo(store)
+    code, out, _ = tether("doctor", "--rebuild-index", store=store)
+    with sqlite3.connect(store) as db:
+        (events,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
+    assert code == 0 and f"audit index rebuilt: {events} events copied" in out
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE audit_rows SET tool='rm' WHERE id=40")
+        db.execute("DELETE FROM audit_rows WHERE id=41")
+    code, out, _ = tether("doctor", store=store)
+    assert code == 1
+    assert "audit index: 1 row disagree with the events; 1 event missing from it" in out
+    assert "repair: tether doctor --rebuild-index" in out
+    code, out, _ = tether("doctor", "--json", store=store)
+    report = json.loads(out)
+    assert code == 1 and report["ok"] is False and report["audit_index"]["ok"] is False
+    code, out, _ = tether("doctor", "--rebuild-index", "--json", store=store)
+    report = json.loads(out)
+    assert code == 0 and report["ok"] is True
+    assert report["audit_index"] == {"ok": True, "rebuilt": events, "problem": None}
+
+
 def test_doctor_on_a_missing_store_is_a_usage_error(tmp_path: Path) -> None:
     code, _, err = tether("doctor", store=tmp_path / "absent.db")
     assert code == 2 and "no store" in err

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tether.events import Event, EventDraft
-from tether.journal import MemoryStore, SQLiteStore, Store, summary_of
+from tether.journal import MemoryStore, RunJournal, SQLiteStore, Store, summary_of
 from tether.journal import _sqlite as sqlite_store
 from tether.journal._index import RowQuery
 from tether.state import fold
@@ -140,3 +140,75 @@ async def test_event_ids_are_an_explicit_key_so_vacuum_keeps_them(tmp_path: Path
     after = db.execute("SELECT id, run_id, seq FROM events ORDER BY id").fetchall()
     db.close()
     assert after == [row for row in before if row[0] not in (2, 3)]
+
+
+# -- checking and rebuilding the copy ------------------------------------------------------
+
+
+def damage_page_of(path: Path, btree: str) -> int:
+    """Overwrite the header of one page of `btree` in the (closed, checkpointed) file."""
+    db = sqlite3.connect(path)
+    (page,) = db.execute(
+        "SELECT pageno FROM dbstat WHERE name=? ORDER BY pageno DESC LIMIT 1", (btree,)
+    ).fetchone()
+    (size,) = db.execute("PRAGMA page_size").fetchone()
+    db.close()
+    with path.open("r+b") as f:
+        f.seek((page - 1) * size)
+        f.write(b"\x07\xff\xff\x00\x33" * 20)
+    return int(page)
+
+
+async def copied_store(path: Path, monkeypatch: pytest.MonkeyPatch) -> SQLiteStore:
+    monkeypatch.setattr(sqlite_store, "AUDIT_BATCH", 1)
+    store = SQLiteStore(path)
+    await interleaved(store, RUNS, 2)
+    return store
+
+
+async def test_a_healthy_copy_checks_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await copied_store(tmp_path / "a.db", monkeypatch)
+    assert await store.check_audit_index() is None
+    await store.close()
+
+
+async def test_rows_that_disagree_or_are_missing_are_found_and_a_rebuild_restores_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await copied_store(tmp_path / "a.db", monkeypatch)
+    store._db.execute("UPDATE audit_rows SET actor='cli:mallory' WHERE id=5")
+    store._db.execute("DELETE FROM audit_rows WHERE id IN (7, 8)")
+    problem = await store.check_audit_index()
+    assert problem == "1 row disagree with the events; 2 events missing from it"
+    assert await store.rebuild_audit_index() == sum(len(r) for r in RUNS)
+    assert await store.check_audit_index() is None
+    memory = MemoryStore()
+    await interleaved(memory, RUNS, 2)
+    for query in queries():
+        want = [(r.run_id, r.seq) for r in await memory.query_rows(query)]
+        assert [(r.run_id, r.seq) for r in await store.query_rows(query)] == want, query
+    await store.close()
+
+
+@pytest.mark.parametrize("btree", ["audit_by_ts", "audit_rows"])
+async def test_a_damaged_page_is_found_and_a_rebuild_replaces_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, btree: str
+) -> None:
+    path = tmp_path / "a.db"
+    await (await copied_store(path, monkeypatch)).close()
+    page = damage_page_of(path, btree)
+    store = SQLiteStore(path)
+    problem = await store.check_audit_index()
+    assert problem is not None
+    assert f"Page {page}" in problem or "malformed" in problem
+    # The journal goes on meanwhile: an append that should copy a batch skips the copy.
+    lease = await store.acquire_lease("run_a", owner="w", ttl_s=60)
+    journal, _ = await RunJournal.open(store, lease)
+    for i in range(3):
+        await journal.append(EventDraft(type="note", payload={"after": i}))
+    assert await store.rebuild_audit_index() == sum(len(r) for r in RUNS) + 3
+    assert await store.check_audit_index() is None
+    assert [r[0] for r in store._db.execute("PRAGMA integrity_check")] == ["ok"]
+    found = await store.query_rows(RowQuery(types=("tool.completed",)))
+    assert len(found) == 15
+    await store.close()

@@ -523,14 +523,33 @@ def doctor(
     run_id: Annotated[str | None, typer.Argument(help="One run; all runs when omitted.")] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
+    rebuild_index: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild-index",
+            help="First copy the audit index again from the events (SQLite; it holds "
+            "nothing else, so this loses nothing).",
+        ),
+    ] = False,
 ) -> None:
-    """Verify checksums, hash chains, snapshots and the run index. Exit 1 on corruption."""
+    """Verify checksums, hash chains, snapshots, the run index and the audit index.
+    Exit 1 on corruption."""
+    index: dict[str, object] = {}
 
     async def go() -> list[RunReport]:
         s = _store(store)
         try:
+            check = getattr(s, "check_audit_index", None)
+            if rebuild_index:
+                rebuild = getattr(s, "rebuild_audit_index", None)
+                if rebuild is None:
+                    raise UsageError("--rebuild-index: this store keeps no separate audit index")
+                index["rebuilt"] = await rebuild()
             ids = [run_id] if run_id else await s.run_ids()
-            return [await verify_run(s, r) for r in ids]
+            reports = [await verify_run(s, r) for r in ids]
+            if check is not None and run_id is None:
+                index["problem"] = await check()
+            return reports
         finally:
             await s.close()
 
@@ -549,9 +568,19 @@ def doctor(
             err.print(f"[red]CORRUPT[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     bad = [r for r in reports if not r.ok]
+    index_problem = index.get("problem")
     if as_json:
-        _print_json({"store": url, "ok": not bad, "runs": [_report_json(r) for r in reports]})
+        doc: dict[str, object] = {
+            "store": url,
+            "ok": not bad and not index_problem,
+            "runs": [_report_json(r) for r in reports],
+        }
+        if "problem" in index or "rebuilt" in index:
+            doc["audit_index"] = {"ok": not index_problem, **index}
+        _print_json(doc)
     else:
+        if "rebuilt" in index:
+            out.print(f"audit index rebuilt: {index['rebuilt']} events copied")
         for r in reports:
             if r.ok:
                 out.print(f"[green]ok[/green]      {r.run_id}  {r.events} events, "
@@ -564,12 +593,16 @@ def doctor(
                 last_good = _last_good(r)
                 if last_good:
                     out.print(f"        repair: tether fork {r.run_id} --at {last_good}")
+        if index_problem:
+            out.print(f"[red]CORRUPT[/red] audit index: {escape(str(index_problem))}")
+            out.print("        repair: tether doctor --rebuild-index")
         total = len(reports)
         out.print(
             f"{total} run{'s' if total != 1 else ''} checked in {url}: "
             + ("all intact" if not bad else f"{len(bad)} with problems")
+            + ("; the audit index is damaged" if index_problem else "")
         )
-    raise typer.Exit(1 if bad else 0)
+    raise typer.Exit(1 if bad or index_problem else 0)
 
 
 def _last_good(report: RunReport) -> int:

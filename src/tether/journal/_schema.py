@@ -60,6 +60,17 @@ SQLITE_AUDIT_INDEXES = [
     f"CREATE INDEX audit_by_actor ON audit_rows (actor, ts) WHERE {ACTOR_INDEX_TERM}",
     "CREATE INDEX audit_by_ts ON audit_rows (ts)",
 ]
+SQLITE_AUDIT_TABLE = """CREATE TABLE audit_rows (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    correlation_id TEXT,
+    ts TEXT,
+    actor TEXT,
+    tool TEXT,
+    visibility TEXT
+)"""
 SQLITE_INDEX_TAIL = (
     f"INSERT INTO audit_rows ({SQLITE_AUDIT_COLUMNS}) SELECT {SQLITE_AUDIT_COLUMNS} FROM events "
     "WHERE id > (SELECT COALESCE(MAX(id), 0) FROM audit_rows)"
@@ -86,17 +97,7 @@ SQLITE_EVENTS_V5 = [
     "ALTER TABLE events_v5 RENAME TO events",
     # Per run, not per store: the context lookups of `why` stay on `events`, complete.
     f"CREATE INDEX events_by_run_context ON events (run_id, type, seq) WHERE {CONTEXT_INDEX_TERM}",
-    """CREATE TABLE audit_rows (
-        id INTEGER PRIMARY KEY,
-        run_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        type TEXT NOT NULL,
-        correlation_id TEXT,
-        ts TEXT,
-        actor TEXT,
-        tool TEXT,
-        visibility TEXT
-    )""",
+    SQLITE_AUDIT_TABLE,
     SQLITE_INDEX_TAIL,
     *SQLITE_AUDIT_INDEXES,
 ]

@@ -8,6 +8,7 @@ busy timeout.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,6 +47,8 @@ from ._schema import (
 
 Synchronous = Literal["normal", "full"]
 
+log = logging.getLogger("tether.store")
+
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """A rewound WAL larger than this is cut back to it, so a burst does not keep its size."""
 
@@ -69,6 +72,10 @@ _INSERT_ROWS = 500
 AUDIT_BATCH = 512
 """Events an append copies into `audit_rows` at once (schema 5). Until then they are the
 unindexed tail that audit queries scan: at most about this many rows."""
+
+
+class _AuditCopyFailed(Exception):
+    """The batch copy into `audit_rows` met a damaged page (see `_append_in`)."""
 
 
 def _insert_events(n: int) -> str:
@@ -107,6 +114,7 @@ class SQLiteStore:
         self._clock = clock or SystemClock()
         self._ledger_tables: object | None = None
         self._last_status: dict[str, str] = {}
+        self._audit_broken = False
         self._checkpointer = BackgroundCheckpointer(
             self.path, synchronous=synchronous, busy_timeout_s=busy_timeout_s
         )
@@ -385,8 +393,13 @@ class SQLiteStore:
         check_continues(first.seq - 1, first.prev_hash, events, lease.run_id)
         if also is not None and self._ledger_tables is None:
             raise UsageError("append(also=...) runs only this store's own ledger work")
-        with self._write() as db:
-            marked = self._append_in(db, lease, events, summary=summary, also=also)
+        try:
+            with self._write() as db:
+                marked = self._append_in(db, lease, events, summary=summary, also=also)
+        except _AuditCopyFailed as exc:
+            self._audit_damaged(str(exc))
+            with self._write() as db:
+                marked = self._append_in(db, lease, events, summary=summary, also=also)
         self._last_status[lease.run_id] = summary.status
         self._audit_mark = marked
 
@@ -427,14 +440,43 @@ class SQLiteStore:
             params = [value for e in chunk for value in _event_row(e)]
             last_id = db.execute(_insert_events(len(chunk)), params).lastrowid or 0
         marked = self._audit_mark
-        if last_id - marked >= AUDIT_BATCH:
-            db.execute(SQLITE_INDEX_TAIL)
+        if last_id - marked >= AUDIT_BATCH and not self._audit_broken:
+            try:
+                db.execute(SQLITE_INDEX_TAIL)
+            except sqlite3.DatabaseError as exc:
+                # SQLite cannot commit a transaction that met a damaged page: the caller
+                # rolls back and appends again without the copy.
+                raise _AuditCopyFailed(str(exc)) from None
             marked = last_id
         return marked
 
+    def _audit_damaged(self, why: str) -> None:
+        """A damaged audit index must not stop the journal: stop copying into it."""
+        self._audit_broken = True
+        log.warning(
+            "the audit index of %s is damaged (%s): the journal goes on without it; "
+            "repair it with: tether doctor --rebuild-index",
+            self.path, why,
+        )  # fmt: skip
+
     def _indexed_through(self) -> int:
-        """The newest event `audit_rows` holds: every older one is in it too."""
-        return int(self._read("SELECT COALESCE(MAX(id), 0) FROM audit_rows")[0][0])
+        """The newest event `audit_rows` holds: every older one is in it too.
+
+        A damaged audit index must not keep the store from opening (doctor repairs it):
+        then the newest event stands in, so appends try to copy again only a batch later.
+        """
+        try:
+            return int(
+                self._db.execute("SELECT COALESCE(MAX(id), 0) FROM audit_rows").fetchone()[0]
+            )
+        except sqlite3.DatabaseError as exc:
+            self._audit_damaged(str(exc))
+            try:
+                return int(
+                    self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+                )
+            except sqlite3.DatabaseError:
+                return 0
 
     async def read_rows(
         self, run_id: str, *, after_seq: int = 0, until_seq: int | None = None
@@ -535,6 +577,76 @@ class SQLiteStore:
             if then and summary is not None:
                 self._append_in(db, lease, then, summary=summary)
         self._audit_mark = self._indexed_through()
+
+    # -- the audit index (schema 5) ----------------------------------------------------
+
+    async def check_audit_index(self) -> str | None:
+        """What is wrong with `audit_rows`, or None: damaged pages, rows that disagree
+        with `events`, rows missing below the copied mark. Queries across runs read it,
+        while verification reads `events`, so `doctor` asks this as well."""
+        try:
+            damage = [r[0] for r in self._db.execute("PRAGMA quick_check('audit_rows')")]
+            if damage != ["ok"]:
+                return f"damaged pages: {'; '.join(damage[:3])}"
+            (wrong,) = self._db.execute(
+                "SELECT COUNT(*) FROM audit_rows a LEFT JOIN events e ON e.id = a.id "
+                "WHERE e.id IS NULL OR a.run_id IS NOT e.run_id OR a.seq IS NOT e.seq "
+                "OR a.type IS NOT e.type OR a.correlation_id IS NOT e.correlation_id "
+                "OR a.ts IS NOT e.ts OR a.actor IS NOT e.actor OR a.tool IS NOT e.tool "
+                "OR a.visibility IS NOT e.visibility"
+            ).fetchone()
+            (missing,) = self._db.execute(
+                "SELECT COUNT(*) FROM events WHERE id <= "
+                "(SELECT COALESCE(MAX(id), 0) FROM audit_rows) "
+                "AND id NOT IN (SELECT id FROM audit_rows)"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            return f"unreadable: {exc}"
+        problems = []
+        if wrong:
+            problems.append(f"{wrong} row{'s' if wrong != 1 else ''} disagree with the events")
+        if missing:
+            problems.append(f"{missing} event{'s' if missing != 1 else ''} missing from it")
+        return "; ".join(problems) or None
+
+    async def rebuild_audit_index(self) -> int:
+        """Drop `audit_rows` and copy it again from `events` (it holds nothing else);
+        returns the rows copied.
+
+        A damaged page can make DROP TABLE fail (it walks the pages to free them). Then
+        the table is unlinked from the schema instead and VACUUM writes the file again
+        without its pages: VACUUM copies tables and builds indexes anew, so it never
+        reads them."""
+        try:
+            with self._write() as db:
+                db.execute("DROP TABLE IF EXISTS audit_rows")
+                self._create_audit_rows(db)
+        except StoreError:
+            with self._write() as db:
+                (version,) = db.execute("PRAGMA schema_version").fetchone()
+                db.execute("PRAGMA writable_schema=ON")
+                try:
+                    db.execute("DELETE FROM sqlite_schema WHERE tbl_name='audit_rows'")
+                    db.execute(f"PRAGMA schema_version={int(version) + 1}")
+                finally:
+                    db.execute("PRAGMA writable_schema=OFF")
+            try:
+                self._db.execute("VACUUM")
+            except sqlite3.DatabaseError as exc:
+                raise self._error(exc) from None
+            with self._write() as db:
+                self._create_audit_rows(db)
+        self._audit_broken = False
+        self._audit_mark = self._indexed_through()
+        return int(self._read("SELECT COUNT(*) FROM audit_rows")[0][0])
+
+    def _create_audit_rows(self, db: sqlite3.Connection) -> None:
+        from ._schema import SQLITE_AUDIT_INDEXES, SQLITE_AUDIT_TABLE
+
+        db.execute(SQLITE_AUDIT_TABLE)
+        db.execute(SQLITE_INDEX_TAIL)
+        for statement in SQLITE_AUDIT_INDEXES:
+            db.execute(statement)
 
     def joins_ledger(self, tables: object) -> bool:
         """Whether `append(also=...)` can run these ledger tables' work atomically: they
