@@ -340,3 +340,28 @@ async def test_holds_are_counted_from_the_open_reservations_only(parts: Any) -> 
     await ledger.release(again)
     hourly = windows(await ledger.status(), "global")["hourly"]
     assert hourly.reserved == pytest.approx(0.0) and hourly.spent == pytest.approx(0.1)
+
+
+async def test_limits_changed_by_another_ledger_apply_to_the_very_next_call(parts: Any) -> None:
+    """A ledger asks ahead for the sums the limits it saw last time need (on PostgreSQL
+    they share a round trip with the limits' read); limits changed meanwhile elsewhere
+    must still be the ones checked, with sums for their windows."""
+    store, ledger, clock = parts
+    other = ledger_for(store, clock=clock)
+    await spend(ledger, 0.3, run="r1")
+    # Seen by `ledger`: no limits. Another process sets an hourly and a per-run one.
+    await other.set_limits("global", BudgetLimits(hourly=0.5))
+    await other.set_limits("agent:a", BudgetLimits(per_run=0.35))
+    denied = await ledger.reserve(run_id="r1", agent="a", tenant=None, estimate_usd=0.1)
+    assert isinstance(denied, Denial) and denied.window == "per_run"
+    allowed = await ledger.reserve(run_id="r2", agent="a", tenant=None, estimate_usd=0.1)
+    assert isinstance(allowed, Reservation)
+    # Now the guess is right: the hold just made counts in the next check.
+    third = await ledger.reserve(run_id="r3", agent="a", tenant=None, estimate_usd=0.15)
+    assert isinstance(third, Denial) and third.window == "hourly"
+    assert third.spent == pytest.approx(0.3) and third.reserved == pytest.approx(0.1)
+    # And a change of window (daily instead of hourly) is read with its own sums.
+    await other.set_limits("global", BudgetLimits(daily=0.45))
+    fourth = await ledger.reserve(run_id="r4", agent="a", tenant=None, estimate_usd=0.1)
+    assert isinstance(fourth, Denial) and fourth.window == "daily"
+    assert fourth.spent == pytest.approx(0.3) and fourth.reserved == pytest.approx(0.1)

@@ -204,6 +204,8 @@ class SQLLedgerTables:
 
     def __init__(self) -> None:
         self._depth = 0
+        self._prefetched: dict[tuple[str, object], Any] = {}
+        """Reads issued ahead (`prefetch`), by what they answer; their transaction's own."""
         self._limits_rows: tuple[tuple[str, str], ...] = ()
         self._limits: dict[str, BudgetLimits] = {}
 
@@ -246,13 +248,11 @@ class SQLLedgerTables:
             ).fetchall()
         )
 
-    def totals(self, windows: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[float, float]]:
+    def _totals_query(self, windows: list[tuple[str, int]]) -> Any:
         # Spend: exact and bounded, the minutes before the window's first whole hour, then
         # whole hours from the hourly roll-up, so a day reads at most 60 + 25 rows per
         # scope. Holds: the open reservations themselves (rows numbered -1). All in one
         # statement: on PostgreSQL each statement whose rows are read is a round trip.
-        if not windows:
-            return {}
         parts: list[str] = []
         params: list[object] = []
         for n, (scope, start) in enumerate(windows):
@@ -267,9 +267,17 @@ class SQLLedgerTables:
         parts.append(
             "SELECT -1, estimate, scopes, minute FROM budget_reservations WHERE state='reserved'"
         )
+        return self._x(" UNION ALL ".join(parts), params)
+
+    def totals(self, windows: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[float, float]]:
+        if not windows:
+            return {}
+        cursor = self._prefetched.pop(("totals", tuple(windows)), None)
+        if cursor is None:
+            cursor = self._totals_query(windows)
         spent = [0.0 for _ in windows]
         holds: list[tuple[Sequence[str], int, float]] = []
-        for n, value, scopes, minute in self._x(" UNION ALL ".join(parts), params).fetchall():
+        for n, value, scopes, minute in cursor.fetchall():
             if n < 0:
                 holds.append((json.loads(scopes), minute, value))
             else:
@@ -277,12 +285,18 @@ class SQLLedgerTables:
         held = held_in_windows(holds, windows)
         return {w: (float(spent[n]), held[w]) for n, w in enumerate(windows)}
 
-    def run_usage(self, run_id: str) -> tuple[float, float]:
-        spent, held = self._x(
+    def _run_usage_query(self, run_id: str) -> Any:
+        return self._x(
             "SELECT (SELECT spent FROM budget_runs WHERE run_id=?), "
             "(SELECT SUM(estimate) FROM budget_reservations WHERE state='reserved' AND run_id=?)",
             (run_id, run_id),
-        ).fetchone()
+        )
+
+    def run_usage(self, run_id: str) -> tuple[float, float]:
+        cursor = self._prefetched.pop(("run", run_id), None)
+        if cursor is None:
+            cursor = self._run_usage_query(run_id)
+        spent, held = cursor.fetchone()
         return float(spent or 0.0), float(held or 0.0)
 
     def finish(self, row: ReservationRow, state: str, actual: float | None) -> bool:

@@ -129,6 +129,16 @@ class PostgresLedgerTables(SQLLedgerTables):
         finally:
             self._depth = 0
             self._pipeline = None
+            self._prefetched.clear()  # unread answers belong to the transaction that ended
+
+    def prefetch(self, windows: list[tuple[str, int]], run_id: str | None) -> None:
+        """Issue the check's reads before the limits' own read: pipelined, they all come
+        back in the round trip that read brings (`totals` and `run_usage` take them)."""
+        self._prefetched.clear()
+        if windows:
+            self._prefetched[("totals", tuple(windows))] = self._totals_query(windows)
+        if run_id is not None:
+            self._prefetched[("run", run_id)] = self._run_usage_query(run_id)
 
     def settle(self, row: ReservationRow, actual: float) -> bool:
         if self._depth:  # inside a transaction of the ledger's: join it
