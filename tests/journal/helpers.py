@@ -78,6 +78,21 @@ def cycle(n: int, *, tools: int = 2, fail_tool: bool = False) -> list[EventDraft
     return drafts
 
 
+def audit_cycle(i: int) -> list[EventDraft]:
+    """One cycle whose events differ in every audit column: actors (one with LIKE's
+    wildcards in it), tools, visibilities and correlation ids, for query tests."""
+    corr = f"run/c{i}"
+    return [
+        EventDraft(type="cycle.started", payload={"cycle": i}, correlation_id=corr),
+        EventDraft(type="model.requested", payload={}, correlation_id=corr, actor="runtime"),
+        EventDraft(type="tool.requested", payload={"call_id": f"c{i}", "name": "search"},
+                   correlation_id=corr, actor=f"model:m{i % 2}"),
+        EventDraft(type="tool.completed", payload={"call_id": f"c{i}", "name": "search"},
+                   correlation_id=corr, actor="tool:search", visibility="user_hidden"),
+        EventDraft(type="note", payload={"by": i}, actor="cli:a_b%" if i == 2 else "cli:ann"),
+    ]  # fmt: skip
+
+
 def cycles(count: int, *, start: int = 1, tools: int = 2) -> list[EventDraft]:
     out: list[EventDraft] = []
     for n in range(start, start + count):

@@ -18,24 +18,10 @@ from tether.journal import _sqlite as sqlite_store
 from tether.journal._index import RowQuery
 from tether.state import fold
 
-from .helpers import created, seal_chain
-
-
-def drafts(i: int) -> list[EventDraft]:
-    corr = f"run/c{i}"
-    return [
-        EventDraft(type="cycle.started", payload={"cycle": i}, correlation_id=corr),
-        EventDraft(type="model.requested", payload={}, correlation_id=corr, actor="runtime"),
-        EventDraft(type="tool.requested", payload={"call_id": f"c{i}", "name": "search"},
-                   correlation_id=corr, actor=f"model:m{i % 2}"),
-        EventDraft(type="tool.completed", payload={"call_id": f"c{i}", "name": "search"},
-                   correlation_id=corr, actor="tool:search", visibility="user_hidden"),
-        EventDraft(type="note", payload={"by": i}, actor="cli:a_b%" if i == 2 else "cli:ann"),
-    ]  # fmt: skip
-
+from .helpers import audit_cycle, created, seal_chain
 
 RUNS = [
-    seal_chain([created(), *(d for i in range(1, 6) for d in drafts(i))], run_id=f"run_{k}")
+    seal_chain([created(), *(d for i in range(1, 6) for d in audit_cycle(i))], run_id=f"run_{k}")
     for k in ("a", "b", "c")
 ]
 

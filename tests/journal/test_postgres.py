@@ -23,7 +23,7 @@ from tether.journal._postgres import PostgresStore, parse_postgres_url
 from tether.journal._schema import SCHEMA_VERSION
 
 from ..conftest import POSTGRES_URL, drop_postgres_schema, postgres_problem, require
-from .helpers import RUN_ID, created, import_events, note, seal_chain
+from .helpers import RUN_ID, audit_cycle, created, import_events, note, seal_chain
 
 pytestmark = pytest.mark.postgres
 
@@ -231,26 +231,12 @@ async def test_notifications_wake_only_the_stores_of_their_own_schema(schema: st
 
 
 async def test_audit_queries_answer_as_the_reference_semantics_do(schema: str) -> None:
-    from tether.events import EventDraft
     from tether.journal import MemoryStore
     from tether.journal._index import RowQuery
 
-    def drafts(i: int) -> list[EventDraft]:
-        corr = f"run/c{i}"
-        return [
-            EventDraft(type="cycle.started", payload={"cycle": i}, correlation_id=corr),
-            EventDraft(type="model.requested", payload={}, correlation_id=corr,
-                       actor="runtime"),
-            EventDraft(type="tool.requested", payload={"call_id": f"c{i}", "name": "search"},
-                       correlation_id=corr, actor=f"model:m{i % 2}"),
-            EventDraft(type="tool.completed", payload={"call_id": f"c{i}", "name": "search"},
-                       correlation_id=corr, actor="tool:search", visibility="user_hidden"),
-            EventDraft(type="note", payload={"by": i}, actor="cli:a_b%" if i == 2 else "cli:ann"),
-        ]  # fmt: skip
-
     runs = [
-        seal_chain([created(), *(d for i in range(1, 4) for d in drafts(i))], run_id=f"run_{k}")
-        for k in ("a", "b")
+        seal_chain([created(), *(d for i in range(1, 4) for d in audit_cycle(i))], run_id=run)
+        for run in ("run_a", "run_b")
     ]
     memory = MemoryStore()
     async with opened(schema) as pg:

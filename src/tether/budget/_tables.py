@@ -64,11 +64,7 @@ class MemoryLedgerTables:
         self.rows[row.id] = (row, expires)
 
     def finish(self, row: ReservationRow, state: str, actual: float | None) -> bool:
-        if not self.set_state(row.id, state, actual):
-            return False
-        if actual:
-            self.add_spend(row, actual)
-        return True
+        return finish_in(self, row, state, actual)
 
     def settle(self, row: ReservationRow, actual: float) -> bool:
         return settle_in(self, row, actual)
@@ -114,6 +110,15 @@ class MemoryLedgerTables:
 
     def known_scopes(self) -> list[str]:
         return sorted(set(self.buckets).union(*(r.scopes for r in self._open())))
+
+
+def finish_in(tables: LedgerTables, row: ReservationRow, state: str, actual: float | None) -> bool:
+    """`finish` in statements every backend has (the caller holds the transaction)."""
+    if not tables.set_state(row.id, state, actual):
+        return False
+    if actual:
+        tables.add_spend(row, actual)
+    return True
 
 
 def settle_in(tables: LedgerTables, row: ReservationRow, actual: float) -> bool:
@@ -302,11 +307,7 @@ class SQLLedgerTables:
     def finish(self, row: ReservationRow, state: str, actual: float | None) -> bool:
         """End an open hold (`state`: settled, released, expired) and count `actual` if it
         cost anything; False if the hold was not open."""
-        if not self.set_state(row.id, state, actual):
-            return False
-        if actual:
-            self.add_spend(row, actual)
-        return True
+        return finish_in(self, row, state, actual)
 
     def settle(self, row: ReservationRow, actual: float) -> bool:
         return settle_in(self, row, actual)
