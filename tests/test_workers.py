@@ -171,7 +171,8 @@ async def test_a_run_waiting_for_a_human_is_claimed_again_once_the_approval_reso
     serving = asyncio.create_task(w.serve())
     try:
         await _eventually(lambda: _status_is(store, run_id, "waiting_approval"))
-        assert (await store.get_run(run_id)).lease_owner is None  # pausing holds no lease
+        # Pausing holds no lease: the worker hands it back right after journaling the pause.
+        await _eventually(lambda: _lease_released(store, run_id), within=5)
         [approval] = await pending_approvals(store, run_id=run_id)
         await asyncio.sleep(0.3)  # the worker is idle now, waiting for work
         start = time.monotonic()
@@ -550,6 +551,10 @@ async def _true(value: bool) -> bool:
 
 async def _status_is(store: Store, run_id: str, status: str) -> bool:
     return (await store.get_run(run_id)).summary.status == status
+
+
+async def _lease_released(store: Store, run_id: str) -> bool:
+    return (await store.get_run(run_id)).lease_owner is None
 
 
 async def _head_at_least(store: Store, run_id: str, seq: int) -> bool:
