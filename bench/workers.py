@@ -15,7 +15,8 @@ turn (a cycle): N tool steps and the final answer.
    on `memory://` and on PostgreSQL, in paired rounds (each a fresh child process); the
    overhead is the median of (PostgreSQL - memory) / N. Both runtimes have the budget
    ledger off, so the difference is the journal's; the same runs with the ledger on (on
-   PostgreSQL its own transactions beside the appends) are reported beside it. The time
+   PostgreSQL its own transactions beside the appends), without and with limits set, are
+   reported beside it. The time
    spent inside store calls is also measured directly. The raw floor (one autocommit
    INSERT of a 1.2 KB row over the same connection pool) is measured beside it.
 3. Resume: a 2,000-step run is stopped after 1,000 steps; a fresh process opens the store
@@ -319,12 +320,18 @@ async def child_drive(spec: dict[str, Any]) -> dict[str, Any]:
     n = spec["n"]
     calls: dict[str, list[float]] = {}
     store = Timed(open_store(spec["url"]), calls)
+    agent = bench_agent(n)
     runtime = Runtime(store, ledger=bool(spec.get("ledger")))
     if runtime.ledger is not None:
         await runtime.ledger.limits()  # open the ledger's tables before the clock starts
+    if spec.get("limits"):
+        from tether.budget import BudgetLimits
+
+        # Limits that every check reads and sums but no call reaches.
+        await runtime.set_budget("global", BudgetLimits(hourly=1e6, daily=1e7))
+        await runtime.set_budget(f"agent:{agent.name}", BudgetLimits(per_run=1e6))
     await store.run_ids()  # connect and migrate before the clock starts
     calls.clear()
-    agent = bench_agent(n)
     gc.collect()
     t0, c0 = time.perf_counter(), time.process_time()
     result = await runtime.start(agent, workload.TASK)
@@ -482,6 +489,7 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
     t = figures["throughput"]
     o = figures["overhead"]
     led = figures.get("ledger", {"mem": math.nan, "pg": math.nan})
+    lim = figures.get("limits", {"mem": math.nan, "pg": math.nan})
     r = figures["resume"]
     flush = figures["floor"]["median_ms"] - figures["floor_off"]["median_ms"]
     rest = (
@@ -558,6 +566,9 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
         f"and settle are two more transactions per step there; median of "
         f"{max(1, args.pairs // 2)} runs each) | {fmt(led['mem'])} → {fmt(led['pg'])} "
         f"(overhead {fmt(led['pg'] - led['mem'])}) | - |",
+        f"| the same with limits set (hourly and daily on `global`, per-run on the agent; "
+        f"never reached, but every check reads and sums them) | {fmt(lim['mem'])} → "
+        f"{fmt(lim['pg'])} (overhead {fmt(lim['pg'] - lim['mem'])}) | - |",
         f"| raw floor: one autocommit INSERT of 1.2 KB through the pool | "
         f"{fmt(figures['floor']['median_ms'])} per commit | - |",
         f"| PostgreSQL with `synchronous_commit=off` (no disk flush at commit) | "
@@ -726,6 +737,19 @@ def main(argv: list[str] | None = None) -> int:
         figures["ledger"] = {
             kind: statistics.median(x["wall_s"] for x in xs) / steps * 1000
             for kind, xs in with_ledger.items()
+        }
+        # And with limits set (last: they stay in the store): each check reads the limits,
+        # the window sums and the run's usage.
+        with_limits = {
+            kind: [
+                child("drive", {"url": u, "n": args.n, "ledger": True, "limits": True})
+                for _ in range(max(1, args.pairs // 2))
+            ]
+            for kind, u in (("mem", "memory://"), ("pg", url))
+        }
+        figures["limits"] = {
+            kind: statistics.median(x["wall_s"] for x in xs) / steps * 1000
+            for kind, xs in with_limits.items()
         }
         figures["floor"] = child("floor", {"url": url, "n": 2000})
         figures["floor_off"] = child("floor", {"url": nosync, "n": 2000})
