@@ -216,12 +216,8 @@ class Ledger:
         self._reclaimed_at = now
         rows = self.tables.expired(now)
         for row in rows:
-            self._undo(row, "expired", actual=None)
+            self.tables.finish(row, "expired", None)
         return bool(rows)
-
-    def _undo(self, row: ReservationRow, state: str, *, actual: float | None) -> bool:
-        """End an open hold (its estimate stops counting); count `actual` if it cost."""
-        return self.tables.finish(row, state, actual)
 
     def _denial(
         self,
@@ -346,14 +342,14 @@ class Ledger:
         if state == "settled":
             return self.tables.settle(row, actual or 0.0)
         with self.tables.transaction():
-            return self._undo(row, state, actual=actual)
+            return self.tables.finish(row, state, actual)
 
     async def release_run(self, run_id: str) -> int:
         """Reclaim a dead session's holds on `run_id`; call before driving it again."""
         with self.tables.transaction():
             rows = self.tables.open_of_run(run_id)
             for row in rows:
-                self._undo(row, "released", actual=None)
+                self.tables.finish(row, "released", None)
         return len(rows)
 
     async def set_limits(self, scope: str, limits: BudgetLimits | None) -> None:

@@ -202,10 +202,8 @@ class SQLLedgerTables:
 
     MARK = "?"
     db: Any
-
-    def transaction(self) -> AbstractContextManager[None]:
-        """One write transaction (joined when one is open); the backend's to provide."""
-        raise NotImplementedError
+    transaction: Callable[[], AbstractContextManager[None]]
+    """One write transaction (joined when one is open)."""
 
     def __init__(self) -> None:
         self._depth = 0
@@ -243,15 +241,6 @@ class SQLLedgerTables:
             (scope, from_minute),
         ).fetchall()
         return [(r[0], r[1]) for r in rows]
-
-    def _open_holds(self, where: str = "", params: Sequence[object] = ()) -> list[Any]:
-        return list(
-            self._x(
-                "SELECT scopes, minute, estimate FROM budget_reservations "
-                f"WHERE state='reserved'{where}",
-                params,
-            ).fetchall()
-        )
 
     def _totals_query(self, windows: list[tuple[str, int]]) -> Any:
         # Spend: exact and bounded, the minutes before the window's first whole hour, then
@@ -394,8 +383,9 @@ class SQLLedgerTables:
     def known_scopes(self) -> list[str]:
         """Scopes with spend or with money held by a call in flight."""
         scopes = {r[0] for r in self._x("SELECT DISTINCT scope FROM budget_usage")}
-        for held in self._open_holds():
-            scopes.update(json.loads(held[0]))
+        held = self._x("SELECT scopes FROM budget_reservations WHERE state='reserved'")
+        for (row_scopes,) in held.fetchall():
+            scopes.update(json.loads(row_scopes))
         return sorted(scopes)
 
     def close(self) -> None:

@@ -76,6 +76,8 @@ SQLITE_INDEX_TAIL = (
     "WHERE id > (SELECT COALESCE(MAX(id), 0) FROM audit_rows)"
 )
 """Copies every event not yet in `audit_rows` (the append that crosses a batch runs it)."""
+SQLITE_AUDIT_ROWS = [SQLITE_AUDIT_TABLE, SQLITE_INDEX_TAIL, *SQLITE_AUDIT_INDEXES]
+"""`audit_rows` made and filled from `events` (by the migration, and by a rebuild)."""
 SQLITE_EVENTS_V5 = [
     """CREATE TABLE events_v5 (
         id INTEGER PRIMARY KEY,
@@ -97,9 +99,7 @@ SQLITE_EVENTS_V5 = [
     "ALTER TABLE events_v5 RENAME TO events",
     # Per run, not per store: the context lookups of `why` stay on `events`, complete.
     f"CREATE INDEX events_by_run_context ON events (run_id, type, seq) WHERE {CONTEXT_INDEX_TERM}",
-    SQLITE_AUDIT_TABLE,
-    SQLITE_INDEX_TAIL,
-    *SQLITE_AUDIT_INDEXES,
+    *SQLITE_AUDIT_ROWS,
 ]
 
 SCHEMA_VERSION = 5

@@ -8,6 +8,7 @@ busy timeout.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +42,7 @@ from ._index import (
 )
 from ._schema import (
     SCHEMA_VERSION,
+    SQLITE_AUDIT_ROWS,
     SQLITE_INDEX_TAIL,
     SQLITE_MIGRATIONS,
 )
@@ -78,6 +80,7 @@ class _AuditCopyFailed(Exception):
     """The batch copy into `audit_rows` met a damaged page (see `_append_in`)."""
 
 
+@functools.cache
 def _insert_events(n: int) -> str:
     return f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * n)
 
@@ -641,11 +644,7 @@ class SQLiteStore:
         return int(self._read("SELECT COUNT(*) FROM audit_rows")[0][0])
 
     def _create_audit_rows(self, db: sqlite3.Connection) -> None:
-        from ._schema import SQLITE_AUDIT_INDEXES, SQLITE_AUDIT_TABLE
-
-        db.execute(SQLITE_AUDIT_TABLE)
-        db.execute(SQLITE_INDEX_TAIL)
-        for statement in SQLITE_AUDIT_INDEXES:
+        for statement in SQLITE_AUDIT_ROWS:
             db.execute(statement)
 
     def joins_ledger(self, tables: object) -> bool:
