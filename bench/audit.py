@@ -56,7 +56,8 @@ from tether.journal._index import audit_columns  # noqa: E402
 from tether.journal._schema import (  # noqa: E402
     SCHEMA_VERSION,
     SQLITE_AUDIT_INDEXES,
-    SQLITE_INDEX_TAIL,
+    SQLITE_AUDIT_ROWS_V6,
+    SQLITE_INDEX_TAIL_V6,
 )
 from tether.state import fold  # noqa: E402
 
@@ -438,13 +439,13 @@ def build(path: Path, runs: int) -> float:
         r[0]
         for r in db.execute(
             "SELECT name, sql FROM sqlite_master WHERE type='index'"
-            " AND tbl_name IN ('events', 'audit_rows') AND sql IS NOT NULL"
+            " AND tbl_name IN ('event_rows', 'audit_rows') AND sql IS NOT NULL"
         )
     ]
     rebuild = [
         r[0]
         for r in db.execute(
-            "SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name='events'"
+            "SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name='event_rows'"
             " AND sql IS NOT NULL"
         )
     ]
@@ -463,17 +464,20 @@ def build(path: Path, runs: int) -> float:
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 run,
             )
+            # Schema 6: events are (run key, seq, bytes); their columns are read from the
+            # bytes, and `audit_rows` is filled from them below.
+            db.execute("INSERT INTO run_keys (run_id) VALUES (?)", (run[0],))
             db.executemany(
-                "INSERT INTO events (run_id, seq, type, correlation_id, data, ts, actor, tool,"
-                " visibility) VALUES (?,?,?,?,?,?,?,?,?)",
-                rows,
+                "INSERT INTO event_rows (run, seq, data) VALUES "
+                "((SELECT key FROM run_keys WHERE run_id=?),?,?)",
+                [(r[0], r[1], r[4]) for r in rows],
             )
             if done % 100 == 0:
                 db.execute("COMMIT")
                 db.execute("BEGIN")
                 print(f"  {done * EVENTS_PER_RUN:,} events", file=sys.stderr)
         db.execute("COMMIT")
-    for statement in (*rebuild, SQLITE_INDEX_TAIL, *SQLITE_AUDIT_INDEXES):
+    for statement in (*rebuild, SQLITE_INDEX_TAIL_V6, *SQLITE_AUDIT_ROWS_V6[2:]):
         db.execute(statement)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()

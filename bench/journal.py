@@ -341,8 +341,15 @@ async def append_breakdown(folder: Path, mode: str, warmup: int, iterations: int
         await store.close()
 
 
+def _page_kb() -> int:
+    from tether.journal._sqlite import PAGE_SIZE
+
+    return PAGE_SIZE // 1024
+
+
 async def wal_pages_per_append(folder: Path, steps: int = 100) -> float:
-    """4 KB pages each append writes to the WAL (no snapshot among them): write amplification."""
+    """Pages (the store's page size) each append writes to the WAL (no snapshot among them):
+    write amplification."""
     path = folder / "wal-pages.db"
     store, journal = await new_journal(url_for(path, "normal"))
     try:
@@ -862,7 +869,7 @@ def markdown(r: dict[str, Any], tables: dict[str, list[list[str]]], command: str
         "",
         md_table(tables["breakdown"]),
         "",
-        f"Each append writes {r['wal_pages_per_append']:.1f} pages of 4 KB to the WAL "
+        f"Each append writes {r['wal_pages_per_append']:.1f} pages of {_page_kb()} KB to the WAL "
         f"(a {r['step']['row_bytes']:,} B row): the events table, its two indexes, the `runs` "
         "row and its status index, and the database header when the file grows.",
         "",
@@ -923,7 +930,7 @@ def print_report(r: dict[str, Any], tables: dict[str, list[list[str]]], command:
         print(title)
         print(text_table(tables[key]))
     print()
-    print(f"WAL pages (4 KB) written per append: {r['wal_pages_per_append']:.2f}")
+    print(f"WAL pages ({_page_kb()} KB) written per append: {r['wal_pages_per_append']:.2f}")
     print(
         f"bytes/step spread from 1,000 steps up: {r['storage_spread']:.1%}; full replay "
         f"without snapshots ({r['load']['worst']['head_seq']:,} events, in-process): "

@@ -141,8 +141,18 @@ STOCK_SIZES = (100, 300)
 # == the Tether child ====================================================================
 
 
-def tether_agent(n: int, model_kind: str, stamps: list[float], model_time: list[float]) -> Any:
-    """The benchmark agent: one async tool returning ~1 KB, a scripted model, no limits."""
+def tether_agent(
+    n: int,
+    model_kind: str,
+    stamps: list[float],
+    model_time: list[float],
+    *,
+    idempotent: bool = True,
+) -> Any:
+    """The benchmark agent: one async tool returning ~1 KB, a scripted model, no limits.
+
+    With `idempotent=False` the tool is declared to have effects, so each call's
+    write-ahead record is synced before it runs (the sync boundary)."""
     from tether import Agent, Limits, tool
     from tether.models import (
         ModelRequest,
@@ -158,7 +168,7 @@ def tether_agent(n: int, model_kind: str, stamps: list[float], model_time: list[
 
     texts = workload.outputs(n)
 
-    @tool(idempotent=True)
+    @tool(idempotent=idempotent)
     async def fetch(i: int) -> str:
         """Fetch one page of results.
 
@@ -222,13 +232,15 @@ def tether_agent(n: int, model_kind: str, stamps: list[float], model_time: list[
 
         def count_tokens(self, messages: Any, tools: Any = ()) -> int:
             with model_clock():
-                if len(messages) < self._counted:
-                    self._counted = self._tokens = 0
-                self._tokens += estimate_tokens(messages[self._counted :])
-                self._counted = len(messages)
                 key = tuple(t.name for t in tools)
                 if key not in self._tool_tokens:
                     self._tool_tokens[key] = estimate_tokens((), tools)
+                if len(messages) < self._counted:
+                    # A part of the context (the runtime counts each new message once
+                    # as it arrives): counted on its own, the running total kept.
+                    return estimate_tokens(messages) + self._tool_tokens[key]
+                self._tokens += estimate_tokens(messages[self._counted :])
+                self._counted = len(messages)
                 return self._tokens + self._tool_tokens[key]
 
         async def complete(self, request: ModelRequest, *, on_text: Any = None) -> ModelResponse:
@@ -313,7 +325,9 @@ async def tether_run(spec: dict[str, Any]) -> dict[str, Any]:
         url = f"sqlite:///{spec['db']}" + ("?synchronous=full" if spec["sync"] == "full" else "")
     stamps: list[float] = []
     model_time = [0.0, 0.0]
-    agent = tether_agent(n, spec["model"], stamps, model_time)
+    agent = tether_agent(
+        n, spec["model"], stamps, model_time, idempotent=spec.get("effects") != "non-idempotent"
+    )
     store_calls: dict[str, list[float]] = {}
     ledger_calls: dict[str, list[float]] = {}
     runtime = Runtime(Timed(open_store(url), store_calls))
@@ -450,6 +464,7 @@ def tether_file_detail(path: Path) -> dict[str, Any]:
         ).fetchone()
         page_size = db.execute("PRAGMA page_size").fetchone()[0]
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
+        pages = page_parts(db)
     finally:
         db.close()
     return {
@@ -458,7 +473,48 @@ def tether_file_detail(path: Path) -> dict[str, Any]:
         "snapshots": snaps,
         "snapshot_bytes": snap_bytes,
         "free_bytes": free * page_size,
+        "page_size": page_size,
+        "pages": pages,
     }
+
+
+def page_summary(detail: dict[str, Any], n: int) -> str:
+    pages = detail.get("pages") or {}
+    if not pages:
+        return "-"
+
+    def per(group: str, key: str = "bytes") -> str:
+        return fmt_bytes(pages.get(group, {}).get(key, 0) / n)
+
+    return (
+        f"{per('events')} ({per('events', 'unused')}) · {per('event key')} · "
+        f"{per('audit copy + indexes')} · {per('other')} ({detail.get('page_size', 0):,} B pages)"
+    )
+
+
+def page_parts(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Bytes of pages by b-tree group (SQLite's `dbstat`, when the build has it): where a
+    step's bytes go beyond the blobs (row and index overhead, space left unused in pages)."""
+    groups = {
+        "events": ("event_rows", "events"),
+        "event key": ("sqlite_autoindex_event_rows_1", "sqlite_autoindex_events_1"),
+    }
+    out: dict[str, dict[str, int]] = {}
+    try:
+        found = db.execute(
+            "SELECT name, SUM(pgsize), SUM(payload), SUM(unused) FROM dbstat GROUP BY name"
+        ).fetchall()
+    except sqlite3.Error:
+        return out
+    for name, size, payload, unused in found:
+        group = next((g for g, names in groups.items() if name in names), None)
+        if group is None:
+            group = "audit copy + indexes" if name.startswith("audit_") else "other"
+        part = out.setdefault(group, {"bytes": 0, "payload": 0, "unused": 0})
+        part["bytes"] += size
+        part["payload"] += payload
+        part["unused"] += unused
+    return out
 
 
 class Bench:
@@ -520,6 +576,7 @@ class Bench:
         model: str = "bench",
         round_no: int = 0,
         profile: Path | None = None,
+        effects: str = "idempotent",
     ) -> dict[str, Any]:
         db = self.db_path(f"tether-{store}-{n}") if store == "sqlite" else None
         spec = {
@@ -529,9 +586,10 @@ class Bench:
             "sync": sync,
             "model": model,
             "profile": str(profile) if profile else None,
+            "effects": effects,
         }
         log(
-            f"  tether {store}{'/' + sync if store == 'sqlite' else ''} model={model} "
+            f"  tether {store}{'/' + sync if store == 'sqlite' else ''} model={model} {effects} "
             f"n={n:,}{f' round {round_no + 1}' if round_no is not None else ' (cProfile)'} ..."
         )
         run = run_child(
@@ -541,7 +599,10 @@ class Bench:
         )
         if run["status"] != "ok":
             raise RuntimeError(f"Tether child failed ({run['status']}):\n{run['error']}")
-        run.update(system="tether", store=store, sync=sync, model=model, n=n, round=round_no)
+        run.update(
+            system="tether", store=store, sync=sync, model=model, n=n, round=round_no,
+            effects=effects,
+        )  # fmt: skip
         return self.record(run, db)
 
     # -- comparisons -----------------------------------------------------------------
@@ -1294,6 +1355,7 @@ def build_tables(r: dict[str, Any]) -> dict[str, list[list[str]]]:
             "event bytes/step",
             "snapshots kept (bytes)",
             "free pages bytes",
+            "pages/step: events (unused) · event key · audit copy + indexes · other",
         ]
     ]
     prev = None
@@ -1308,6 +1370,7 @@ def build_tables(r: dict[str, Any]) -> dict[str, list[list[str]]]:
                 fmt_bytes(d.get("event_bytes", 0) / n),
                 f"{d.get('snapshots', 0)} ({d.get('snapshot_bytes', 0):,})",
                 fmt_bytes(d.get("free_bytes")),
+                page_summary(d, n),
             ]
         )
         if prev is not None:
@@ -1526,9 +1589,10 @@ def findings(r: dict[str, Any]) -> list[str]:
             "in the next step's first one"
         )
         + ". Those commits write no audit index page (SQLite copies the indexed columns "
-        "into `audit_rows` 512 events at a time, schema 5: about 0.8 KB of the bytes per "
-        "step) and never checkpoint the WAL (a background thread does): they write the "
-        "events, their `(run_id, seq)` key, the run's row and the ledger's rows."
+        "into `audit_rows` 512 events at a time, from the values the writer sealed) and "
+        "never checkpoint the WAL (a background thread does): they write the events (schema "
+        "6: run key, seq and the v2 envelope's bytes only), their `(run, seq)` key, the "
+        "run's row and the ledger's rows."
     )
     sizes = sorted(s["tether"])
     growth = ", ".join(
@@ -1722,6 +1786,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--json", type=Path, help="also save the raw figures as JSON")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument(
+        "--sync-boundary",
+        action="store_true",
+        help="measure only what syncing before effects costs: paired rounds of a workload of "
+        "idempotent calls and one of non-idempotent calls (writes its own section)",
+    )
     args = p.parse_args(argv)
     quick = args.quick
     args.sizes = sorted(
@@ -1755,11 +1825,82 @@ def command_line(argv: list[str]) -> str:
     return " ".join([python, "bench/loop.py", *map(shlex.quote, keep)])
 
 
+SYNC_SECTION = "loop-sync-boundary"
+
+
+def sync_boundary(args: argparse.Namespace, argv: list[str]) -> int:
+    """The cost of the sync boundary (issue: exactly-once under lost commits): the same
+    loop on SQLite NORMAL with an idempotent tool (no sync) and a non-idempotent one (each
+    call's write-ahead record synced first), against memory, in rounds whose order
+    alternates, plus SQLite FULL (every commit synced) for scale."""
+    n = args.main_n
+    plan = [
+        ("memory", "normal", "idempotent"),
+        ("sqlite", "normal", "idempotent"),
+        ("sqlite", "normal", "non-idempotent"),
+        ("sqlite", "full", "idempotent"),
+    ]
+    figures: dict[tuple[str, str, str], list[tuple[float, float]]] = {k: [] for k in plan}
+    with tempfile.TemporaryDirectory(prefix="tether-bench-sync-", dir=args.dir) as tmp:
+        bench = Bench(args, Path(tmp))
+        for i in range(args.rounds):
+            for store, sync, effects in plan if i % 2 == 0 else list(reversed(plan)):
+                run = bench.tether(store, n, sync=sync, effects=effects, round_no=i)
+                figures[(store, sync, effects)].append(
+                    (run["ms_per_step"], run["cpu_ms_per_step"])
+                )
+    base_wall = med([w for w, _ in figures[plan[0]]])
+    base_cpu = med([c for _, c in figures[plan[0]]])
+    rows = []
+    for key in plan:
+        wall = med([w for w, _ in figures[key]])
+        cpu = med([c for _, c in figures[key]])
+        rows.append((key, wall, cpu, wall - base_wall, cpu - base_cpu))
+    m = machine()
+    lines = [
+        f"Measured {m['date']} on {m['cpu']} ({m['nproc']} cores), load "
+        f"{', '.join(f'{x:.1f}' for x in m['load_start'])}, SQLite {m['sqlite']}; "
+        f"{n:,} steps, median of {args.rounds} rounds (order alternating), each in a fresh "
+        "process. Command: `" + command_line(argv) + "`",
+        "",
+        "| store | workload | ms/step (wall) | CPU ms/step | durable overhead (wall) "
+        "| durable overhead (CPU) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (store, sync, effects), wall, cpu, dwall, dcpu in rows:
+        where = "memory" if store == "memory" else f"SQLite {sync.upper()}"
+        lines.append(
+            f"| {where} | {effects} calls | {wall:.3f} | {cpu:.3f} | {dwall:+.3f} ms "
+            f"| {dcpu:+.3f} ms |"
+        )
+    idem = next(r for r in rows if r[0] == ("sqlite", "normal", "idempotent"))
+    eff = next(r for r in rows if r[0] == ("sqlite", "normal", "non-idempotent"))
+    lines += [
+        "",
+        f"Non-idempotent calls minus idempotent ones: {eff[1] - idem[1]:+.3f} ms of wall "
+        f"time per step ({eff[2] - idem[2]:+.3f} ms CPU), the price of two syncs before "
+        "each call with effects: the WAL's, and the sync log's beside the store (which lets "
+        "a resume refuse a run whose synced commit a damaged WAL lost). Idempotent calls and model calls keep the cheap path "
+        "(their commits are synced only by checkpoints), so a workload of idempotent calls "
+        "pays nothing for it. The sync is wall time spent waiting for the disk, so this "
+        "figure depends on the disk more than any other here.",
+    ]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        target = write_section(SYNC_SECTION, "## Loop: the sync boundary\n\n" + body,
+                               args.results or RESULTS_PATH)  # fmt: skip
+        print(f"\nwrote section '{SYNC_SECTION}' of {target}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
         return child_main(argv[1])
     args = parse_args(argv)
+    if args.sync_boundary:
+        return sync_boundary(args, argv)
     with tempfile.TemporaryDirectory(prefix="tether-bench-loop-", dir=args.dir) as tmp:
         results = run_plan(args, Path(tmp))
     command = command_line(argv)

@@ -42,6 +42,7 @@ import json
 import math
 import os
 import platform
+import resource
 import secrets
 import statistics
 import subprocess
@@ -60,6 +61,10 @@ import _compare_agents as workload  # noqa: E402  (light: never imports langgrap
 SECTION = "workers"
 DEFAULT_PG = os.environ.get("TETHER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 TARGET_OVERHEAD_MS = 2.0
+TARGET_LIMITS_MS = 1.5
+"""Durable overhead per step with budget limits set (the ledger's work joins the appends)."""
+TARGET_FLAT = 0.15
+"""Worker CPU per step with 1, 2 or 4 worker processes: within 15% of each other."""
 REFERENCES = [
     ("DBOS on PostgreSQL", "3.9 ms per step; ~2.6 s to resume a 1,000-step workflow"),
     ("LangGraph, PostgreSQL checkpointer", "43 ms per step"),
@@ -185,6 +190,7 @@ async def submit_runs(url: str, runs: int, n: int) -> list[str]:
     store = open_store(url)
     try:
         agent = bench_agent(n)
+        await store.run_ids()  # connect and migrate, even with nothing to submit
         return [
             await submit_run(
                 store,
@@ -225,28 +231,14 @@ def throughput_round(base: str, workers: int, runs: int, n: int, latency: float)
     url = schema_url(base, schema, pool_max=8)
     try:
         run_ids = asyncio.run(submit_runs(url, runs, n))
-        env = {k: v for k, v in os.environ.items() if k != "TETHER_STORE"}
-        env["TETHER_CHAOS"] = f"model_latency={latency}"
+        env = worker_env(TETHER_CHAOS=f"model_latency={latency}")
         concurrency = math.ceil(runs / workers)
         load0 = os.getloadavg()[0]
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         wall0 = time.perf_counter()
         procs = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tether",
-                    "worker",
-                    "--store",
-                    url,
-                    "--until-idle",
-                    "--concurrency",
-                    str(concurrency),
-                    "--log-level",
-                    "warning",
-                    "--agent",
-                    f"{BENCH_DIR / 'workers.py'}:bench_agent",
-                ],
+                worker_command(url, concurrency),
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -255,6 +247,8 @@ def throughput_round(base: str, workers: int, runs: int, n: int, latency: float)
         ]
         errors = [p.communicate(timeout=600)[1].decode() for p in procs]
         wall = time.perf_counter() - wall0
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
         if any(p.returncode for p in procs):
             raise SystemExit(f"a worker failed: {errors}")
         steps, span, statuses = asyncio.run(journal_span(url, run_ids))
@@ -267,9 +261,53 @@ def throughput_round(base: str, workers: int, runs: int, n: int, latency: float)
             "span_s": span,
             "wall_s": wall,
             "steps_per_s": steps / span,
+            "cpu_s": cpu,
             "load_start": load0,
             "load_end": os.getloadavg()[0],
         }
+    finally:
+        drop_schema(base, schema)
+
+
+PYCACHE = Path(os.environ.get("TMPDIR", "/tmp")) / f"tether-bench-pycache-{os.getuid()}"
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """The environment of a worker process: bytecode cached (in a directory of the
+    bench's, outside the tree), as an installed package has it. Without it (some
+    environments set PYTHONDONTWRITEBYTECODE), every worker compiles Tether's sources
+    again at start: CPU per process, not per step, but it swamps a per-step figure."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("TETHER_STORE", "PYTHONDONTWRITEBYTECODE")
+    }
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    return {**env, **extra}
+
+
+def worker_command(url: str, concurrency: int) -> list[str]:
+    return [
+        sys.executable, "-m", "tether", "worker", "--store", url, "--until-idle",
+        "--concurrency", str(concurrency), "--log-level", "warning",
+        "--agent", f"{BENCH_DIR / 'workers.py'}:bench_agent",
+    ]  # fmt: skip
+
+
+def idle_worker_cpu(base: str) -> float:
+    """CPU seconds of a `tether worker --until-idle` process that finds no work: start-up
+    (imports, pool, schema check, ledger, first sweep) and exit, the per-process part of
+    the throughput rounds' CPU."""
+    schema = new_schema()
+    url = schema_url(base, schema, pool_max=8)
+    try:
+        asyncio.run(submit_runs(url, 0, 1))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run(
+            worker_command(url, 1), env=worker_env(), capture_output=True, timeout=120
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if done.returncode:
+            raise SystemExit(f"an idle worker failed: {done.stderr.decode()[-2000:]}")
+        return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     finally:
         drop_schema(base, schema)
 
@@ -488,9 +526,19 @@ def fmt(x: float, digits: int = 3) -> str:
 def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
     t = figures["throughput"]
     o = figures["overhead"]
-    led = figures.get("ledger", {"mem": math.nan, "pg": math.nan})
-    lim = figures.get("limits", {"mem": math.nan, "pg": math.nan})
+    nan = {"mem": math.nan, "pg": math.nan, "overhead_ms": math.nan}
+    led = {**nan, **figures.get("ledger", {})}
+    lim = {**nan, **figures.get("limits", {})}
     r = figures["resume"]
+    cpus = [row["cpu_ms"] for row in t]
+    nets = [row.get("net_cpu_ms", math.nan) for row in t]
+    spread = max(cpus) / min(cpus) - 1
+    net_spread = max(nets) / min(nets) - 1
+    limits_ok = lim["overhead_ms"] <= TARGET_LIMITS_MS
+    limits_cpu = (lim.get("pg_cpu", math.nan) - lim.get("mem_cpu", math.nan)) - (
+        o["pg_cpu_ms"] - o["mem_cpu_ms"]
+    )
+    flat_ok = spread <= TARGET_FLAT
     flush = figures["floor"]["median_ms"] - figures["floor_off"]["median_ms"]
     rest = (
         o["overhead_ms"]
@@ -522,6 +570,16 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
         f"| durable overhead per step on PostgreSQL <= {TARGET_OVERHEAD_MS:g} ms "
         f"({args.n:,} steps, median of paired runs vs memory://) | {fmt(o['overhead_ms'])} ms "
         f"({fmt(o['store_ms'])} ms inside store calls) | {'PASS' if overhead_ok else 'FAIL'} |",
+        f"| durable overhead per step on PostgreSQL with budget limits set <= "
+        f"{TARGET_LIMITS_MS:g} ms (median of paired runs vs memory:// with the same limits) | "
+        f"{fmt(lim['overhead_ms'])} ms | {'PASS' if limits_ok else 'FAIL'} |",
+        f"| worker CPU per step with {', '.join(str(row['workers']) for row in t)} worker "
+        f"processes within {TARGET_FLAT:.0%} of each other: all CPU of the worker processes / "
+        f"steps | {' / '.join(fmt(c) for c in cpus)} ms (spread {spread:.0%}) | "
+        f"{'PASS' if flat_ok else 'FAIL'} |",
+        f"| the same after start-up (each process's start and exit, measured apart, taken "
+        f"out) | {' / '.join(fmt(c) for c in nets)} ms (spread {net_spread:.0%}) | "
+        f"{'PASS' if net_spread <= TARGET_FLAT else 'FAIL'} |",
         "",
         f"### 1. Throughput: {args.runs} concurrent runs, {args.steps} tool steps each, "
         f"{args.latency * 1000:g} ms model latency",
@@ -531,8 +589,8 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
         f"worker journaled and the last completion (median of {args.rounds} rounds).",
         "",
         "| workers | concurrency each | steps | seconds | steps/s | vs 1 worker "
-        "| rounds (steps/s) |",
-        "|---|---|---|---|---|---|---|",
+        "| rounds (steps/s) | worker CPU ms/step | after start-up | rounds (CPU ms/step) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = t[0]["steps_per_s"]
     for row in t:
@@ -540,8 +598,31 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
             f"| {row['workers']} | {row['concurrency']} | {row['steps']:,} | "
             f"{fmt(row['span_s'], 2)} | {fmt(row['steps_per_s'], 0)} | "
             f"{row['steps_per_s'] / base:.2f}x | "
-            f"{', '.join(fmt(x, 0) for x in row['rounds'])} |"
+            f"{', '.join(fmt(x, 0) for x in row['rounds'])} | {fmt(row['cpu_ms'])} | "
+            f"{fmt(row.get('net_cpu_ms', math.nan))} | "
+            f"{', '.join(fmt(x) for x in row.get('cpu_rounds', []))} |"
         )
+    lines += [
+        "",
+        "Worker CPU is the user + system time of the worker processes (the script waits for "
+        "them, so it is their `RUSAGE_CHILDREN`), divided by every step they drove; the PostgreSQL "
+        "server's CPU is not in it. *After start-up* subtracts, per worker, the CPU of a "
+        "`tether worker --until-idle` that finds no work (imports, pool, schema check, "
+        "ledger, sweep, exit), measured in the same run: "
+        f"{fmt(figures.get('idle_cpu_s', math.nan), 2)} s "
+        "(median of one per round). Workers run with Python's bytecode cache, as an "
+        "installed package does (the bench unsets `PYTHONDONTWRITEBYTECODE` for them and "
+        "caches under a directory of its own); the first worker, which compiled the "
+        f"sources, took {fmt(figures.get('first_idle_cpu_s', math.nan), 2)} s.",
+        "",
+        "What grew with the number of workers, and what was done about it: each step's "
+        "reservation and settlement ran on the ledger's own connection from a thread "
+        "(`asyncio.to_thread`, two more transactions per step): they now ride in the "
+        "step's appends (see the rows with the ledger below), so a worker's per-step work is "
+        "its appends, whatever the number of workers. Each worker's start-up sweep read the "
+        "first event of every queued run to find runs of agents it lacks: it now reads only "
+        "those whose agent (in the run's row) it does not have.",
+    ]
     lines += [
         "",
         f"With {os.cpu_count()} CPUs shared by the workers, the PostgreSQL server and this "
@@ -562,13 +643,23 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
         f"**{fmt(o['overhead_ms'])}** ({fmt(o['overhead_min'])} … {fmt(o['overhead_max'])}) | - |",
         f"| of which inside PostgreSQL store calls ({o['store_calls_per_step']:.2f} calls/step, "
         f"{o['commits_per_step']:.2f} of them appends) | {fmt(o['store_ms'])} | - |",
-        f"| the same with the budget ledger on, memory:// → PostgreSQL (the ledger's reserve "
-        f"and settle are two more transactions per step there; median of "
-        f"{max(1, args.pairs // 2)} runs each) | {fmt(led['mem'])} → {fmt(led['pg'])} "
-        f"(overhead {fmt(led['pg'] - led['mem'])}) | - |",
-        f"| the same with limits set (hourly and daily on `global`, per-run on the agent; "
-        f"never reached, but every check reads and sums them) | {fmt(lim['mem'])} → "
-        f"{fmt(lim['pg'])} (overhead {fmt(lim['pg'] - lim['mem'])}) | - |",
+        f"| the same with the budget ledger on, memory:// → PostgreSQL (a model call's "
+        "reservation and settlement ride in the step's appends; "
+        f"{led.get('appends_per_step', 0):.2f} appends/step) | "
+        f"{fmt(led['mem'])} → {fmt(led['pg'])} (overhead "
+        f"{fmt(led['overhead_ms'])}, median of pairs; CPU {fmt(led.get('mem_cpu', math.nan))} → "
+        f"{fmt(led.get('pg_cpu', math.nan))}) | - |",
+        f"| **the same with limits set** (hourly and daily on `global`, per-run on the agent; "
+        f"never reached, but every check sums them: on PostgreSQL the server does, in the "
+        f"append's statement) | {fmt(lim['mem'])} → {fmt(lim['pg'])} (overhead "
+        f"**{fmt(lim['overhead_ms'])}** ({fmt(lim.get('overhead_min', math.nan))} … "
+        f"{fmt(lim.get('overhead_max', math.nan))}), median of pairs; CPU "
+        f"{fmt(lim.get('mem_cpu', math.nan))} → {fmt(lim.get('pg_cpu', math.nan))}, "
+        f"{fmt(lim.get('cpu_overhead_ms', math.nan))} more per step) | - |",
+        f"| what limits add on PostgreSQL beyond the journal, same run: overhead with "
+        f"limits - overhead with the ledger off (medians) | "
+        f"{fmt(lim['overhead_ms'] - o['overhead_ms'])} | "
+        f"{fmt(limits_cpu)} |",
         f"| raw floor: one autocommit INSERT of 1.2 KB through the pool | "
         f"{fmt(figures['floor']['median_ms'])} per commit | - |",
         f"| PostgreSQL with `synchronous_commit=off` (no disk flush at commit) | "
@@ -661,7 +752,8 @@ def main(argv: list[str] | None = None) -> int:
         "pg_version": server_version(base),
     }
 
-    # 1. throughput
+    # 1. throughput (a worker that finds no work first, so the bytecode cache is warm)
+    figures["first_idle_cpu_s"] = idle_worker_cpu(base)
     rows = []
     counts = [int(w) for w in args.workers.split(",")]
     per: dict[int, list[dict[str, Any]]] = {w: [] for w in counts}
@@ -672,37 +764,68 @@ def main(argv: list[str] | None = None) -> int:
             loads.append(result["load_end"])
             print(f"throughput: {w} worker(s) round {r + 1}: {result['steps_per_s']:.0f} steps/s",
                   file=sys.stderr)  # fmt: skip
+    idle = [idle_worker_cpu(base) for _ in range(args.rounds)]
+    figures["idle_cpu_s"] = statistics.median(idle)
     for w in counts:
         rounds = per[w]
         best = sorted(rounds, key=lambda x: x["steps_per_s"])[len(rounds) // 2]
-        rows.append({**best, "rounds": [x["steps_per_s"] for x in rounds]})
+        cpu = [x["cpu_s"] / x["steps"] * 1000 for x in rounds]
+        net = [(x["cpu_s"] - w * figures["idle_cpu_s"]) / x["steps"] * 1000 for x in rounds]
+        rows.append(
+            {
+                **best,
+                "rounds": [x["steps_per_s"] for x in rounds],
+                "cpu_ms": statistics.median(cpu),
+                "cpu_rounds": cpu,
+                "net_cpu_ms": statistics.median(net),
+            }
+        )
+        print(f"workers {w}: CPU {statistics.median(cpu):.3f} ms/step "
+              f"({statistics.median(net):.3f} after start-up)", file=sys.stderr)  # fmt: skip
     figures["throughput"] = rows
 
-    # 2. durable overhead: memory, PostgreSQL, and PostgreSQL without the disk flush, in
+    # 2. durable overhead: memory, PostgreSQL, PostgreSQL without the disk flush, and both
+    # with the budget ledger on (without and with limits set), in
     # rotating order, each run in a fresh process
     schema = new_schema()
     url = schema_url(base, schema)
     nosync = url + "&options=-csynchronous_commit%3Doff"
+    lim_schema = new_schema()
+    lim_url = schema_url(base, lim_schema)
     try:
-        kinds = {"memory://": "mem", url: "pg", nosync: "off"}
-        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds.values()}
-        for i in range(args.pairs):
-            order = list(kinds)[i % 3 :] + list(kinds)[: i % 3]
-            for u in order:
-                runs[kinds[u]].append(child("drive", {"url": u, "n": args.n}))
-            loads.append(os.getloadavg()[0])
-            steps = args.n + 1
-            d = (runs["pg"][-1]["wall_s"] - runs["mem"][-1]["wall_s"]) / steps * 1000
-            print(f"overhead round {i + 1}: {d:.3f} ms/step", file=sys.stderr)
+        # (url, ledger, limits) of each kind; the limits kinds run last in each round (they
+        # leave their limits in the store, so the PostgreSQL ones get a schema of their own).
+        kinds: dict[str, tuple[str, bool, bool]] = {
+            "mem": ("memory://", False, False),
+            "pg": (url, False, False),
+            "off": (nosync, False, False),
+            "mem_ledger": ("memory://", True, False),
+            "pg_ledger": (url, True, False),
+            "mem_limits": ("memory://", True, True),
+            "pg_limits": (lim_url, True, True),
+        }
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
         steps = args.n + 1
+        for i in range(args.pairs):
+            plain = ["mem", "pg", "off"]
+            order = [*plain[i % 3 :], *plain[: i % 3], "mem_ledger", "pg_ledger"]
+            order += ["mem_limits", "pg_limits"] if i % 2 == 0 else ["pg_limits", "mem_limits"]
+            for kind in order:
+                u, ledger, limits = kinds[kind]
+                spec = {"url": u, "n": args.n, "ledger": ledger, "limits": limits}
+                runs[kind].append(child("drive", spec))
+            loads.append(os.getloadavg()[0])
+            d = (runs["pg"][-1]["wall_s"] - runs["mem"][-1]["wall_s"]) / steps * 1000
+            dl = (runs["pg_limits"][-1]["wall_s"] - runs["mem_limits"][-1]["wall_s"]) / steps * 1000
+            print(f"overhead round {i + 1}: {d:.3f} ms/step, with limits {dl:.3f}", file=sys.stderr)
 
         def per_step(kind: str, key: str) -> float:
             return statistics.median(x[key] for x in runs[kind]) / steps * 1000
 
-        def diffs(kind: str) -> list[float]:
+        def diffs(kind: str, base_kind: str = "mem", key: str = "wall_s") -> list[float]:
             return [
-                (q["wall_s"] - m["wall_s"]) / steps * 1000
-                for q, m in zip(runs[kind], runs["mem"], strict=True)
+                (q[key] - m[key]) / steps * 1000
+                for q, m in zip(runs[kind], runs[base_kind], strict=True)
             ]
 
         figures["overhead"] = {
@@ -725,32 +848,24 @@ def main(argv: list[str] | None = None) -> int:
                 x["store_calls"].get("append", 0) / steps for x in runs["pg"]
             ),
         }
-        # The budget ledger on (in both): on PostgreSQL it is its own connection and its
-        # own transactions (reserve, settle), outside the journal's appends.
-        with_ledger = {
-            kind: [
-                child("drive", {"url": u, "n": args.n, "ledger": True})
-                for _ in range(max(1, args.pairs // 2))
-            ]
-            for kind, u in (("mem", "memory://"), ("pg", url))
-        }
-        figures["ledger"] = {
-            kind: statistics.median(x["wall_s"] for x in xs) / steps * 1000
-            for kind, xs in with_ledger.items()
-        }
-        # And with limits set (last: they stay in the store): each check reads the limits,
-        # the window sums and the run's usage.
-        with_limits = {
-            kind: [
-                child("drive", {"url": u, "n": args.n, "ledger": True, "limits": True})
-                for _ in range(max(1, args.pairs // 2))
-            ]
-            for kind, u in (("mem", "memory://"), ("pg", url))
-        }
-        figures["limits"] = {
-            kind: statistics.median(x["wall_s"] for x in xs) / steps * 1000
-            for kind, xs in with_limits.items()
-        }
+        for kind in ("ledger", "limits"):
+            mem, pg = f"mem_{kind}", f"pg_{kind}"
+            figures[kind] = {
+                "mem": per_step(mem, "wall_s"),
+                "pg": per_step(pg, "wall_s"),
+                "mem_cpu": per_step(mem, "cpu_s"),
+                "pg_cpu": per_step(pg, "cpu_s"),
+                "overhead_ms": statistics.median(diffs(pg, mem)),
+                "overhead_min": min(diffs(pg, mem)),
+                "overhead_max": max(diffs(pg, mem)),
+                "cpu_overhead_ms": statistics.median(diffs(pg, mem, "cpu_s")),
+                "appends_per_step": statistics.median(
+                    x["store_calls"].get("append", 0) / steps for x in runs[pg]
+                ),
+                "store_calls_per_step": statistics.median(
+                    sum(x["store_calls"].values()) / steps for x in runs[pg]
+                ),
+            }
         figures["floor"] = child("floor", {"url": url, "n": 2000})
         figures["floor_off"] = child("floor", {"url": nosync, "n": 2000})
 
@@ -764,6 +879,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["resume"] = {**mid, "steps": prepared["steps"], "events": prepared["events"]}
     finally:
         drop_schema(base, schema)
+        drop_schema(base, lim_schema)
 
     loads.append(os.getloadavg()[0])
     figures["load"] = (min(loads), max(loads))

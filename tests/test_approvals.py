@@ -281,3 +281,99 @@ async def _check_no_leak() -> None:
     assert "SYSTEM PROMPT" not in shown and "hunter2" not in shown
     assert "sk-live-0123456789abcdef" not in shown
     assert approval.to_json(redact=False)["arguments"]["token"] == "sk-live-0123456789abcdef"
+
+
+def invoicer(effects: list[dict[str, Any]]) -> Agent:
+    @tool(requires_approval=True)
+    def invoice(amount: int, to: str, note: str = "") -> str:
+        """Send an invoice."""
+        effects.append({"amount": amount, "to": to, "note": note})
+        return f"invoiced {amount} to {to}"
+
+    def policy(request: ModelRequest) -> Turn:
+        results = [m.content.splitlines()[0] for m in request.messages if m.role == "tool"]
+        if not results:
+            return Turn(calls=(("invoice", {"amount": 500, "to": "acme"}),))
+        return Turn(text=results[-1])
+
+    return Agent(name="invoicer", instructions="x", tools=[invoice], model=ScriptedModel(policy))
+
+
+@pytest.mark.parametrize(
+    ("edit", "runs_with"),
+    [
+        ({"amount": 450}, {"amount": 450, "to": "acme", "note": ""}),
+        ({}, {"amount": 500, "to": "acme", "note": ""}),
+        ({"note": "late fee waived"}, {"amount": 500, "to": "acme", "note": "late fee waived"}),
+    ],
+)
+async def test_edited_arguments_merge_and_the_journal_holds_exactly_what_ran(
+    edit: dict[str, Any], runs_with: dict[str, Any]
+) -> None:
+    effects: list[dict[str, Any]] = []
+    agent = invoicer(effects)
+    rt = Runtime(MemoryStore())
+    result = await rt.start(agent, "invoice")
+    (request_id,) = result.pending_approvals
+    approval = await resolve_approval(
+        rt.store, request_id, decision="approved", arguments=edit, agent=agent
+    )
+    assert approval.resolved_arguments == runs_with
+    done = await rt.resume(agent, result.run_id)
+    assert done.status == "completed" and effects == [runs_with]
+    # Repeating the same edit is the same decision; another edit is a conflict.
+    again = await resolve_approval(
+        rt.store, request_id, decision="approved", arguments=edit, agent=agent
+    )
+    assert again.resolved_seq == approval.resolved_seq
+    with pytest.raises(ApprovalConflict):
+        await resolve_approval(
+            rt.store, request_id, decision="approved", arguments={"amount": 1}, agent=agent
+        )
+
+
+async def test_an_edit_that_does_not_fit_the_tool_is_refused_before_it_is_journaled() -> None:
+    agent = invoicer([])
+    rt = Runtime(MemoryStore())
+    result = await rt.start(agent, "invoice")
+    (request_id,) = result.pending_approvals
+    with pytest.raises(UsageError, match="invalid: amount: Input should be a valid integer"):
+        await resolve_approval(
+            rt.store, request_id, decision="approved", arguments={"amount": "lots"}, agent=agent
+        )
+    with pytest.raises(UsageError, match="invalid: cc: Extra inputs are not permitted"):
+        await resolve_approval(
+            rt.store, request_id, decision="approved", arguments={"cc": "x"}, agent=agent
+        )
+    with pytest.raises(UsageError, match="pass the agent"):
+        await resolve_approval(rt.store, request_id, decision="approved", arguments={})
+    events = await read_events(rt.store, result.run_id)
+    assert not [e for e in events if e.type == "approval.resolved"]
+
+
+async def test_a_journaled_empty_edit_is_what_the_driver_runs_never_the_original() -> None:
+    """A journal that says `{}` (written by an older version, which did not merge) is obeyed."""
+    from tether.events import EventDraft
+    from tether.journal._journal import RunJournal
+
+    effects: list[dict[str, Any]] = []
+    agent = invoicer(effects)
+    rt = Runtime(MemoryStore())
+    result = await rt.start(agent, "invoice")
+    (request_id,) = result.pending_approvals
+    lease = await rt.store.acquire_lease(result.run_id, owner="old-cli", ttl_s=30)
+    journal, _ = await RunJournal.open(rt.store, lease)
+    await journal.append(
+        EventDraft(
+            type="approval.resolved",
+            payload={"request_id": request_id, "decision": "approved", "arguments": {}},
+            actor="user",
+        )
+    )
+    await rt.store.release_lease(lease)
+    done = await rt.resume(agent, result.run_id)
+    assert effects == []  # not run with the original arguments the journal does not hold
+    events = await read_events(rt.store, result.run_id)
+    (failed,) = [e for e in events if e.type == "tool.failed"]
+    assert "invalid arguments for invoice" in failed.payload["output"]
+    assert done.status == "completed"

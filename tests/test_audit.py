@@ -18,8 +18,9 @@ from tether.approvals import pending_approvals, resolve_approval
 from tether.audit import AuditFilter, audit_events, context_at, why
 from tether.demo import demo_agent, demo_plan
 from tether.errors import UsageError
-from tether.events import Event
+from tether.events import GENESIS_HASH, Event, EventDraft
 from tether.journal import MemoryStore, SQLiteStore, Store, read_events, verify_run
+from tether.journal._index import audit_columns
 from tether.journal._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 from tether.models import ScriptedModel, Turn, call
 from tether.state import fold
@@ -332,7 +333,9 @@ async def test_a_sub_agent_runs_as_a_child_run_on_every_backend(store: Store) ->
     assert result.status == "completed" and result.answer == "Take an umbrella."
     events = await read_events(store, result.run_id)
     call_event = next(e for e in events if e.type == "tool.requested")
-    child = await store.get_run(f"{result.run_id}.{call_event.seq}")
+    # Named after the call's stable effect key (run, cycle, place in the turn).
+    assert call_event.payload["idempotency_key"] == f"{result.run_id}/c1/t0"
+    child = await store.get_run(f"{result.run_id}.c1.t0")
     assert child.parent_run_id == result.run_id and child.summary.status == "completed"
 
 
@@ -345,7 +348,7 @@ async def test_a_sub_agent_runs_as_a_child_run_and_why_crosses_into_the_parent(
     assert result.status == "completed" and result.answer == "Take an umbrella."
     events = await read_events(store, result.run_id)
     call_event = next(e for e in events if e.type == "tool.requested")
-    child_id = f"{result.run_id}.{call_event.seq}"
+    child_id = f"{result.run_id}.c1.t0"
     child = await store.get_run(child_id)
     assert child.parent_run_id == result.run_id and child.summary.status == "completed"
     child_events = await read_events(store, child_id)
@@ -382,7 +385,12 @@ async def test_a_re_run_sub_agent_call_resumes_the_same_child(tmp_path: Path) ->
     events = await read_events(store, result.run_id)
     call_event = next(e for e in events if e.type == "tool.requested")
     context = ToolContext(
-        run_id=result.run_id, call_id="x", idempotency_key=call_event.id, attempt=2, store=store
+        run_id=result.run_id,
+        call_id="x",
+        idempotency_key=call_event.payload["idempotency_key"],
+        attempt=2,
+        store=store,
+        event_id=call_event.id,
     )
     outcome = await execute(parent.tools[0], {"task": "Weather in Oslo?"}, context)
     assert outcome.output == "Oslo: rain"
@@ -467,8 +475,23 @@ async def test_memory_and_sqlite_answer_queries_alike(tmp_path: Path) -> None:
 # -- schema: migration and verification of the audit columns ------------------------------
 
 
+def _as_v1(events: list[Event]) -> list[Event]:
+    """The same journal sealed in the v1 envelope, as stores of that age hold it."""
+    out: list[Event] = []
+    prev = GENESIS_HASH
+    for e in events:
+        draft = EventDraft(
+            type=e.type, payload=e.payload, correlation_id=e.correlation_id,
+            causation_id=e.causation_id, visibility=e.visibility, actor=e.actor, usage=e.usage,
+        )  # fmt: skip
+        out.append(draft.seal(run_id=e.run_id, seq=e.seq, prev_hash=prev, ts=e.ts, version=1))
+        prev = out[-1].checksum
+    return out
+
+
 def _old_store(path: Path, rows: list[Event]) -> None:
-    """A store as schema 2 wrote it (no audit columns), holding `rows`."""
+    """A store as schema 2 wrote it (no audit columns), holding `rows` (v1 envelopes)."""
+    rows = _as_v1(rows)
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("CREATE TABLE tether_meta (key TEXT PRIMARY KEY, value TEXT)")
     for version, statements in SQLITE_MIGRATIONS:
@@ -515,18 +538,19 @@ async def test_an_older_store_is_migrated_and_its_rows_get_audit_columns(tmp_pat
         (type_index,) = db.execute(
             "SELECT sql FROM sqlite_master WHERE name='audit_by_type'"
         ).fetchone()
-        # Schema 5: the audit indexes are on `audit_rows`, which holds every migrated row.
+        # Schema 5: the audit indexes are on `audit_rows`, which holds every migrated row;
+        # schema 6 stores events in `event_rows` (`events` is a view of it).
         on_events = {
             r[0]
             for r in db.execute(
-                "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='events'"
+                "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='event_rows'"
                 " AND sql IS NOT NULL"
             )
         }
         (copied,) = db.execute("SELECT COUNT(*) FROM audit_rows").fetchone()
         db.close()
         assert "NOT IN" in type_index and "'tool.completed'" in type_index
-        assert on_events == {"events_by_run_context"}
+        assert on_events == set()  # schema 6: the key (run, seq) only
         assert copied == len(events)
         found, _ = await audit_events(store, AuditFilter(types=("run.completed",)), role="audit")
         assert [e["seq"] for e in found] == [events[-1].seq]
@@ -540,20 +564,27 @@ async def test_an_older_store_is_migrated_and_its_rows_get_audit_columns(tmp_pat
      ("visibility", "visible")],
 )  # fmt: skip
 async def test_a_damaged_audit_column_is_reported(tmp_path: Path, column: str, value: str) -> None:
+    """Schema 6 computes the audit columns of `events` from the stored bytes: they cannot
+    be written apart from them, and a changed byte is a checksum failure at that seq."""
     store = SQLiteStore(tmp_path / "d.db")
     parent, _ = _family()
     result = await Runtime(store).start(parent, "Plan my day")
     events = await read_events(store, result.run_id)
     target = next(e for e in events if e.type == "tool.requested")
     db = sqlite3.connect(store.path)
-    db.execute(
-        f"UPDATE events SET {column}=? WHERE run_id=? AND seq=?", (value, result.run_id, target.seq)
-    )
+    where = (result.run_id, target.seq)
+    with pytest.raises(sqlite3.OperationalError):
+        db.execute(f"UPDATE events SET {column}=? WHERE run_id=? AND seq=?", (value, *where))
+    (shown,) = db.execute(f"SELECT {column} FROM events WHERE run_id=? AND seq=?", where).fetchone()
+    assert shown == audit_columns(target).__getattribute__(column)
+    (raw,) = db.execute("SELECT data FROM events WHERE run_id=? AND seq=?", where).fetchone()
+    damaged = raw[:-2] + bytes([raw[-2] ^ 1]) + raw[-1:]  # one bit of the body
+    db.execute("UPDATE events SET data=? WHERE run_id=? AND seq=?", (damaged, *where))
     db.commit()
     db.close()
     report = await verify_run(store, result.run_id)
     assert [(p.kind, p.seq) for p in report.problems] == [("event", target.seq)]
-    assert "audit columns disagree" in report.problems[0].what
+    assert "checksum" in report.problems[0].what
     await store.close()
 
 

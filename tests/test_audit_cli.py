@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from tether.cli import app
 from tether.events import GENESIS_HASH, decode_event
+from tether.journal import SQLiteStore
 
 runner = CliRunner()
 
@@ -149,6 +151,7 @@ def test_show_user_view_is_a_transcript(demo: tuple[Path, str, list[dict[str, ob
 def test_mistakes_are_one_line_errors_with_exit_2(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
+    asyncio.run(SQLiteStore(tmp_path / "empty.db").close())  # readers never create a store
     code, out, err = tether(*args, store=tmp_path / "empty.db")
     assert code == 2, (out, err)
     assert message in err and "Traceback" not in err + out

@@ -17,7 +17,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tether._redact import Redactor
+from tether._redact import Redactor, clear_registered_secrets, register_secret
+from tether.approvals import approvals_in
 from tether.audit import AuditFilter, audit_events, why
 from tether.events import DEFAULT_VISIBILITY, EVENT_TYPES, EventDraft
 from tether.journal import MemoryStore
@@ -122,7 +123,11 @@ def runs(
             "name": draw(st.sampled_from(["search", "vault"])),
             "arguments": json.dumps({"q": plant(seq), "api_key": plant(seq) or "k3y-value"}),
             "request_id": f"apr:{RUN}:{seq}",
+            "call_seq": seq,
+            "tool": draw(st.sampled_from(["search", "vault"])),
             "removed": [],
+            "id": f"F{seq}",  # a pinned fact's
+            "text": text,
             "from_event": f"{RUN}:1",
             "pinned": draw(st.booleans()),
         }
@@ -216,6 +221,15 @@ async def _read_everything(
             data = await why(store, f"{RUN}:{seq}", role=role, redactor=redactor)
             _shapes(data["chain"], role, WHY_FIELDS)
             _check(data, role, **check)  # type: ignore[arg-type]
+    # The approvals inbox (`tether approvals --json`, `Approval.to_json()`) is operator-level.
+    check = dict(events=visibilities, markers=markers, private=private, secrets=secrets)
+    for value in registered:
+        register_secret(value)
+    try:
+        inbox = [a.to_json() for a in approvals_in(sealed).values()]
+    finally:
+        clear_registered_secrets()
+    _check(inbox, "operator", **check)  # type: ignore[arg-type]
 
 
 @settings(

@@ -229,6 +229,24 @@ async def test_a_run_of_an_agent_the_worker_does_not_know_is_never_claimed(store
     assert (await store.get_run(run_id)).lease_epoch == 0
 
 
+async def test_a_worker_logs_once_each_queued_run_whose_agent_it_lacks(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = Agent(name="stranger", instructions="x", model=ScriptedModel(["hi"]))
+    run_id = await submit_run(store, agent, "t", agent_spec="my_agent.py:agent")
+    w = worker(store, sweep_every_s=0.0)
+    with caplog.at_level(logging.WARNING, logger="tether.worker"):
+        await serve_until_idle(w)
+        await w._sweep()  # a later sweep does not repeat it
+    skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert skipped == [
+        f"skipping run={run_id}: this worker has no agent 'stranger' (it has counter@1); "
+        "start it with --agent module:attr or install the package that provides it "
+        "(the run was submitted with my_agent.py:agent)"
+    ]
+    assert w.stats.claimed == 0
+
+
 # -- leases, fencing, takeover -----------------------------------------------------------
 
 
@@ -493,6 +511,14 @@ def test_sigterm_hands_runs_back_releases_leases_and_exits_0(
             await s.close()
 
     asyncio.run(after())
+    listed = subprocess.run(
+        [*TETHER, "ls", "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    # The journal last said `running`; nobody drives them, so they list as queued.
+    assert {(r["run_id"], r["status"], r["waiting_for"]) for r in json.loads(listed.stdout)} == {
+        (run_id, "queued", "a worker on queue 'default' that has agent research-demo@1")
+        for run_id in ids
+    }
     done = subprocess.run(
         [*TETHER, "worker", "--until-idle", "--concurrency", "3"],
         env=env, capture_output=True, text=True, timeout=120,
@@ -587,3 +613,63 @@ async def _wait_for_heads(url: str, run_ids: list[str], *, at_least: int, within
 
 
 _ = MemoryStore  # the `store` fixture covers memory, SQLite and PostgreSQL
+
+
+async def test_a_run_a_worker_errs_on_says_why_and_stays_resumable(store: Store) -> None:
+    """An unexpected error (here: the agent's factory fails) is counted, journaled in the
+    run for an operator, and the run is left for `tether resume`, not silently dropped."""
+    (run_id,) = await submit(store)
+
+    def broken(**kw: Any) -> Any:
+        raise RuntimeError("factory exploded")
+
+    w = worker(
+        store,
+        agents=AgentRegistry(
+            [AgentSource(name="counter", version="1", spec="tests:broken", target=broken)]
+        ),
+    )
+    await serve_until_idle(w)
+    assert w.stats.errors == 1
+    events = await read_events(store, run_id)
+    warned = [e for e in events if e.type == "health.warning"]
+    assert warned and warned[-1].payload["kind"] == "worker_error"
+    assert "RuntimeError" in warned[-1].payload["message"]
+    assert (await store.get_run(run_id)).summary.status in ("queued", "running")
+
+
+BREAKING_AGENT = """
+import os
+from tether import Agent, Limits
+from tether.models import ScriptedModel
+
+def make(n: int = 0) -> Agent:
+    if n and os.environ.get("TETHER_TEST_BREAK_AGENT"):
+        raise RuntimeError("the factory broke")
+    return Agent(name="breaker", instructions="x", tools=[], model=ScriptedModel(["ok"]),
+                 limits=Limits(max_steps=3))
+"""
+
+
+def test_worker_until_idle_exits_non_zero_when_a_run_errs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "breaker.py"
+    module.write_text(BREAKING_AGENT)
+    store_url = f"sqlite:///{tmp_path / 'w.db'}"
+    from tether.cli import app
+
+    runner = CliRunner()
+    spec = f"{module}:make"
+    done = runner.invoke(
+        app, ["submit", spec, "--task", "x", "--arg", "n=1", "--store", store_url]
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    monkeypatch.setenv("TETHER_TEST_BREAK_AGENT", "1")
+    served = runner.invoke(
+        app, ["worker", "--until-idle", "--agent", spec, "--store", store_url,
+              "--log-level", "error"],
+    )  # fmt: skip
+    assert served.exit_code == 1, served.output
+    assert "1 run(s) stopped on an unexpected error" in served.stderr
+    assert "Traceback" not in served.stderr.split("error:")[-1]

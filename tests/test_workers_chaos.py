@@ -327,13 +327,14 @@ def test_four_workers_drive_forty_runs_through_kills_and_a_database_restart(
 
     # -- no completed call ran again; no call had two first executions -------------------
     outcome_at: dict[str, float] = {}
-    for run_id, events in events_of.items():
+    for events in events_of.values():
         requested = {e.seq: e for e in events if e.type == "tool.requested"}
         for e in events:
             if e.type in ("tool.completed", "tool.failed", "tool.unknown"):
                 seq = int((e.causation_id or ":0").rpartition(":")[2])
                 if seq in requested:
-                    outcome_at[f"{run_id}:{seq}"] = _epoch(e.ts)
+                    key = requested[seq].payload["idempotency_key"]
+                    outcome_at[key] = _epoch(e.ts)
     executions: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for line in exec_log.read_text().splitlines():
         record = json.loads(line)
@@ -352,15 +353,17 @@ def test_four_workers_drive_forty_runs_through_kills_and_a_database_restart(
     # -- takeovers of killed workers' runs happened within the lease time --------------
     # A takeover from a live worker (one that fenced itself while the database was down)
     # is not a kill's: only takeovers after the holder was killed are measured.
-    # Kills whose lease ran out while the database was down are taken over once it is back:
-    # they are measured apart.
-    outage = (restarted_at - LEASE_TTL, restarted_at + restart_s)
+    # Kills whose lease ran out while the database was down are taken over once it is back,
+    # and for one lease after it is back every worker is re-claiming the runs it fenced (a
+    # burst of resumes on two shared cores): those kills are measured apart, with the outage
+    # added to their bound.
+    outage = (restarted_at - LEASE_TTL, restarted_at + restart_s + LEASE_TTL)
     latencies: list[float] = []
     during_outage: list[float] = []
     details: list[tuple[float, str, float]] = []
     others = 0
     for match in _TAKEOVER.finditer(logs):
-        run_id, _, previous, expired_ago, at = match.groups()
+        _, _, previous, expired_ago, at = match.groups()
         # host:pid:nonce, or approver:worker:host:pid:nonce:auto-approve (a worker killed
         # while it approved a run).
         found = re.search(r":(\d+):", previous)
@@ -373,7 +376,11 @@ def test_four_workers_drive_forty_runs_through_kills_and_a_database_restart(
             latencies.append(float(at) - killed)
             details.append((round(float(at) - killed, 3), expired_ago, round(killed - start, 1)))
     assert latencies, "no run of a killed worker was taken over"
-    slack = 0.5  # scheduling on a loaded 2-core machine
+    # Workers wake 5 ms after the expiry they saw; on 2 cores shared with PostgreSQL, three
+    # other workers and the other test process, that wake can come late: 3.98 s was seen in
+    # a clean full-suite run. Two seconds of slack still fails a takeover that waited for a
+    # second lease (6 s or more).
+    slack = 2.0
     restart = round(restarted_at - start, 1)
     assert max(latencies) <= LEASE_TTL + slack, (
         f"takeovers (latency, expired_ago, killed at) {sorted(details)[-8:]}; "

@@ -41,6 +41,8 @@ _EXPORTS = {
     "Progress": "loop",
     "RunResult": "loop",
     "Runtime": "loop",
+    "pin_fact": "loop",
+    "unpin_fact": "loop",
     "RunState": "state",
     "RunStatus": "state",
     "fold": "state",
@@ -84,7 +86,9 @@ __all__ = [
     "fork_run",
     "load_run",
     "open_store",
+    "pin_fact",
     "tool",
+    "unpin_fact",
     "verify_run",
 ]
 
@@ -129,6 +133,6 @@ if TYPE_CHECKING:
         open_store,
         verify_run,
     )
-    from .loop import Progress, RunResult, Runtime
+    from .loop import Progress, RunResult, Runtime, pin_fact, unpin_fact
     from .state import RunState, RunStatus, fold
     from .tools import Tool, ToolContext, tool

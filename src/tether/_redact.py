@@ -28,8 +28,11 @@ __all__ = [
     "Redactor",
     "clear_registered_secrets",
     "default_redactor",
+    "process_secrets",
     "register_secret",
     "registered_secrets",
+    "remember_stored_secrets",
+    "secrets_generation",
 ]
 
 REDACTED = "[REDACTED]"
@@ -67,7 +70,11 @@ _PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         # Authorization headers and bearer / basic credentials anywhere in text.
         r"(?i)(?:authorization|proxy-authorization|x-api-key|api-key)[\"']?\s*[:=]\s*[\"']?"
         r"(?:(?:bearer|basic|token)\s+)?(?P<s>[^\s\"',;]{6,})",
-        r"(?i)\b(?:bearer|basic)\s+(?P<s>[A-Za-z0-9._~+/=-]{8,})",
+        # The credential must look like one (a digit, +/=, inner punctuation or two capitals,
+        # matched case-sensitively) so prose ("the basic mechanism") passes.
+        r"(?i)\b(?:bearer|basic)\s+"
+        r"(?=(?-i:[A-Za-z0-9._~+/=-]*?(?:[0-9+/=]|[._~-][A-Za-z0-9]|[A-Z][A-Za-z0-9]*[A-Z])))"
+        r"(?P<s>[A-Za-z0-9._~+/=-]{8,})",
         # Passwords in URLs: scheme://user:PASSWORD@host
         r"(?i)\b[a-z][a-z0-9+.-]*://[^/\s:@\"']+:(?P<s>[^@\s/\"']+)@",
         # key = value assignments whose key names a credential (JSON, YAML, env, query).
@@ -112,6 +119,10 @@ _SECRET_KEY = re.compile(
 
 _lock = threading.Lock()
 _registered: set[str] = set()
+_stored: set[str] = set()
+"""Values a store recorded as secrets (whichever process registered them): a reader
+that opens the store redacts them too, without knowing them itself."""
+_generation = 0
 
 
 def _check(value: str) -> str:
@@ -128,15 +139,42 @@ def _check(value: str) -> str:
 
 
 def register_secret(value: str) -> None:
-    """Redact `value` from every user and operator view in this process from now on."""
+    """Redact `value` from every user and operator view from now on: in this process, and
+    in every process that reads a store this process writes a run to (the store records
+    the value before the run journals anything more)."""
+    global _generation
     with _lock:
         _registered.add(_check(value))
+        _generation += 1
+
+
+def secrets_generation() -> int:
+    """Changes whenever a secret is registered: a writer compares it to know, in constant
+    time per append, whether there is anything new to record in its store."""
+    return _generation
+
+
+def remember_stored_secrets(values: Iterable[str]) -> None:
+    """Redact values a store recorded as secrets; a value that is not a valid secret (a
+    damaged row) is skipped, never an error for the reader."""
+    valid: set[str] = set()
+    for value in values:
+        try:
+            valid.add(_check(value))
+        except UsageError:
+            continue
+    with _lock:
+        _stored.update(valid)
 
 
 def clear_registered_secrets() -> None:
-    """Forget every value given to `register_secret` (the environment's stay)."""
+    """Forget every value given to `register_secret` or read from a store (the
+    environment's stay)."""
+    global _generation
     with _lock:
         _registered.clear()
+        _stored.clear()
+        _generation += 1
 
 
 def _env_secrets() -> set[str]:
@@ -154,7 +192,15 @@ def _env_secrets() -> set[str]:
 
 
 def registered_secrets() -> frozenset[str]:
-    """Values registered in this process plus those in TETHER_SECRETS."""
+    """Values registered in this process, in TETHER_SECRETS, and in the stores it opened."""
+    with _lock:
+        known = _registered | _stored
+    return frozenset(known | _env_secrets())
+
+
+def process_secrets() -> frozenset[str]:
+    """The secrets this process was given (registered or TETHER_SECRETS): what a writer
+    records in its store for later readers."""
     with _lock:
         mine = set(_registered)
     return frozenset(mine | _env_secrets())
@@ -198,8 +244,10 @@ class Redactor:
                     out = pattern.sub(_replace_group, out)
             if out == before:
                 break
-        if self._literal is not None and self._literal.search(out):
-            return REDACTED  # fail closed
+        if self._literal is not None and (
+            self._literal.search(out) or ("\\" in out and self._literal.search(_unescaped(out)))
+        ):
+            return REDACTED  # fail closed, also on a value spelt with JSON escapes
         return out
 
     def value(self, value: Any) -> Any:
@@ -223,6 +271,26 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.value(v) for v in value]
         return value
+
+
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\([\\/\"bfnrt])")
+_SIMPLE = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unescaped(text: str) -> str:
+    """`text` with JSON escapes undone, at any depth: a model may spell any character of a
+    secret as `\\uXXXX` or `\\/`, which the literal variants do not list."""
+    for _ in range(6):
+        before = text
+        text = _ESCAPE.sub(
+            lambda m: (
+                chr(int(m.group(1), 16)) if m.group(1) else _SIMPLE.get(m.group(2), m.group(2))
+            ),
+            text,
+        )
+        if text == before:
+            break
+    return text
 
 
 def _replace_group(match: re.Match[str]) -> str:

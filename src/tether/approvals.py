@@ -8,16 +8,20 @@ the turn is decided, the run is runnable again and continues exactly at the inte
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ValidationError
 
 from ._clock import Clock, SystemClock, iso
-from .errors import HumanInputRequired, LeaseHeld, UsageError
-from .events import Event, EventDraft
-from .journal import RunJournal, Store, read_events
+from .errors import HumanInputRequired, UsageError
+from .events import Event, EventDraft, Visibility
+from .journal import Store, read_events
+from .journal._leases import brief_journal
+
+if TYPE_CHECKING:
+    from .agent import Agent
 
 __all__ = [
     "Approval",
@@ -25,6 +29,7 @@ __all__ = [
     "Decision",
     "HumanInputRequired",
     "ask_human",
+    "edited_arguments",
     "expire_approvals",
     "pending_approvals",
     "request_id_for",
@@ -42,6 +47,12 @@ class ApprovalConflict(UsageError):
 def ask_human(question: str) -> None:
     """Pause the run until a human answers; the answer becomes this tool call's result."""
     raise HumanInputRequired(question)
+
+
+def approval_visibility(tool_visibility: Visibility | None) -> Visibility:
+    """An approval request carries its call's arguments: it is no more public than the
+    tool's own events (a tool without a visibility keeps the visible default)."""
+    return tool_visibility if tool_visibility in ("user_hidden", "always_hidden") else "visible"
 
 
 def request_id_for(run_id: str, call_seq: int) -> str:
@@ -77,6 +88,8 @@ class Approval:
     on_expiry: ExpiryAction
     requested_seq: int
     correlation_id: str | None = None
+    visibility: Visibility = "visible"
+    """The request's audience: an always-hidden tool's arguments are audit-only."""
     decision: str | None = None
     """approved, rejected, or expired."""
     action: Decision | None = None
@@ -91,10 +104,19 @@ class Approval:
         return self.decision is None
 
     def to_json(self, *, redact: bool = True) -> dict[str, Any]:
-        """The request as an operator may see it: secrets redacted unless `redact=False`."""
+        """The request as an operator may see it, unless `redact=False` (audit): secrets
+        redacted, no context excerpt (it copies other events, the system prompt and
+        always-hidden tool output among them), and no arguments of an always-hidden tool."""
         data = self._json()
         if not redact:
             return data
+        data.pop("excerpt")
+        if self.visibility == "always_hidden":
+            hidden = "[hidden: the tool's data is audit-only]"
+            data["arguments"] = hidden
+            data["reason"] = hidden  # the model's words on a turn that called the tool
+            if data["resolved_arguments"] is not None:
+                data["resolved_arguments"] = hidden
         from ._redact import default_redactor
 
         redacted: dict[str, Any] = default_redactor().value(data)
@@ -138,6 +160,7 @@ def approvals_in(events: list[Event]) -> dict[str, Approval]:
                 question=p.get("question"),
                 reason=p.get("reason", ""),
                 excerpt=p.get("excerpt", ""),
+                visibility=e.visibility,
                 requested_at=e.ts,
                 expires_at=p.get("expires_at"),
                 on_expiry=p.get("on_expiry", "reject"),
@@ -173,41 +196,60 @@ async def pending_approvals(store: Store, *, run_id: str | None = None) -> list[
     return sorted(out, key=lambda a: (a.requested_at, a.request_id))
 
 
+def edited_arguments(approval: Approval, edits: dict[str, Any], agent: Agent) -> dict[str, Any]:
+    """The arguments an edited approval runs with: `edits` merged onto the call's own
+    arguments and checked against the tool's schema, exactly as the tool will get them."""
+    tool = agent.tool(approval.tool)
+    if tool is None:
+        raise UsageError(f"agent {agent.name} has no tool {approval.tool!r} to check the edit with")
+    merged = {**approval.arguments, **edits}
+    try:
+        return tool.validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
+        )
+        raise UsageError(f"edited arguments for {tool.name} are invalid: {problems}") from None
+
+
 async def resolve_approval(
     store: Store,
     request_id: str,
     *,
     decision: Decision,
     arguments: dict[str, Any] | None = None,
+    agent: Agent | None = None,
     comment: str | None = None,
     actor: str = "user",
     clock: Clock | None = None,
     _expired: bool = False,
 ) -> Approval:
-    """Journal a decision. Repeating the same decision is a no-op; a different one is refused."""
+    """Journal a decision. Repeating the same decision is a no-op; a different one is refused.
+
+    `arguments` edits the call: its keys replace the call's own, the result is validated
+    against the tool's schema (so `agent`, the run's agent, is required with it), and what
+    is journaled is exactly what the tool will run with.
+    """
     if decision not in ("approved", "rejected"):
         raise UsageError(f"decision must be approved or rejected, not {decision!r}")
     if decision == "rejected" and arguments is not None:
         raise UsageError("edited arguments only go with an approval")
+    if arguments is not None and agent is None:
+        raise UsageError("edited arguments are checked against the tool's schema: pass the agent")
     run_id, _ = parse_request_id(request_id)
-    # host:pid first, like a worker id, so a resume can tell when this process has died.
-    owner = f"{socket.gethostname()}:{os.getpid()}:approver-{actor}"
-    from .loop._runtime import holder_is_dead
-
-    holder = (await store.get_run(run_id)).lease_owner
-    takeover = holder if holder and holder_is_dead(holder) else None
-    try:
-        lease = await store.acquire_lease(run_id, owner=owner, ttl_s=30, takeover_from=takeover)
-    except LeaseHeld:
-        raise UsageError(
-            f"run {run_id} is busy (a worker holds it); try again in a moment"
-        ) from None
-    try:
-        journal, _ = await RunJournal.open(store, lease, clock=clock)
+    async with brief_journal(store, run_id, role=f"approver-{actor}", clock=clock) as journal:
         approvals = await _approvals_of_run(store, run_id)
         approval = approvals.get(request_id)
         if approval is None:
             raise UsageError(f"no approval {request_id!r} in run {run_id}")
+        if arguments is not None:
+            if approval.kind == "question":
+                raise UsageError(f"{request_id} is a question: answer it with --comment TEXT")
+            assert agent is not None
+            from .loop._sources import with_journaled_tools  # MCP tools: from the journal
+
+            agent = await with_journaled_tools(agent, store, run_id)
+            arguments = edited_arguments(approval, arguments, agent)
         if not approval.pending:
             same = approval.decision == decision and (
                 arguments is None or arguments == approval.resolved_arguments
@@ -235,6 +277,7 @@ async def resolve_approval(
                 correlation_id=approval.correlation_id,
                 causation_id=f"{run_id}:{approval.requested_seq}",
                 actor=actor,
+                visibility=approval.visibility,
             )
         )
         if _expired and approval.on_expiry == "stop":
@@ -251,8 +294,6 @@ async def resolve_approval(
             )
         after = await read_events(store, run_id, after_seq=approval.requested_seq - 1)
         return approvals_in(after)[request_id]
-    finally:
-        await store.release_lease(lease)
 
 
 async def expire_approvals(

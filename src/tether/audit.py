@@ -100,6 +100,7 @@ _KIND = {
     "budget.denied": "budget",
     "limit.warning": "limit",
     "limit.reached": "limit",
+    "limit.changed": "limit",
     "context.compacted": "compaction",
     "run.completed": "outcome",
     "run.stopped": "outcome",
@@ -242,7 +243,7 @@ async def _context(
     return ContextInfo(
         run_id=run_id,
         at_seq=at_seq,
-        seqs=state.context,
+        seqs=tuple(state.context),
         method="replay",
         entries=tuple(found[s] for s in state.context if s in found),
     )
@@ -543,12 +544,15 @@ async def why(
 
 
 async def _link_children(reader: _Reader, chain: list[_Step]) -> None:
-    """Name the child run a sub-agent call started (`tether.subagents`: RUN.SEQ)."""
+    """Name the child run a sub-agent call started (`tether.subagents.child_run_id`)."""
+    from .subagents import child_run_id
+
     for step in chain:
         event = step.event
         if event.type != "tool.requested" or step.child_run is not None:
             continue
-        child = f"{event.run_id}.{event.seq}"
+        key = event.payload.get("idempotency_key")
+        child = child_run_id(key if isinstance(key, str) else event.id)
         reader.lookups += 1
         try:
             record = await reader.store.get_run(child)

@@ -7,6 +7,7 @@ TetherError
 │   └── InvalidStoreURL
 ├── RunError                   something went wrong while a run was being driven or stored
 │   ├── StoreError
+│   │   ├── StoreUnavailable   cannot be used now (locked, read-only, disk full): not damage
 │   │   ├── AppendConflict     the journal moved on: another writer appended first
 │   │   ├── LeaseLost          the lease epoch is stale: this writer was fenced out
 │   │   ├── LeaseHeld          another worker holds a live lease on the run
@@ -38,6 +39,7 @@ __all__ = [
     "RunNotFound",
     "SimulatedCrash",
     "StoreError",
+    "StoreUnavailable",
     "TetherError",
     "ToolRetry",
     "ToolSignal",
@@ -69,6 +71,11 @@ class RunError(TetherError):
 
 class StoreError(RunError):
     pass
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be used right now (locked, read-only, out of space, unreadable
+    files): nothing says its data is damaged, only that it could not be checked or written."""
 
 
 class AppendConflict(StoreError):

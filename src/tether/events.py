@@ -3,6 +3,13 @@
 An event is sealed once, by the writer, when its `seq` and predecessor are known: the
 checksum covers every field including `prev_hash`, so the events of a run form a hash
 chain. Stores persist the sealed bytes exactly; every read re-verifies them.
+
+Two envelopes exist; both keep loading (`decode_event`), new events are sealed in v2:
+
+- v1: canonical JSON with every field spelled out and hex digests (~400 bytes of envelope).
+- v2 (`_envelope.py`): one version byte, the raw 32-byte `prev_hash` and checksum, then a
+  compact canonical JSON body. What the row already binds (run id, seq) is not stored but
+  is part of the hashed input, so a row moved to another run or seq fails its checksum.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
+
+from ._envelope import V2_HEAD, V2_TAG, v2_body, v2_fields, v2_salt
 
 __all__ = [
     "DEFAULT_VISIBILITY",
@@ -26,10 +35,12 @@ __all__ = [
     "decode_event",
     "event_id",
     "parse_event_id",
+    "peek_fields",
 ]
 
-SCHEMA_VERSION = 1
-"""Version of the event envelope. Journals written at any version must keep loading."""
+SCHEMA_VERSION = 2
+"""Version of the event envelope new events are sealed in. Journals written at any
+version must keep loading: `decode_event` reads v1 and v2."""
 
 GENESIS_HASH = "0" * 64
 """The `prev_hash` of every run's first event."""
@@ -59,8 +70,13 @@ DEFAULT_VISIBILITY: dict[str, Visibility] = {
     "tool.failed": "user_hidden",
     "tool.unknown": "user_hidden",
     "context.compacted": "user_hidden",
+    "summary.requested": "user_hidden",
+    "summary.completed": "user_hidden",
+    "fact.pinned": "user_hidden",
+    "fact.unpinned": "user_hidden",
     "limit.warning": "user_hidden",
     "limit.reached": "user_hidden",
+    "limit.changed": "user_hidden",
     "budget.reserved": "user_hidden",
     "budget.settled": "user_hidden",
     "budget.denied": "user_hidden",
@@ -68,6 +84,14 @@ DEFAULT_VISIBILITY: dict[str, Visibility] = {
     "approval.resolved": "visible",
     "journal.repaired": "user_hidden",
     "health.warning": "user_hidden",
+    # Health policies (tether.policies): each names its policy, its evidence and the action.
+    "health.truncated": "user_hidden",
+    "health.breaker": "user_hidden",
+    "health.inconsistent": "user_hidden",
+    "health.stale": "user_hidden",
+    "health.monitor": "user_hidden",
+    "health.guardrail": "user_hidden",
+    "health.policy": "user_hidden",
     "note": "user_hidden",
 }
 EVENT_TYPES = frozenset(DEFAULT_VISIBILITY)
@@ -126,26 +150,32 @@ class EventDraft:
     actor: str = "runtime"
     usage: Usage | None = None
 
-    def seal(self, *, run_id: str, seq: int, prev_hash: str, ts: str) -> Event:
+    def seal(self, *, run_id: str, seq: int, prev_hash: str, ts: str, version: int = 2) -> Event:
+        """Seal in the current envelope (v2); `version=1` writes the old one (tests, tools
+        that must produce journals older code reads)."""
         visibility = self.visibility or DEFAULT_VISIBILITY.get(self.type, "user_hidden")
-        body: dict[str, Any] = {
-            "v": SCHEMA_VERSION,
-            "run_id": run_id,
-            "seq": seq,
-            "ts": ts,
-            "type": self.type,
-            "correlation_id": self.correlation_id,
-            "causation_id": self.causation_id,
-            "visibility": visibility,
-            "actor": self.actor,
-            "payload": self.payload,
-            "usage": self.usage.to_json() if self.usage else None,
-            "prev_hash": prev_hash,
-        }
-        data = canonical_json(body)
-        checksum = hashlib.sha256(data).hexdigest()
-        # The stored form is the body plus its checksum, so one blob verifies itself.
-        stored = data[:-1] + b',"checksum":"' + checksum.encode() + b'"}'
+        usage = self.usage
+        if usage is not None:
+            # The envelope stores exact JSON types: a cost given as an int is a float here.
+            usage = Usage(
+                input_tokens=int(usage.input_tokens),
+                output_tokens=int(usage.output_tokens),
+                cost_usd=float(usage.cost_usd),
+            )
+        if version == 1:
+            checksum, stored = _seal_v1(self, run_id, seq, prev_hash, ts, visibility, usage)
+        else:
+            prev = bytes.fromhex(prev_hash)
+            if len(prev) != 32:
+                raise ValueError("prev_hash must be a 64-digit hex SHA-256")
+            data = canonical_json(
+                v2_body(
+                    run_id, self.type, ts, self.correlation_id, self.causation_id,
+                    visibility, self.actor, self.payload, usage,
+                )
+            )  # fmt: skip
+            digest = hashlib.sha256(v2_salt(run_id, seq) + prev + data).digest()
+            checksum, stored = digest.hex(), V2_TAG + prev + digest + data
         return Event(
             run_id=run_id,
             seq=seq,
@@ -156,12 +186,36 @@ class EventDraft:
             visibility=visibility,
             actor=self.actor,
             payload=self.payload,
-            usage=self.usage,
-            schema_version=SCHEMA_VERSION,
+            usage=usage,
+            schema_version=version,
             prev_hash=prev_hash,
             checksum=checksum,
             raw=stored,
         )
+
+
+def _seal_v1(
+    draft: EventDraft, run_id: str, seq: int, prev_hash: str, ts: str, visibility: str,
+    usage: Usage | None,
+) -> tuple[str, bytes]:  # fmt: skip
+    body: dict[str, Any] = {
+        "v": 1,
+        "run_id": run_id,
+        "seq": seq,
+        "ts": ts,
+        "type": draft.type,
+        "correlation_id": draft.correlation_id,
+        "causation_id": draft.causation_id,
+        "visibility": visibility,
+        "actor": draft.actor,
+        "payload": draft.payload,
+        "usage": usage.to_json() if usage else None,
+        "prev_hash": prev_hash,
+    }
+    data = canonical_json(body)
+    checksum = hashlib.sha256(data).hexdigest()
+    # The stored form is the body plus its checksum, so one blob verifies itself.
+    return checksum, data[:-1] + b',"checksum":"' + checksum.encode() + b'"}'
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -190,9 +244,25 @@ class Event:
     def id(self) -> str:
         return event_id(self.run_id, self.seq)
 
+    def portable(self) -> bytes:
+        """One self-verifying JSON line (exports): a v1 event's stored bytes, or a v2
+        event's body with the run id, seq and digests its row holds beside it."""
+        if self.schema_version == 1:
+            return self.raw
+        return canonical_json(
+            {
+                "v": self.schema_version,
+                "run_id": self.run_id,
+                "seq": self.seq,
+                "prev_hash": self.prev_hash,
+                "checksum": self.checksum,
+                "event": json.loads(self.raw[V2_HEAD:]),
+            }
+        )
+
     def to_json(self) -> dict[str, Any]:
-        """The full envelope as stored, checksum included."""
-        value: dict[str, Any] = json.loads(self.raw)
+        """The full envelope in its portable form, checksum included."""
+        value: dict[str, Any] = json.loads(self.portable())
         return value
 
 
@@ -208,15 +278,27 @@ _ENVELOPE_KEYS = frozenset(
 )  # fmt: skip
 
 
-def decode_event(raw: bytes) -> Event:
-    """Parse and verify one stored event. Never fills in a default for bad data."""
+_PORTABLE_V2_KEYS = frozenset({"v", "run_id", "seq", "prev_hash", "checksum", "event"})
+
+
+def decode_event(raw: bytes, *, run_id: str | None = None, seq: int | None = None) -> Event:
+    """Parse and verify one stored event. Never fills in a default for bad data.
+
+    A v2 event's stored bytes do not hold its run id and seq (its row does): pass them.
+    v1 bytes and portable lines (`Event.portable`) carry their own."""
     if not isinstance(raw, bytes):
         # A damaged store can hand back another type (a TEXT or INTEGER cell in SQLite).
         raise EventDecodeError(f"stored data is {type(raw).__name__}, not bytes")
+    if raw[:1] == V2_TAG:
+        if run_id is None or seq is None:
+            raise EventDecodeError("a v2 event decodes with its row's run id and seq")
+        return _decode_v2(raw, run_id, seq)
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # incl. JSONDecodeError, UnicodeDecodeError
         raise EventDecodeError(f"undecodable bytes ({exc.__class__.__name__})") from None
+    if isinstance(body, dict) and set(body) == _PORTABLE_V2_KEYS and body["v"] == 2:
+        return _decode_portable(raw, body)
     if not isinstance(body, dict) or set(body) != _ENVELOPE_KEYS:
         raise EventDecodeError("envelope has missing or unknown fields")
     checksum = body.pop("checksum")
@@ -231,29 +313,17 @@ def decode_event(raw: bytes) -> Event:
     if data[:-1] + b',"checksum":"' + checksum.encode() + b'"}' != raw:
         raise EventDecodeError("bytes are not in canonical form")
     version = body["v"]
-    if version != SCHEMA_VERSION:
-        # Future versions add upcasters here; an unknown version is never guessed at.
+    if version != 1:
+        # Versions other than these two are never guessed at.
         raise EventDecodeError(f"unknown schema version {version!r}")
     usage = body["usage"]
     try:
-        event = Event(
-            run_id=_str(body["run_id"]),
-            seq=_int(body["seq"]),
-            ts=_str(body["ts"]),
-            type=_str(body["type"]),
-            correlation_id=_opt_str(body["correlation_id"]),
-            causation_id=_opt_str(body["causation_id"]),
-            visibility=_visibility(body["visibility"]),
-            actor=_str(body["actor"]),
-            payload=_dict(body["payload"]),
+        event = _event(
+            body,
             usage=None
             if usage is None
-            else Usage(
-                input_tokens=_int(usage["input_tokens"]),
-                output_tokens=_int(usage["output_tokens"]),
-                cost_usd=float(usage["cost_usd"]),
-            ),
-            schema_version=version,
+            else [usage["input_tokens"], usage["output_tokens"], usage["cost_usd"]],
+            version=1,
             prev_hash=_str(body["prev_hash"]),
             checksum=checksum,
             raw=raw,
@@ -261,6 +331,108 @@ def decode_event(raw: bytes) -> Event:
     except (KeyError, TypeError, ValueError) as exc:
         raise EventDecodeError(f"malformed field: {exc}") from None
     return event
+
+
+def peek_fields(raw: Any, run_id: str) -> dict[str, Any] | None:
+    """An event's envelope fields read from its bytes without verifying them (no checksum,
+    no canonical form): what a store shows in its query columns. None when unreadable;
+    `decode_event` is what says whether the bytes are good."""
+    try:
+        if not isinstance(raw, bytes):
+            return None
+        if raw[:1] == V2_TAG:
+            fields = v2_fields(run_id, json.loads(raw[V2_HEAD:]))
+        else:
+            body = json.loads(raw)
+            fields = {k: body[k] for k in _PEEK_V1}
+        if not isinstance(fields["payload"], dict):
+            return None
+        return fields
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+
+
+_PEEK_V1 = ("type", "ts", "correlation_id", "causation_id", "visibility", "actor", "payload")
+
+
+def _decode_v2(raw: bytes, run_id: str, seq: int) -> Event:
+    if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(run_id, str):
+        raise EventDecodeError("the row's run id or seq is damaged")
+    prev, digest, data = raw[1:33], raw[33:V2_HEAD], raw[V2_HEAD:]
+    if len(digest) != 32:
+        raise EventDecodeError("truncated envelope")
+    if hashlib.sha256(v2_salt(run_id, seq) + prev + data).digest() != digest:
+        raise EventDecodeError("checksum mismatch")
+    try:
+        fields = v2_fields(run_id, json.loads(data))
+        event = _event(
+            {**fields, "run_id": run_id, "seq": seq},
+            usage=fields["usage"],
+            version=2,
+            prev_hash=prev.hex(),
+            checksum=digest.hex(),
+            raw=raw,
+        )
+        again = canonical_json(
+            v2_body(
+                run_id, event.type, event.ts, event.correlation_id, event.causation_id,
+                event.visibility, event.actor, event.payload, event.usage,
+            )
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        # ValueError covers undecodable JSON and NaN/Infinity (not canonical JSON)
+        raise EventDecodeError(f"malformed field: {exc.__class__.__name__}: {exc}") from None
+    if again != data:
+        raise EventDecodeError("bytes are not in canonical form")
+    return event
+
+
+def _decode_portable(line: bytes, body: dict[str, Any]) -> Event:
+    """A v2 event from an export line: rebuilt into its stored bytes, then verified."""
+    try:
+        run_id, seq = _str(body["run_id"]), _int(body["seq"])
+        prev, digest = bytes.fromhex(_str(body["prev_hash"])), bytes.fromhex(_str(body["checksum"]))
+        if len(prev) != 32 or len(digest) != 32:
+            raise ValueError("digests are not SHA-256")
+        raw = V2_TAG + prev + digest + canonical_json(body["event"])
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise EventDecodeError(f"malformed field: {exc}") from None
+    event = _decode_v2(raw, run_id, seq)
+    if event.portable() != line:
+        raise EventDecodeError("bytes are not in canonical form")
+    return event
+
+
+def _event(
+    body: dict[str, Any], *, usage: Any, version: int, prev_hash: str, checksum: str,
+    raw: bytes,
+) -> Event:  # fmt: skip
+    return Event(
+        run_id=_str(body["run_id"]),
+        seq=_int(body["seq"]),
+        ts=_str(body["ts"]),
+        type=_str(body["type"]),
+        correlation_id=_opt_str(body["correlation_id"]),
+        causation_id=_opt_str(body["causation_id"]),
+        visibility=_visibility(body["visibility"]),
+        actor=_str(body["actor"]),
+        payload=_dict(body["payload"]),
+        usage=None
+        if usage is None
+        else Usage(
+            input_tokens=_int(usage[0]), output_tokens=_int(usage[1]), cost_usd=_float(usage[2])
+        ),
+        schema_version=version,
+        prev_hash=prev_hash,
+        checksum=checksum,
+        raw=raw,
+    )
+
+
+def _float(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)
 
 
 def _str(value: Any) -> str:

@@ -6,10 +6,12 @@ store, linked to the call that started it: the child's `run.created` names the p
 `tether why` walks from any event of the child into the parent's cycle, and telemetry
 nests the child's spans under the parent's tool span.
 
-The child is named after the call, `PARENT_RUN.SEQ` (SEQ: the call's `tool.requested`),
-so the call is idempotent: re-running it after a crash resumes the same child run from
-its journal instead of starting another. The tool's result is the child's answer (a
-stopped child's partial answer is labelled as such); a failed child is an error result.
+The child is named after the call's idempotency key (`PARENT/cN/tI` becomes
+`PARENT.cN.tI`; journals from before stable keys gave `PARENT:SEQ`, named `PARENT.SEQ`), so
+the call is idempotent: re-running it after a crash, even one that lost commits and
+shifted journal positions, resumes the same child run instead of starting another. The
+tool's result is the child's answer (a stopped child's partial answer is labelled as such);
+a failed child is an error result.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from .tools import Tool, ToolContext, tool
 __all__ = ["agent_tool", "child_run_id"]
 
 
-def child_run_id(parent_event: str) -> str:
-    """The run a sub-agent call (`RUN_ID:SEQ` of its `tool.requested`) runs as."""
-    run_id, _, seq = parent_event.rpartition(":")
-    return f"{run_id}.{seq}"
+def child_run_id(key: str) -> str:
+    """The run a sub-agent call with this idempotency key runs as."""
+    run_id, sep, seq = key.rpartition(":")
+    if sep and seq.isdigit():  # a key journaled before stable keys: RUN_ID:SEQ
+        return f"{run_id}.{seq}"
+    return key.replace("/", ".")
 
 
 def agent_tool(
@@ -68,7 +72,7 @@ def agent_tool(
                 model=chosen.name,
                 limits=(limits or agent.limits).to_json(),
                 tenant=parent.tenant,
-                parent_event=ctx.idempotency_key,
+                parent_event=ctx.event_id or ctx.idempotency_key,
                 run_id=child,
                 metadata={"parent_correlation_id": ctx.correlation_id},
                 clock=SystemClock(),

@@ -64,6 +64,10 @@ FIELD_VISIBILITY: dict[str, dict[str, Visibility]] = {
     # A copy of the last context messages, which may include the system prompt or the
     # output of an always-hidden tool: its audience is the most private of its sources.
     "approval.requested": {"excerpt": "always_hidden"},
+    # A provider's error text may echo the request, system prompt included; the reason
+    # every audience reads names only what failed.
+    "model.failed": {"error": "always_hidden"},
+    "run.failed": {"detail": "always_hidden"},
     # The runway line and truncation bound are the model's and the operator's business.
     "tool.completed": {"status": "user_hidden", "level": "user_hidden", "max_chars": "user_hidden"},
     "tool.failed": {"status": "user_hidden", "level": "user_hidden", "max_chars": "user_hidden"},
@@ -208,6 +212,7 @@ class Viewer:
     def __init__(self, store: Store, role: Role, *, redactor: Redactor | None = None) -> None:
         self.store = store
         self.role = role
+        self._given = redactor
         self.redactor = _redactor_for(role, redactor)
 
     def event(self, event: Event) -> dict[str, Any] | None:
@@ -223,6 +228,9 @@ class Viewer:
         """The run's verified state and events, unfiltered: never returned as they are."""
         loaded = await load_run(self.store, run_id)
         events = await read_events(self.store, run_id, until_seq=loaded.state.last_seq)
+        if self._given is None:
+            # A store that opens lazily (PostgreSQL) has loaded its recorded secrets now.
+            self.redactor = _redactor_for(self.role, None)
         return loaded.state, events
 
     async def run(self, run_id: str) -> dict[str, Any]:
@@ -231,8 +239,9 @@ class Viewer:
         return {"run": self.state(state, events), "events": self.events(events)}
 
     async def export_lines(self, run_id: str) -> list[bytes]:
-        """One JSON line per event: audit gets the stored bytes exactly (re-verifiable)."""
+        """One JSON line per event: audit gets each event's self-verifying form (v1: the
+        stored bytes exactly; v2: its body with the run id, seq and digests of its row)."""
         _, events = await self._load(run_id)
         if self.role == "audit":
-            return [e.raw for e in events]
+            return [e.portable() for e in events]
         return [canonical_json(v) for v in self.events(events)]

@@ -18,6 +18,9 @@ journal, renews the lease while it does, and releases it when the run pauses or 
 - **Agents** are found by name and version: built in (the demo), installed entry points
   (group `tether.agents`) or modules given to the worker. A run whose agent version the
   worker does not have is refused with a clear error and left for a worker that has it.
+
+The agent registry (`_agent_sources`) and the lease guard (`_lease_guard`) live in
+modules of their own; their names are re-exported here.
 """
 
 from __future__ import annotations
@@ -25,34 +28,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import importlib
-import importlib.metadata
-import importlib.util
 import logging
 import random
-import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from ._agent_sources import (
+    ENTRY_POINT_GROUP,
+    AgentRegistry,
+    AgentSource,
+    AgentUnavailable,
+)
 from ._clock import Clock, SystemClock
+from ._lease_guard import LeaseGuard
 from .agent import Agent, Limits
 from .approvals import expire_approvals, pending_approvals, resolve_approval
 from .budget import Ledger, ledger_for
 from .chaos import FaultPlan
 from .errors import CorruptionError, LeaseHeld, LeaseLost, StoreError, UsageError
-from .events import Event
+from .events import Event, EventDraft
 from .journal import (
     DEFAULT_SNAPSHOT_EVERY,
     Lease,
-    RunSummary,
+    RunJournal,
     Store,
     create_run,
     read_events,
 )
-from .journal._base import DEFAULT_QUEUE, Claim
+from .journal._base import DEFAULT_QUEUE, RUNNABLE_STATUSES, Claim
 from .loop import Progress, drive_run
 from .loop._runtime import default_worker_id, holder_is_dead
 from .models import Model, PriceTable
@@ -70,302 +75,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("tether.worker")
-
-ENTRY_POINT_GROUP = "tether.agents"
-"""Installed packages offer agents to workers under this entry point group."""
-
-BUILTIN_AGENTS = ("tether.demo:demo_agent",)
-
-
-class AgentUnavailable(UsageError):
-    """This worker does not have the agent (name and version) a run was started with."""
-
-
-# -- agents ---------------------------------------------------------------------------------
-
-
-def _import_target(spec: str) -> Any:
-    """The object a `module:attr` or `path/to/file.py:attr` spec names."""
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise UsageError(f"bad agent {spec!r}: write module:attr or path/to/file.py:attr")
-    if target.endswith(".py"):
-        path = Path(target).resolve()
-        if not path.is_file():
-            raise UsageError(f"agent file not found: {target}")
-        name = f"_tether_agent_{abs(hash(str(path)))}"
-        module = sys.modules.get(name)
-        if module is None:
-            loader = importlib.util.spec_from_file_location(name, path)
-            if loader is None or loader.loader is None:
-                raise UsageError(f"cannot import {target}")
-            module = importlib.util.module_from_spec(loader)
-            sys.modules[name] = module
-            try:
-                loader.loader.exec_module(module)
-            except Exception as exc:
-                del sys.modules[name]
-                raise UsageError(
-                    f"importing {target} failed: {type(exc).__name__}: {exc}"
-                ) from None
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise UsageError(f"cannot import module {target!r}: {exc}") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise UsageError(f"{target} has no attribute {attr!r}") from None
-
-
-@dataclass(frozen=True, kw_only=True)
-class AgentSource:
-    """An agent a worker can drive: an Agent, or a factory called with a run's agent_args."""
-
-    name: str
-    version: str
-    spec: str
-    """Where it came from (`module:attr`, `file.py:attr` or `entry point NAME`)."""
-    target: Agent | Callable[..., Agent]
-
-    @classmethod
-    def load(cls, spec: str, *, origin: str | None = None) -> AgentSource:
-        """Import `spec` and learn the agent's name and version (a factory is called once
-        without arguments to find out)."""
-        return cls.of(_import_target(spec), origin or spec)
-
-    @classmethod
-    def of(cls, target: Any, spec: str) -> AgentSource:
-        if isinstance(target, Agent):
-            return cls(name=target.name, version=target.version, spec=spec, target=target)
-        if not callable(target):
-            raise UsageError(f"{spec} is not an Agent or a function returning one")
-        try:
-            probe = target()
-        except TypeError as exc:
-            raise UsageError(
-                f"{spec} needs arguments ({exc}); give them defaults so a worker can learn "
-                "the agent's name and version"
-            ) from None
-        if not isinstance(probe, Agent):
-            raise UsageError(f"{spec} returned {type(probe).__name__}, not an Agent")
-        return cls(name=probe.name, version=probe.version, spec=spec, target=target)
-
-    def build(self, args: Mapping[str, Any]) -> Agent:
-        """The agent for one run (a factory gets the run's recorded agent_args)."""
-        if isinstance(self.target, Agent):
-            return self.target
-        try:
-            agent = self.target(**args)
-        except TypeError as exc:
-            raise UsageError(f"{self.spec} cannot be built with {dict(args)!r}: {exc}") from None
-        if not isinstance(agent, Agent) or (agent.name, agent.version) != (self.name, self.version):
-            raise UsageError(f"{self.spec} built another agent than {self.name}@{self.version}")
-        return agent
-
-
-class AgentRegistry:
-    """The agents a worker has, by name and version; later additions win."""
-
-    def __init__(self, sources: Iterable[AgentSource] = ()) -> None:
-        self._sources: dict[tuple[str, str], AgentSource] = {}
-        for source in sources:
-            self.add(source)
-
-    def add(self, source: AgentSource) -> None:
-        self._sources[(source.name, source.version)] = source
-
-    @classmethod
-    def discover(
-        cls, specs: Sequence[str] = (), *, builtins: bool = True, entry_points: bool = True
-    ) -> AgentRegistry:
-        """Built-in agents, then installed entry points, then `specs` (which win).
-
-        A broken entry point is logged and skipped; a bad spec given explicitly is an error.
-        """
-        registry = cls()
-        if builtins:
-            for spec in BUILTIN_AGENTS:
-                registry.add(AgentSource.load(spec))
-        if entry_points:
-            for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-                try:
-                    registry.add(AgentSource.of(ep.load(), f"entry point {ep.name} ({ep.value})"))
-                except Exception as exc:
-                    log.warning("skipping agent entry point %s (%s): %s", ep.name, ep.value, exc)
-        for spec in specs:
-            registry.add(AgentSource.load(spec))
-        return registry
-
-    def names(self) -> list[str]:
-        return sorted({name for name, _ in self._sources})
-
-    def versions(self, name: str) -> list[str]:
-        return sorted(version for n, version in self._sources if n == name)
-
-    def describe(self) -> str:
-        return ", ".join(f"{n}@{v}" for n, v in sorted(self._sources)) or "none"
-
-    def get(self, name: str, version: str) -> AgentSource:
-        """The source for exactly this name and version; AgentUnavailable otherwise."""
-        source = self._sources.get((name, version))
-        if source is not None:
-            return source
-        have = self.versions(name)
-        if not have:
-            raise AgentUnavailable(
-                f"this worker has no agent {name!r} (it has {self.describe()}); start it with "
-                "--agent module:attr or install the package that provides it"
-            )
-        raise AgentUnavailable(
-            f"agent {name!r} version {version!r} is needed, but this worker has version "
-            f"{', '.join(repr(v) for v in have)}; start a worker with that version"
-        )
-
-    def find(self, name: str) -> AgentSource | None:
-        """The newest version of `name` (for submitting), or None."""
-        have = self.versions(name)
-        return self._sources[(name, have[-1])] if have else None
-
-
-# -- the lease of one driven run ------------------------------------------------------------
-
-
-class LeaseGuard:
-    """The store as one driven run sees it: under the lease its worker claimed.
-
-    A watchdog (`watch`) renews the lease every third of its life; when renewal keeps
-    failing it gives up `margin_s` before the lease could expire, and from then on every
-    append, snapshot and cut is refused here, before it reaches the store. The loop's own
-    acquire and renew calls are answered from the claimed lease, so it is never re-taken.
-    """
-
-    def __init__(
-        self,
-        inner: Store,
-        lease: Lease,
-        *,
-        ttl_s: float,
-        clock: Clock,
-        retry_s: float | None = None,
-    ) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.lease = lease
-        self.ttl_s = ttl_s
-        self.margin_s = ttl_s / 4
-        self.retry_s = retry_s if retry_s is not None else max(0.05, ttl_s / 15)
-        self.clock = clock
-        self.fenced: str | None = None
-        self.released = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def _mine(self, lease: Lease) -> bool:
-        return lease.run_id == self.lease.run_id and lease.owner == self.lease.owner
-
-    def _check(self) -> None:
-        if self.fenced is None and self.clock.time() > self.lease.expires_at - self.margin_s / 2:
-            self.fenced = "the lease was not renewed in time"
-        if self.fenced is not None:
-            raise LeaseLost(f"run {self.lease.run_id}: {self.fenced}; this worker stopped writing")
-
-    async def acquire_lease(
-        self, run_id: str, *, owner: str, ttl_s: float, takeover_from: str | None = None
-    ) -> Lease:
-        if run_id == self.lease.run_id and owner == self.lease.owner:
-            self._check()
-            return self.lease
-        return await self.inner.acquire_lease(
-            run_id, owner=owner, ttl_s=ttl_s, takeover_from=takeover_from
-        )
-
-    async def renew_lease(self, lease: Lease, *, ttl_s: float) -> Lease:
-        if self._mine(lease):
-            self._check()
-            return self.lease
-        return await self.inner.renew_lease(lease, ttl_s=ttl_s)
-
-    async def release_lease(self, lease: Lease) -> None:
-        if self._mine(lease):
-            self.released = True
-            lease = self.lease
-        await self.inner.release_lease(lease)
-
-    async def append(
-        self,
-        lease: Lease,
-        events: Sequence[Event],
-        *,
-        summary: RunSummary,
-        also: Callable[[], None] | None = None,
-    ) -> None:
-        if self._mine(lease):
-            self._check()
-        await self.inner.append(lease, events, summary=summary, also=also)
-
-    async def put_snapshot(
-        self, lease: Lease, run_id: str, seq: int, raw: bytes, *, keep: int
-    ) -> None:
-        if self._mine(lease):
-            self._check()
-        await self.inner.put_snapshot(lease, run_id, seq, raw, keep=keep)
-
-    async def truncate(
-        self,
-        lease: Lease,
-        run_id: str,
-        *,
-        keep_through: int,
-        head_hash: str,
-        then: Sequence[Event] = (),
-        summary: RunSummary | None = None,
-    ) -> None:
-        if self._mine(lease):
-            self._check()
-        await self.inner.truncate(
-            lease, run_id, keep_through=keep_through, head_hash=head_hash, then=then,
-            summary=summary,
-        )  # fmt: skip
-
-    async def watch(self) -> str | None:
-        """Renew until released (None) or until it must give up (returns why)."""
-        run_id = self.lease.run_id
-        while not self.released:
-            await asyncio.sleep(self.ttl_s / 3)
-            deadline = self.lease.expires_at - self.margin_s
-            failure: BaseException | None = None
-            while not self.released:
-                remaining = deadline - self.clock.time()
-                if remaining <= 0:
-                    self.fenced = (
-                        f"could not renew the lease for {self.ttl_s - self.margin_s:.1f}s "
-                        f"({failure}); stopped before it could expire"
-                    )
-                    return self.fenced
-                try:
-                    self.lease = await asyncio.wait_for(
-                        self.inner.renew_lease(self.lease, ttl_s=self.ttl_s), timeout=remaining
-                    )
-                    if failure is not None:
-                        log.info("renewed lease run=%s after %s", run_id, failure)
-                    break
-                except LeaseLost as exc:
-                    self.fenced = f"the lease was taken over ({exc})"
-                    return self.fenced
-                except (StoreError, OSError, TimeoutError) as exc:
-                    failure = exc if str(exc) else TimeoutError("renewal timed out")
-                    log.warning(
-                        "renewing lease run=%s failed (%s); retrying for %.1fs more",
-                        run_id, failure, max(0.0, deadline - self.clock.time()),
-                    )  # fmt: skip
-                    await asyncio.sleep(min(self.retry_s, max(0.0, deadline - self.clock.time())))
-        return None
-
-
-# -- the worker -----------------------------------------------------------------------------
 
 
 class _HandBack(BaseException):
@@ -440,6 +149,8 @@ class Worker:
         self._active: dict[str, asyncio.Task[None]] = {}
         self._refused: set[str] = set()
         self._not_auto: set[str] = set()
+        self._looked_at: set[str] = set()
+        """Runs already checked for an agent this worker lacks (each is logged once)."""
         self._dead: set[str] = set()
         self._changed = asyncio.Event()
         self._stopping = False
@@ -543,7 +254,14 @@ class Worker:
             # have made work runnable: only call the queue drained after a quiet pass.
             quiet = not self._changed.is_set()
             if until_idle and quiet and not self._active and not leases and not claimed:
-                log.info("worker %s: the queue %r is drained", self.owner, self.queue)
+                stats = self.stats
+                if stats.errors or stats.refused:
+                    log.warning(
+                        "worker %s: nothing more it can run in queue %r (%d errors, %d refused)",
+                        self.owner, self.queue, stats.errors, stats.refused,
+                    )  # fmt: skip
+                else:
+                    log.info("worker %s: the queue %r is drained", self.owner, self.queue)
                 return
             await self._wait(timeout)
             backoff = self.poll_min_s if claimed else min(backoff * 2, self.poll_max_s)
@@ -645,13 +363,38 @@ class Worker:
             )
         except UsageError as exc:
             self._refuse(run_id, f"refusing run={run_id}: {exc}")
-        except Exception:
+        except Exception as exc:
             self.stats.errors += 1
             self._refused.add(run_id)
             log.exception("run=%s failed with an unexpected error (a bug); not retrying it", run_id)
+            await self._report_error(run_id, exc)
         finally:
             self._active.pop(run_id, None)
             self._changed.set()
+
+    async def _report_error(self, run_id: str, exc: Exception) -> None:
+        """Journal why this worker stopped driving the run (under a brief lease of its own),
+        so an operator sees it in the run and can `tether resume` it; best effort."""
+        with contextlib.suppress(Exception):
+            lease = await self.store.acquire_lease(run_id, owner=self.owner, ttl_s=30)
+            try:
+                journal, _ = await RunJournal.open(self.store, lease, clock=self.clock)
+                if not journal.state.terminal:
+                    await journal.append(
+                        EventDraft(
+                            type="health.warning",
+                            payload={
+                                "kind": "worker_error",
+                                "message": (
+                                    f"worker {self.owner} stopped driving the run after an "
+                                    f"unexpected {type(exc).__name__}; `tether resume "
+                                    f"{run_id}` continues it"
+                                ),
+                            },
+                        )
+                    )
+            finally:
+                await self.store.release_lease(lease)
 
     def _refuse(self, run_id: str, message: str) -> None:
         self.stats.refused += 1
@@ -770,8 +513,43 @@ class Worker:
                     await self._auto_approve(record.run_id)
                 else:
                     self._not_auto.add(record.run_id)
+            await self._report_unservable()
         except (StoreError, OSError, UsageError) as exc:
             log.warning("sweeping approvals failed (%s); trying again later", exc)
+
+    async def _report_unservable(self) -> None:
+        """Log once per run each runnable run of this queue whose agent this worker lacks.
+
+        Claims only offer runs of agents the worker has, so such a run is never refused:
+        without this line it would wait in silence for a worker that has its agent.
+        """
+        now = self.clock.time()
+        names = set(self.agents.names())
+        for status in RUNNABLE_STATUSES:
+            for record in await self.store.list_runs(status=status, limit=1000):
+                run_id = record.run_id
+                if run_id in self._looked_at or run_id in self._active:
+                    continue
+                if record.lease_owner is not None and (record.lease_expires_at or 0.0) > now:
+                    continue
+                self._looked_at.add(run_id)
+                if record.agent in names:
+                    # Its agent is here: claimed (and refused if the version differs). The
+                    # run's row says so; reading its first event for every run would cost
+                    # each worker a read per queued run, so more workers, more reads.
+                    continue
+                created = (await self._created(run_id)).payload
+                meta = created.get("metadata") or {}
+                if meta.get("queue") != self.queue:
+                    continue  # another queue's
+                try:
+                    self.agents.get(created["agent"], created.get("agent_version", ""))
+                except AgentUnavailable as exc:
+                    spec = meta.get("agent_spec")
+                    log.warning(
+                        "skipping run=%s: %s%s", run_id, exc,
+                        f" (the run was submitted with {spec})" if spec else "",
+                    )  # fmt: skip
 
 
 # -- submitting -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ three, and no window in which the ledger and the journal disagree.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,18 +15,23 @@ import pytest
 
 from tether._clock import FakeClock
 from tether.budget import BudgetLimits, Denial, Reservation, ledger_for
-from tether.errors import LeaseLost, UsageError
+from tether.errors import AppendConflict, LeaseLost, UsageError
 from tether.journal import MemoryStore, SQLiteStore, Store
 from tether.journal._base import summary_of
+from tether.journal._postgres import PostgresStore
 from tether.state import fold
 
 from ..conftest import postgres_store
 from ..journal.helpers import RUN_ID, created, import_events, note, seal_chain
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     clock = FakeClock(start=1_800_000_000.0)
+    if request.param == "postgres":
+        async with postgres_store(clock) as pg:
+            yield pg
+        return
     made: Store = (
         MemoryStore(clock=clock)
         if request.param == "memory"
@@ -115,12 +121,36 @@ async def test_a_fenced_out_writer_never_reaches_the_ledger(store: Store) -> Non
     lease = await import_events(store, events[:1])
     await store.release_lease(lease)
     called: list[bool] = []
+
+    def reserve() -> None:
+        called.append(True)
+        ledger.reserve_now(run_id=RUN_ID, agent="a", tenant=None, estimate_usd=0.25)
+
     with pytest.raises(LeaseLost):
-        await store.append(
-            lease, events[1:], summary=summary_of(fold(events)), also=lambda: called.append(True)
-        )
-    assert called == []
-    assert ledger.tables is not None
+        await store.append(lease, events[1:], summary=summary_of(fold(events)), also=reserve)
+    if not isinstance(store, PostgresStore):
+        assert called == []  # the fence is checked before the ledger work runs
+    # PostgreSQL pipelines the ledger's work behind the append without waiting for the
+    # fence's answer; a guard aborts the transaction, so nothing it wrote is kept.
+    assert (await spent_and_reserved(store)).get("global/daily", (0.0, 0.0)) == (0.0, 0.0)
+    assert (await store.get_run(RUN_ID)).head_seq == 1
+
+
+@pytest.mark.postgres
+async def test_a_conflicting_append_keeps_no_hold_on_postgres() -> None:
+    async with postgres_store(FakeClock()) as pg:
+        ledger = ledger_for(pg)
+        events = seal_chain([created(), note(1)])
+        lease = await import_events(pg, events[:1])
+        skipped = seal_chain([note(2)], after=events[-1])  # continues a head never written
+
+        def reserve() -> None:
+            ledger.reserve_now(run_id=RUN_ID, agent="a", tenant=None, estimate_usd=0.25)
+
+        with pytest.raises(AppendConflict):
+            await pg.append(lease, skipped, summary=summary_of(fold(events)), also=reserve)
+        assert (await spent_and_reserved(pg)).get("global/daily", (0.0, 0.0)) == (0.0, 0.0)
+        assert (await pg.get_run(RUN_ID)).head_seq == 1
 
 
 async def test_other_ledger_work_or_an_empty_append_is_refused(store: Store) -> None:
@@ -136,12 +166,84 @@ async def test_other_ledger_work_or_an_empty_append_is_refused(store: Store) -> 
 
 
 @pytest.mark.postgres
-async def test_postgres_keeps_its_ledger_on_its_own_connection() -> None:
-    async with postgres_store(FakeClock()) as pg:
+async def test_postgres_joins_only_its_own_ledger_and_keeps_it_usable_alone() -> None:
+    async with postgres_store(FakeClock()) as pg, postgres_store(FakeClock()) as other:
         ledger = ledger_for(pg)
-        assert not pg.joins_ledger(ledger.tables)
-        events = seal_chain([created(), note(1)])
-        lease = await import_events(pg, events[:1])
-        with pytest.raises(UsageError):
-            await pg.append(lease, events[1:], summary=summary_of(fold(events)), also=lambda: None)
-        assert (await pg.get_run(RUN_ID)).head_seq == 1
+        assert pg.joins_ledger(ledger.tables)
+        assert not pg.joins_ledger(ledger_for(other).tables)
+        # On its own connection, outside any append, the ledger works as before.
+        await ledger.set_limits("global", BudgetLimits(daily=1.0))
+        hold = await ledger.reserve(run_id=RUN_ID, agent="a", tenant=None, estimate_usd=0.5)
+        assert isinstance(hold, Reservation)
+        assert await ledger.settle(hold, 0.2)
+        assert (await spent_and_reserved(pg))["global/daily"] == (0.2, 0.0)
+
+
+async def test_a_refused_append_settles_nothing(store: Store) -> None:
+    ledger = ledger_for(store)
+    events = seal_chain([created(), note(1)])
+    lease = await import_events(store, events[:1])
+    held: list[Reservation | Denial] = []
+
+    def reserve() -> None:
+        held.append(ledger.reserve_now(run_id=RUN_ID, agent="a", tenant=None, estimate_usd=0.25))
+
+    await store.append(lease, events[1:], summary=summary_of(fold(events)), also=reserve)
+    hold = held[0]
+    assert isinstance(hold, Reservation)
+    await store.release_lease(lease)
+    more = seal_chain([note(2)], after=events[-1])
+    with pytest.raises(LeaseLost):
+        await store.append(
+            lease,
+            more,
+            summary=summary_of(fold([*events, *more])),
+            also=lambda: ledger.settle_now(hold, 0.1),
+        )
+    # The hold is still open (reclaimed when it expires), and nothing was counted.
+    assert (await spent_and_reserved(store))["global/daily"] == (0.0, 0.25)
+    assert (await store.get_run(RUN_ID)).head_seq == 2
+
+
+@pytest.mark.postgres
+async def test_postgres_checks_a_reservation_riding_in_an_append_on_the_server() -> None:
+    async with postgres_store(FakeClock(start=1_800_000_000.0)) as pg:
+        ledger = ledger_for(pg)
+        await ledger.set_limits("global", BudgetLimits(daily=1.0))
+        events = seal_chain([created()])
+        lease = await import_events(pg, events)
+        outcomes: list[Reservation | Denial] = []
+
+        async def reserve(estimate: float) -> None:
+            more = seal_chain([note(len(events))], after=events[-1])
+
+            def hold() -> None:
+                outcome = ledger.reserve_now(
+                    run_id=RUN_ID, agent="a", tenant=None, estimate_usd=estimate
+                )
+                outcomes.append(outcome)
+                if isinstance(outcome, Denial):
+                    raise RuntimeError("denied")
+
+            with contextlib.suppress(RuntimeError):
+                await pg.append(lease, more, summary=summary_of(fold(events)), also=hold)
+                events.extend(more)
+
+        await reserve(0.6)
+        # The ledger decides the next ones from the limits it read: only the server sees
+        # that the window is full, refuses, and the exact path journals the denial.
+        await reserve(0.6)
+        assert isinstance(outcomes[-1], Denial)
+        assert (await spent_and_reserved(pg))["global/daily"] == (0.0, 0.6)
+        assert (await pg.get_run(RUN_ID)).head_seq == 2
+        # Limits changed by another process: the server refuses the stale decision, the
+        # exact path reads the new limits and reserves.
+        other = PostgresStore(pg.url)
+        try:
+            await ledger_for(other).set_limits("global", BudgetLimits(daily=2.0))
+        finally:
+            await other.close()
+        await reserve(0.6)
+        assert isinstance(outcomes[-1], Reservation)
+        assert (await spent_and_reserved(pg))["global/daily"] == (0.0, pytest.approx(1.2))
+        assert (await pg.get_run(RUN_ID)).head_seq == 3

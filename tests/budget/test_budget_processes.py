@@ -125,7 +125,7 @@ def test_eight_processes_never_push_settled_spend_past_a_daily_limit(
     assert spent > LIMIT * 0.5  # the limit was actually used, not refused up front
 
 
-def test_a_killed_process_leaves_no_orphaned_reservation(tmp_path: Path) -> None:
+def test_a_killed_process_leaves_no_orphaned_reservation(tmp_path: Path, backend: str) -> None:
     (tmp_path / "racer.py").write_text(AGENT)
     # Kill right after the first model request and its reservation are durable.
     killed = run(

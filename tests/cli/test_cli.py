@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tether.cli import app
+from tether.journal import SQLiteStore
 
 runner = CliRunner()
 
@@ -56,7 +58,9 @@ def test_demo_completes_and_writes_the_report(store: Path) -> None:
     assert code == 0
     assert data["status"] == "completed" and data["steps"] == 48
     assert float(str(data["cost_usd"])) > 0 and int(str(data["input_tokens"])) > 0
-    report = (store.parent / "out" / "report.md").read_text()
+    report_path = store.parent / "out" / str(data["run_id"]) / "report.md"
+    assert data["report"] == str(report_path)
+    report = report_path.read_text()
     assert report.startswith("# Ferrogel Knot Storage") and "## Sources" in report
 
 
@@ -65,7 +69,8 @@ def test_demo_with_a_step_limit_stops_with_exit_3_and_a_partial_answer(store: Pa
     assert code == 3
     assert data["status"] == "stopped" and data["partial"] is True
     assert str(data["answer"]).startswith("[PARTIAL — step limit reached")
-    assert not (store.parent / "out" / "report.md").exists()
+    assert "report" not in data
+    assert not (store.parent / "out" / str(data["run_id"]) / "report.md").exists()
 
 
 def test_demo_detached_waits_for_approval_and_the_cli_resolves_it(store: Path) -> None:
@@ -75,7 +80,8 @@ def test_demo_detached_waits_for_approval_and_the_cli_resolves_it(store: Path) -
     data = json.loads(out)
     assert data["status"] == "waiting_approval"
     (request_id,) = data["pending_approvals"]
-    assert not (store.parent / "out" / "report.md").exists()
+    report = store.parent / "out" / str(data["run_id"]) / "report.md"
+    assert not report.exists() and "report" not in data
     code, out, _ = tether("approvals", "--json", store=store)
     (pending,) = json.loads(out)
     assert pending["request_id"] == request_id and pending["tool"] == "publish"
@@ -85,7 +91,7 @@ def test_demo_detached_waits_for_approval_and_the_cli_resolves_it(store: Path) -
     assert code == 2 and "already approved" in err
     code, out, _ = tether("resume", str(data["run_id"]), "--json", store=store)
     assert code == 0 and json.loads(out)["status"] == "completed"
-    assert (store.parent / "out" / "report.md").exists()
+    assert report.exists() and json.loads(out)["report"] == str(report)
 
 
 def test_rejecting_publish_reaches_the_model_and_the_run_carries_on(store: Path) -> None:
@@ -144,6 +150,7 @@ def test_show_text_view_prints_a_timeline(store: Path) -> None:
 def test_user_mistakes_are_one_line_errors_with_exit_2(
     store: Path, args: list[str], message: str
 ) -> None:
+    asyncio.run(SQLiteStore(store).close())  # an empty store: readers never create one
     code, out, err = tether(*args, store=store)
     assert code == 2
     assert message in err and "Traceback" not in err + out
@@ -175,7 +182,7 @@ def test_doctor_finds_corruption_and_fork_repairs_it(store: Path) -> None:
     assert code == 0 and "all intact" in out
     with sqlite3.connect(store) as db:
         raw = db.execute("SELECT data FROM events WHERE run_id=? AND seq=100", (run_id,)).fetchone()
-        damaged = raw[0].replace(b'"seq":100', b'"seq":101')
+        damaged = raw[0][:-2] + bytes([raw[0][-2] ^ 1]) + raw[0][-1:]  # one bit flipped
         db.execute("UPDATE events SET data=? WHERE run_id=? AND seq=100", (damaged, run_id))
     code, out, _ = tether("doctor", run_id, store=store)
     assert code == 1 and "seq 100" in out and f"tether fork {run_id} --at 99" in out
@@ -228,7 +235,8 @@ def test_the_installed_command_prints_no_traceback_on_mistakes(tmp_path: Path) -
         text=True,
     )
     assert done.returncode == 2
-    assert done.stderr.strip() == "error: no run 'run_x' in this store"
+    assert done.stderr.strip().startswith(f"error: no store at {tmp_path}/a.db (nothing to read)")
+    assert not (tmp_path / "a.db").exists()
 
 
 def test_every_command_has_help() -> None:
@@ -236,3 +244,40 @@ def test_every_command_has_help() -> None:
     for command in (*commands, "reject"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.stdout, command
+
+
+HOSTILE_FILE = '''
+from tether import Agent, Limits, tool
+from tether.models import ModelResponse, ModelUsage, ScriptedModel, ToolCall
+
+class Hostile(ScriptedModel):
+    """Answers with what a broken provider could send."""
+
+    async def complete(self, request, *, on_text=None):
+        mode = "MODE"
+        if mode == "raise":
+            raise KeyError("no such field")
+        if mode == "none":
+            return None
+        return ModelResponse(
+            content="bad \\ud800 answer", tool_calls=(), finish_reason="stop",
+            usage=ModelUsage(input_tokens=-5, output_tokens=-5), model="x",
+        )
+
+agent = Agent(name="hostile", instructions="The prompt.", tools=[],
+              model=Hostile(["x"]), limits=Limits(max_steps=3))
+'''
+
+
+@pytest.mark.parametrize(("mode", "status"), [("raise", 1), ("none", 1), ("text", 0)])
+def test_run_with_a_hostile_model_ends_without_a_traceback(
+    store: Path, mode: str, status: int
+) -> None:
+    path = store.parent / f"hostile_{mode}.py"
+    path.write_text(HOSTILE_FILE.replace('"MODE"', repr(mode)))
+    code, out, err = tether("run", f"{path}:agent", "--task", "go", "--json", store=store)
+    assert "Traceback" not in err and "Traceback" not in out
+    assert code == status, (out, err)
+    data = json.loads(out)
+    assert data["status"] == ("completed" if status == 0 else "failed")
+    assert data["cost_usd"] >= 0

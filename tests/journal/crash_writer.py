@@ -90,7 +90,7 @@ class _KillSwitch:
 
     def execute(self, sql: str, *args: Any) -> Any:
         if self.armed:
-            if self._phase == "mid-transaction" and sql.startswith("INSERT INTO events"):
+            if self._phase == "mid-transaction" and sql.startswith("INSERT INTO event_rows"):
                 _die()
             if sql == "COMMIT" and self._phase == "before-commit":
                 _die()

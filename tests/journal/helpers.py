@@ -111,6 +111,7 @@ def seal_chain(
     after: Event | None = None,
     start: float = START,
     step_s: float = 1.5,
+    version: int = 2,
 ) -> list[Event]:
     """Seal drafts in order as a hash chain, continuing `after` if given."""
     seq = after.seq if after else 0
@@ -120,7 +121,7 @@ def seal_chain(
     for draft in drafts:
         seq += 1
         t += step_s
-        event = draft.seal(run_id=run_id, seq=seq, prev_hash=prev, ts=iso(t))
+        event = draft.seal(run_id=run_id, seq=seq, prev_hash=prev, ts=iso(t), version=version)
         events.append(event)
         prev = event.checksum
     return events
@@ -216,7 +217,10 @@ class MemoryPoker(Poker):
 
 
 class SQLitePoker(Poker):
-    """Changes the file through a second, independent sqlite3 connection."""
+    """Changes the file through a second, independent sqlite3 connection.
+
+    Schema 6 stores events in `event_rows` (run key, seq, bytes); their other columns are
+    computed from the bytes, so only those three can be damaged apart from the bytes."""
 
     store: SQLiteStore
 
@@ -228,11 +232,13 @@ class SQLitePoker(Poker):
         finally:
             db.close()
 
+    _ROW = "WHERE run=(SELECT key FROM run_keys WHERE run_id=?) AND seq=?"
+
     def event(self, run_id: str, seq: int, raw: bytes | None) -> None:
         if raw is None:
-            self._exec("DELETE FROM events WHERE run_id=? AND seq=?", (run_id, seq))
+            self._exec(f"DELETE FROM event_rows {self._ROW}", (run_id, seq))
         else:
-            self._exec("UPDATE events SET data=? WHERE run_id=? AND seq=?", (raw, run_id, seq))
+            self._exec(f"UPDATE event_rows SET data=? {self._ROW}", (raw, run_id, seq))
 
     def snapshot(self, run_id: str, seq: int, raw: bytes | None) -> None:
         if raw is None:
@@ -241,8 +247,8 @@ class SQLitePoker(Poker):
             self._exec("UPDATE snapshots SET data=? WHERE run_id=? AND seq=?", (raw, run_id, seq))
 
     def event_column(self, run_id: str, seq: int, column: str, value: object) -> None:
-        assert column in ("seq", "type", "correlation_id", "run_id", "data")
-        self._exec(f"UPDATE events SET {column}=? WHERE run_id=? AND seq=?", (value, run_id, seq))
+        assert column in ("seq", "run", "data"), f"{column} is computed from the bytes"
+        self._exec(f"UPDATE event_rows SET {column}=? {self._ROW}", (value, run_id, seq))
 
 
 class PostgresPoker(Poker):

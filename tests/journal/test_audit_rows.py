@@ -198,3 +198,28 @@ async def test_a_damaged_page_is_found_and_a_rebuild_replaces_it(
     found = await store.query_rows(RowQuery(types=("tool.completed",)))
     assert len(found) == 15
     await store.close()
+
+
+async def test_two_writers_fill_the_audit_copy_from_their_own_and_each_others_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 6: a writer copies the columns of the events it sealed and computes those of
+    events other processes appended meanwhile from their bytes; either way the copy agrees
+    with the events."""
+    monkeypatch.setattr(sqlite_store, "AUDIT_BATCH", 7)
+    path = tmp_path / "two.db"
+    one, two = SQLiteStore(path), SQLiteStore(path)
+    try:
+        await interleaved(one, RUNS[:1], chunk=2)
+        await interleaved(two, RUNS[1:2], chunk=3)
+        await interleaved(one, RUNS[2:], chunk=1)
+        assert await one.check_audit_index() is None
+        (copied,) = one._db.execute("SELECT COUNT(*) FROM audit_rows").fetchone()
+        assert copied >= sum(len(r) for r in RUNS) - 7
+        for q in queries():
+            assert [(r.run_id, r.seq) for r in await one.query_rows(q)] == [
+                (r.run_id, r.seq) for r in await two.query_rows(q)
+            ]
+    finally:
+        await one.close()
+        await two.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.events import SCHEMA_VERSION, Event, decode_event
+from tether.events import Event, decode_event
 from tether.journal import Store, load_run, read_events, verify_run
 from tether.state import RunState, fold
 
@@ -31,9 +31,14 @@ def golden_lines(name: str) -> list[bytes]:
     return data[:-1].split(b"\n")
 
 
+ADDED_SINCE: dict[str, object] = {"key_base": ""}
+"""State fields added after the golden files were written, with the value the fold gives
+them for these journals (the files stay as written; see the module docstring)."""
+
+
 def golden_state(name: str) -> dict[str, object]:
     state: dict[str, object] = json.loads((GOLDEN / f"{name}.state.json").read_text())
-    return state
+    return {**ADDED_SINCE, **state}
 
 
 def test_every_golden_journal_has_its_expected_state() -> None:
@@ -48,7 +53,7 @@ async def test_golden_journal_imports_verifies_and_folds_to_the_committed_state(
 ) -> None:
     lines = golden_lines(name)
     events: list[Event] = [decode_event(line) for line in lines]
-    assert all(e.schema_version == SCHEMA_VERSION for e in events)
+    assert all(e.schema_version == 1 for e in events)  # written before v2: still v1
     run_id = events[0].run_id
 
     await import_events(store, events)

@@ -3,8 +3,10 @@
 Byte-level damage to stored events and snapshots, in memory and in SQLite (through a
 second sqlite3 connection, as a disk or a stray tool would do it), and to the SQLite file
 itself. After any damage, `verify_run` reports a problem, and `load_run` either stops with
-CorruptionError, reports a torn tail (and then yields exactly the good prefix), or, when
-the damage is covered by a good snapshot, yields exactly the state of the undamaged run.
+CorruptionError naming the run, the first bad seq and the ways out (the built-in stores
+commit atomically, so committed damage is never cut), or, when the damage is covered by a
+good snapshot, yields exactly the state of the undamaged run. Only a store that declares
+torn writes possible has a damaged tail cut back, with the cut journaled.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import random
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -39,6 +42,7 @@ from tether.journal import (
     verify_run,
 )
 from tether.journal._integrity import open_snapshot
+from tether.journal._journal import torn_writes_possible
 from tether.state import RunState, fold
 
 from .helpers import (
@@ -55,17 +59,18 @@ from .helpers import (
 pytestmark = pytest.mark.chaos
 
 # One base journal: 14 events; snapshots at 5 and 10 in the "snapshots" variant.
-BASE: list[Event] = seal_chain(
-    [
-        created(),
-        *cycle(1, tools=1),  # 2..6
-        EventDraft(type="approval.requested", payload={"request_id": "r1"}),  # 7
-        EventDraft(type="approval.resolved", payload={"request_id": "r1", "ok": True}),  # 8
-        EventDraft(type="context.compacted", payload={"removed": [2, 3], "summary": "s"}),  # 9
-        *cycle(2, tools=1)[:4],  # 10..13
-        EventDraft(type="run.completed", payload={"answer": "done"}),  # 14
-    ]
-)
+DRAFTS = [
+    created(),
+    *cycle(1, tools=1),  # 2..6
+    EventDraft(type="approval.requested", payload={"request_id": "r1"}),  # 7
+    EventDraft(type="approval.resolved", payload={"request_id": "r1", "ok": True}),  # 8
+    EventDraft(type="context.compacted", payload={"removed": [2, 3], "summary": "s"}),  # 9
+    *cycle(2, tools=1)[:4],  # 10..13
+    EventDraft(type="run.completed", payload={"answer": "done"}),  # 14
+]
+BASE: list[Event] = seal_chain(DRAFTS)
+BASE_V1: list[Event] = seal_chain(DRAFTS, version=1)
+"""The same journal in the v1 envelope, as stores written before v2 hold it."""
 SNAPSHOT_SEQS = (5, 10)
 FULL: RunState = fold(BASE)
 assert FULL.last_seq == 14
@@ -165,11 +170,14 @@ def damages(draw: st.DrawFn, *, backend: str, with_snapshots: bool) -> Damage:
         ("seq", draw(st.integers(-5, 0))),
     ]
     if backend == "sqlite":
-        choices += [
+        # Schema 6 computes type and correlation from the bytes: the row's own columns
+        # are the run key, the seq and the bytes.
+        choices = [c for c in choices if c[0] == "seq"] + [
             ("seq", "seven"),
-            ("correlation_id", None) if event.correlation_id else ("type", 7),
+            ("run", 999),
+            ("run", "other"),
             ("data", 5),
-            ("data", event.raw.decode()),  # the same bytes, stored as TEXT
+            ("data", event.raw[1:]),  # the tag byte gone
             ("data", 1.5),
         ]
     column, value = draw(st.sampled_from(choices))
@@ -218,6 +226,7 @@ async def check_damage(store: Store, damage: Damage) -> None:
         assert loaded.state == FULL
         return
     event("torn tail: cut and journaled")
+    assert torn_writes_possible(store), f"a store with atomic commits cut damage: {damage}"
     good = loaded.state.last_seq
     assert good < damage.seq
     assert loaded.state == fold(BASE[:good])
@@ -278,20 +287,37 @@ def test_damage_to_stored_events_or_snapshots_is_never_used(
 _INTERESTING = sorted(set(b'\x00 "{}[],:-.0159eEaz\\nN') | {0x7F, 0x80, 0xC3, 0xFF})
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("seq", [1, 4, 14])
-def test_every_single_byte_change_of_an_event_fails_to_decode(seq: int) -> None:
-    raw = BASE[seq - 1].raw
+def test_every_single_byte_change_of_an_event_fails_to_decode(seq: int, version: int) -> None:
+    raw = (BASE if version == 2 else BASE_V1)[seq - 1].raw
+
+    def decode(data: bytes) -> object:
+        return decode_event(data, run_id=RUN_ID, seq=seq)
+
+    assert decode(raw)
     for pos in range(len(raw)):
         for value in [*_INTERESTING, raw[pos] ^ 0x01, raw[pos] ^ 0x20]:
             if value == raw[pos]:
                 continue
             damaged = raw[:pos] + bytes([value]) + raw[pos + 1 :]
             with pytest.raises(EventDecodeError):
-                decode_event(damaged)
+                decode(damaged)
         with pytest.raises(EventDecodeError):
-            decode_event(raw[:pos] + raw[pos + 1 :])
+            decode(raw[:pos] + raw[pos + 1 :])
         with pytest.raises(EventDecodeError):
-            decode_event(raw[:pos])
+            decode(raw[:pos])
+
+
+@pytest.mark.parametrize("seq", [1, 4, 14])
+def test_a_v2_event_verifies_only_at_its_own_run_and_seq(seq: int) -> None:
+    raw = BASE[seq - 1].raw
+    assert decode_event(raw, run_id=RUN_ID, seq=seq) == BASE[seq - 1]
+    for run_id, at in [(RUN_ID + "x", seq), (RUN_ID, seq + 1), ("other", seq)]:
+        with pytest.raises(EventDecodeError, match="checksum"):
+            decode_event(raw, run_id=run_id, seq=at)
+    with pytest.raises(EventDecodeError, match="run id and seq"):
+        decode_event(raw)
 
 
 def test_every_single_byte_change_of_a_snapshot_fails_to_open() -> None:
@@ -335,7 +361,7 @@ def _resealed(raw: bytes, edit: dict[str, object]) -> bytes:
 )
 async def test_hostile_event_bytes_are_reported_not_raised(store: Store, bad: object) -> None:
     await import_events(store, BASE)
-    raw = BASE[3].raw
+    raw = BASE_V1[3].raw  # v1 bytes are JSON throughout: the hostile edits apply to them
     damaged = bad(raw)  # type: ignore[operator]
     assert damaged != raw
     with pytest.raises(EventDecodeError):
@@ -374,7 +400,43 @@ async def test_hostile_snapshot_bytes_fall_back_to_replay(store: Store, bad: obj
 # -- tail, middle, repair ----------------------------------------------------------------
 
 
-async def test_tail_corruption_is_cut_back_and_a_repair_event_is_appended(store: Store) -> None:
+def tearable(store: Store) -> Store:
+    """The store as one that can tear a write: only such stores cut a damaged tail."""
+    store.torn_writes = True  # type: ignore[attr-defined]
+    return store
+
+
+async def test_committed_damage_in_the_tail_is_refused_never_cut(store: Store) -> None:
+    """SQLite and PostgreSQL commit atomically: a last event that does not verify is
+    damage, not a torn write. The run is refused with its id, the bad seq and both ways
+    out, and nothing is cut (a cut would forget an effect that happened)."""
+    journal, lease = await write_run(store, [note(i) for i in range(1, 20)], snapshot_every=6)
+    head = journal.state.last_seq
+    original = await read_events(store, RUN_ID)
+    poker(store).event(RUN_ID, head, original[-1].raw[:-7])
+    rows_before = [(r.seq, r.raw) for r in await store.read_rows(RUN_ID)]
+    for attempt in (load_run(store, RUN_ID), RunJournal.open(store, lease)):
+        with pytest.raises(CorruptionError) as caught:
+            await attempt
+        text = str(caught.value)
+        assert RUN_ID in text and f"seq {head}" in text
+        assert f"tether fork {RUN_ID} --at {head - 1}" in text and "backup" in text
+    assert [(r.seq, r.raw) for r in await store.read_rows(RUN_ID)] == rows_before
+    assert (await store.get_run(RUN_ID)).head_seq == head
+
+
+async def test_events_missing_from_the_end_are_refused_never_cut(store: Store) -> None:
+    lease = await import_events(store, BASE)
+    poker(store).event(RUN_ID, 14, None)
+    with pytest.raises(CorruptionError, match="missing"):
+        await RunJournal.open(store, lease)
+    assert (await store.get_run(RUN_ID)).head_seq == 14
+
+
+async def test_a_tearable_stores_torn_tail_is_cut_back_and_a_repair_event_is_appended(
+    store: Store,
+) -> None:
+    tearable(store)
     journal, lease = await write_run(store, [note(i) for i in range(1, 20)], snapshot_every=6)
     head = journal.state.last_seq
     original = await read_events(store, RUN_ID)
@@ -405,6 +467,7 @@ async def test_tail_corruption_is_cut_back_and_a_repair_event_is_appended(store:
 async def test_a_damaged_tail_of_several_events_is_cut_back_to_the_last_good_one(
     store: Store,
 ) -> None:
+    tearable(store)
     lease = await import_events(store, BASE)
     p = poker(store)
     p.event(RUN_ID, 12, b"{}")
@@ -424,6 +487,7 @@ async def test_a_repair_that_fails_to_journal_its_report_cuts_nothing(
     """The cut and its `journal.repaired` report are one transaction: if writing the
     report fails (here: injected into the very statements that write it), the tail is
     still there, the next open finds it again, and then repairs it with its report."""
+    tearable(store)
     lease = await import_events(store, BASE)
     poker(store).event(RUN_ID, 14, BASE[13].raw[:-5])
     rows_before = [(r.seq, r.raw) for r in await store.read_rows(RUN_ID)]
@@ -454,7 +518,8 @@ async def test_a_repair_that_fails_to_journal_its_report_cuts_nothing(
     assert (await verify_run(store, RUN_ID)).ok
 
 
-async def test_a_missing_last_event_is_a_torn_tail(store: Store) -> None:
+async def test_a_missing_last_event_is_a_torn_tail_on_a_tearable_store(store: Store) -> None:
+    tearable(store)
     lease = await import_events(store, BASE)
     poker(store).event(RUN_ID, 14, None)
     loaded = await load_run(store, RUN_ID)
@@ -627,13 +692,13 @@ async def test_a_damaged_run_index_row_is_reported(tmp_path: Path, sql: str) -> 
     except CorruptionError as exc:
         assert RUN_ID in str(exc)
         # The way out it names exists and works.
-        good = int(str(exc).rpartition("--at ")[2].rstrip(")"))
+        good = int(re.search(r"--at (\d+)", str(exc)).group(1))  # type: ignore[union-attr]
         assert f"tether fork {RUN_ID} --at {good}" in str(exc)
         new_id = await fork_run(store, RUN_ID, at_seq=good)
         assert (await verify_run(store, new_id)).ok
     else:
-        # Only a head past the journal end reads as a torn tail; a summary is not state.
-        assert loaded.torn_tail is not None or "steps" in sql
+        # A summary is not state: only doctor compares it with the fold.
+        assert loaded.torn_tail is None and "steps" in sql
         assert loaded.state in (FULL, fold(BASE[:9]))
     await store.close()
 
@@ -685,7 +750,9 @@ async def _observe(path: Path, runs: dict[str, list[bytes]]) -> str:
                 continue
             # No error and a clean report: then the data must be exactly what was written.
             assert [bytes(r.raw) for r in rows] == raws, "damaged rows passed as good"
-            assert loaded.state == fold(decode_event(raw) for raw in raws)
+            assert loaded.state == fold(
+                decode_event(raw, run_id=run_id, seq=n) for n, raw in enumerate(raws, start=1)
+            )
     finally:
         with contextlib.suppress(StoreError):
             await store.close()

@@ -144,6 +144,8 @@ async def test_fork_copies_a_verified_prefix_into_a_new_run(store: Store) -> Non
     clock = FakeClock()
     await write_run(store, cycles(3), clock=clock)
     source = await all_events(store)
+    clock.advance(3600)
+    state_at_8 = fold(source[:8])
     new_id = await fork_run(store, RUN_ID, at_seq=8, clock=clock)
     assert new_id != RUN_ID
     report = await verify_run(store, new_id)
@@ -152,11 +154,23 @@ async def test_fork_copies_a_verified_prefix_into_a_new_run(store: Store) -> Non
     assert len(forked) == 9
     assert [(e.type, e.payload) for e in forked[:8]] == [(e.type, e.payload) for e in source[:8]]
     assert forked[-1].type == "run.forked"
-    assert forked[-1].payload == {"from_run": RUN_ID, "from_event": f"{RUN_ID}:8"}
+    assert forked[-1].payload == {
+        "from_run": RUN_ID,
+        "from_event": f"{RUN_ID}:8",
+        "key_base": RUN_ID,
+        "cycle": state_at_8.cycle,
+    }
     record = await store.get_run(new_id)
     assert record.parent_run_id == RUN_ID and record.lease_owner is None
     state = (await load_run(store, new_id)).state
     assert state.parent_event == f"{RUN_ID}:8" and state.status == "queued"
+    # Listed by its own creation time (newest first), not its parent's.
+    assert record.created_at == state.created_at == forked[-1].ts > source[0].ts
+    assert (await store.list_runs())[0].run_id == new_id
+    # Its calls continue the parent's effect keys; a fork of the fork still does.
+    assert state.key_base == RUN_ID
+    grandchild = await fork_run(store, new_id, at_seq=9, clock=clock)
+    assert (await load_run(store, grandchild)).state.key_base == RUN_ID
     # The source run is untouched.
     assert [e.raw for e in await all_events(store)] == [e.raw for e in source]
 

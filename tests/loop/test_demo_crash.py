@@ -77,8 +77,14 @@ def _resume(folder: Path, run_id: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _workspace(folder: Path) -> Path:
+    """The run's own workspace: OUT/RUN_ID."""
+    (workspace,) = (folder / "out").iterdir()
+    return workspace
+
+
 def _effects(folder: Path) -> list[dict[str, object]]:
-    log = folder / "out" / ".tether-demo" / "effects.jsonl"
+    log = _workspace(folder) / ".tether-demo" / "effects.jsonl"
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
@@ -100,7 +106,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, list[dic
     import asyncio
 
     events = asyncio.run(_journal(folder, _only_run(folder)))
-    return (folder / "out" / "report.md").read_bytes(), events
+    return (_workspace(folder) / "report.md").read_bytes(), events
 
 
 def _kill_points(events: list[dict[str, object]]) -> list[tuple[str, int]]:
@@ -125,7 +131,8 @@ def _check_recovered(folder: Path, reference_report: bytes) -> None:
     resumed = _resume(folder, run_id)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "completed"
-    assert (folder / "out" / "report.md").read_bytes() == reference_report
+    assert _workspace(folder).name == run_id
+    assert (_workspace(folder) / "report.md").read_bytes() == reference_report
     effects = _effects(folder)
     keys = [e["key"] for e in effects]
     assert len(keys) == len(set(keys)), "an effect was applied twice"

@@ -76,13 +76,15 @@ async def test_a_loop_leaving_on_an_error_writes_the_result_it_staged(tmp_path: 
         if progress.event == "tool.completed":  # staged, not yet written
             raise Boom
 
-    with pytest.raises(Boom):
-        await Runtime(store).start(
-            agent(ScriptedModel([call("ping", {"n": 1}), "done"])), "go", observer=observer
-        )
-    run_id = (await store.list_runs())[0].run_id
-    events = await read_events(store, run_id)
-    assert events[-1].type == "tool.completed" and events[-1].payload["output"] == "pong 1"
+    # The error ends the run failed (DESIGN invariant 10) after the staged result is written.
+    result = await Runtime(store).start(
+        agent(ScriptedModel([call("ping", {"n": 1}), "done"])), "go", observer=observer
+    )
+    assert result.status == "failed"
+    events = await read_events(store, result.run_id)
+    done = events[-2]
+    assert done.type == "tool.completed" and done.payload["output"] == "pong 1"
+    assert events[-1].type == "run.failed" and events[-1].payload["detail"] == "Boom"
     await store.close()
 
 

@@ -865,3 +865,73 @@ def test_one_sdk_client_per_event_loop(http: ModuleType) -> None:
     second, _ = asyncio.run(twice())
     assert first is same
     assert second is not first  # a pooled connection cannot cross event loops
+
+
+# --------------------------------------------------------------------------- count tokens
+
+
+class FakeCounter:
+    """POST /v1/messages/count_tokens: one token per word, plus 5 for the request."""
+
+    def __init__(self, http: ModuleType, status: int = 200) -> None:
+        self.http = http
+        self.status = status
+        self.bodies: list[dict[str, Any]] = []
+
+    def __call__(self, request: Any) -> Any:
+        assert request.method == "POST" and request.url.path == "/v1/messages/count_tokens"
+        body = json.loads(request.content)
+        self.bodies.append(body)
+        if self.status != 200:
+            error = {"type": "error", "error": {"type": "x", "message": "no"}}
+            return self.http.Response(self.status, json=error)
+        words = sum(len(str(m["content"]).split()) for m in body["messages"])
+        words += sum(len(json.dumps(t).split()) for t in body.get("tools", []))
+        return self.http.Response(200, json={"input_tokens": words + 5})
+
+
+def counting_model(http: ModuleType, api: FakeCounter) -> AnthropicModel:
+    return AnthropicModel(
+        MODEL, api_key="sk-ant-test", count_tokens_api=True,
+        count_http_client=http.Client(transport=http.MockTransport(api)),
+    )  # fmt: skip
+
+
+COUNTED = (
+    Message(role="system", content="be brief please"),
+    Message(role="user", content="one two three four"),
+)
+
+
+def test_counts_come_from_the_count_tokens_api_once_per_text(
+    http: ModuleType, allow_requests: None
+) -> None:
+    api = FakeCounter(http)
+    model = counting_model(http, api)
+    assert model.count_tokens(COUNTED) == (3 + 5) + (4 + 5)
+    assert model.count_tokens(COUNTED) == (3 + 5) + (4 + 5)
+    assert [b["messages"][0]["content"] for b in api.bodies] == [
+        "be brief please", "one two three four",
+    ]  # fmt: skip
+    assert all(b["model"] == MODEL for b in api.bodies)
+    with_tools = model.count_tokens(COUNTED, (ToolSpec(name="t", description="d", parameters={}),))
+    assert with_tools > model.count_tokens(COUNTED)
+    assert "tools" in api.bodies[-1]
+
+
+def test_a_refusing_count_api_is_asked_once_then_estimated(
+    http: ModuleType, allow_requests: None
+) -> None:
+    api = FakeCounter(http, status=401)
+    model = counting_model(http, api)
+    estimate = AnthropicModel(MODEL, api_key="sk-ant-test").count_tokens(COUNTED)
+    assert model.count_tokens(COUNTED) == estimate
+    assert model.count_tokens(COUNTED) == estimate
+    assert len(api.bodies) == 1
+
+
+def test_the_count_api_is_not_asked_when_requests_are_forbidden(http: ModuleType) -> None:
+    api = FakeCounter(http)
+    model = counting_model(http, api)
+    model.count_tokens(COUNTED)
+    assert api.bodies == []

@@ -240,3 +240,32 @@ async def test_context_overflow(make_model: ModelFactory, stream: bool) -> None:
     with pytest.raises(ContextOverflow, match="context") as caught:
         await model.complete(ModelRequest(messages=(huge,), max_tokens=8))
     assert "exceeds the available context size" in str(caught.value)
+
+
+PROSE = (
+    Message(role="system", content="You are a careful research assistant. " * 8),
+    Message(
+        role="user",
+        content="Summarise the history of lighthouses along the Atlantic coast, with dates, "
+        "keepers' duties and how lamps changed from oil to electricity. " * 6,
+    ),
+)
+
+
+@pytest.mark.parametrize("messages", [PLAIN, PROSE, TOOL_QUESTION], ids=["plain", "prose", "tools"])
+async def test_the_server_tokenizer_counts_close_to_the_server_and_never_under(
+    make_model: ModelFactory, messages: tuple[Message, ...]
+) -> None:
+    """llama.cpp's /tokenize: an upper bound of the prompt the server reports, and nearer
+    to it than the conservative estimate."""
+    model = make_model(extra={"stop": END_OF_TURN})
+    tools = TOOLS if messages is TOOL_QUESTION else ()
+    counted = model.count_tokens(messages, tools)
+    assert model._server_tokens is not None and model._server_tokens.available is True
+    estimated = make_model(tokenizer="estimate").count_tokens(messages, tools)
+    response = await model.complete(
+        ModelRequest(messages=messages, tools=tools, max_tokens=1, temperature=0)
+    )
+    actual = response.usage.input_tokens
+    assert counted >= actual, (counted, actual)
+    assert counted - actual < estimated - actual, (counted, estimated, actual)

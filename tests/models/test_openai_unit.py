@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-import tether.models.openai as openai_provider
+import tether.models._openai_tokens as openai_tokens
 from tether.errors import ContextOverflow, ModelError, ModelUnavailable, UsageError
 from tether.models import Message, Model, ModelRequest, ToolCall, ToolSpec, estimate_tokens
 from tether.models._tokens import MESSAGE_OVERHEAD, estimate_text_tokens
@@ -681,7 +681,7 @@ def test_one_sdk_client_per_event_loop(http: ModuleType) -> None:
 
 @pytest.fixture
 def fresh_encodings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openai_provider, "_encodings", {})
+    monkeypatch.setattr(openai_tokens, "_encodings", {})
 
 
 @pytest.mark.usefixtures("fresh_encodings")
@@ -727,8 +727,8 @@ def test_count_tokens_falls_back_when_tiktoken_cannot_load(
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
     assert model.count_tokens(messages) == expected
 
-    openai_provider._encodings.clear()
-    monkeypatch.setattr(openai_provider, "TIKTOKEN_LOAD_TIMEOUT", 0.2)
+    openai_tokens._encodings.clear()
+    monkeypatch.setattr(openai_tokens, "TIKTOKEN_LOAD_TIMEOUT", 0.2)
     monkeypatch.setattr(tiktoken, "get_encoding", lambda name: time.sleep(5))  # a stalled fetch
     started = time.monotonic()
     assert model.count_tokens(messages) == expected

@@ -47,6 +47,13 @@ BOOKKEEPING = (
     "budget.denied",
     "journal.repaired",
     "health.warning",
+    "health.truncated",
+    "health.breaker",
+    "health.inconsistent",
+    "health.stale",
+    "health.monitor",
+    "health.guardrail",
+    "health.policy",
     "note",
 )
 TERMINAL = ("run.completed", "run.stopped", "run.failed", "run.cancelled")
@@ -65,10 +72,15 @@ GENERATED_TYPES = frozenset(
         "tool.failed",
         "tool.unknown",
         "context.compacted",
+        "summary.requested",
+        "summary.completed",
+        "fact.pinned",
+        "fact.unpinned",
         "approval.requested",
         "approval.resolved",
         "run.resumed",
         "run.forked",
+        "limit.changed",
         *BOOKKEEPING,
         *TERMINAL,
     }
@@ -79,11 +91,14 @@ STEP_KINDS = (
     "message",
     "cycle",
     "compact",
+    "summary",
+    "pin",
     "approval",
     "resolve",
     "bookkeeping",
     "resume",
     "fork",
+    "relimit",
     "end",
 )
 
@@ -197,6 +212,28 @@ def draft_sequences(draw: st.DrawFn, *, max_steps: int = 12) -> list[EventDraft]
                     usage=draw(st.one_of(st.none(), _usage)),
                 )
             )
+        elif kind == "summary":
+            drafts.append(EventDraft(type="summary.requested", payload={"removed": []}))
+            if draw(st.booleans()):
+                drafts.append(
+                    EventDraft(
+                        type="summary.completed",
+                        payload={"content": draw(_text), "removed": []},
+                        usage=draw(st.one_of(st.none(), _usage)),
+                    )
+                )
+        elif kind == "pin":
+            fact_id = f"F{draw(st.integers(1, 4))}"
+            if draw(st.booleans()):
+                drafts.append(
+                    EventDraft(
+                        type="fact.pinned",
+                        payload={"id": fact_id, "text": draw(_text), "source": draw(_text)},
+                        actor=draw(st.sampled_from(["agent", "operator"])),
+                    )
+                )
+            else:
+                drafts.append(EventDraft(type="fact.unpinned", payload={"id": fact_id}))
         elif kind == "approval":
             rid = fresh("req")
             pending_approvals.append(rid)
@@ -225,6 +262,14 @@ def draft_sequences(draw: st.DrawFn, *, max_steps: int = 12) -> list[EventDraft]
             )
         elif kind == "resume":
             drafts.append(EventDraft(type="run.resumed", payload={}))
+        elif kind == "relimit":
+            drafts.append(
+                EventDraft(
+                    type="limit.changed",
+                    payload={"limits": {"max_steps": draw(st.integers(1, 100))}, "previous": {}},
+                    actor="human:ops",
+                )
+            )
         elif kind == "fork":
             drafts.append(
                 EventDraft(

@@ -40,8 +40,13 @@ MINIMAL_PAYLOADS: dict[str, dict[str, object]] = {
     "tool.failed": {"call_id": "c1"},
     "tool.unknown": {"call_id": "c1"},
     "context.compacted": {"removed": []},
+    "summary.requested": {},
+    "summary.completed": {},
+    "fact.pinned": {"id": "F1", "text": "fact"},
+    "fact.unpinned": {"id": "F1"},
     "limit.warning": {},
     "limit.reached": {},
+    "limit.changed": {"limits": {"max_steps": 9}},
     "budget.reserved": {},
     "budget.settled": {},
     "budget.denied": {},
@@ -49,6 +54,13 @@ MINIMAL_PAYLOADS: dict[str, dict[str, object]] = {
     "approval.resolved": {"request_id": "r1"},
     "journal.repaired": {},
     "health.warning": {},
+    "health.truncated": {},
+    "health.breaker": {},
+    "health.inconsistent": {},
+    "health.stale": {},
+    "health.monitor": {},
+    "health.guardrail": {},
+    "health.policy": {},
     "note": {},
 }
 
@@ -100,6 +112,17 @@ def test_an_unknown_event_type_is_corruption_not_a_guess() -> None:
     assert info.value.seq == 2 and "tool.teleported" in str(info.value)
 
 
+def test_new_limits_reopen_a_stopped_run_and_its_pause_is_not_active_time() -> None:
+    stopped = d("run.stopped", reason="step limit reached (5/5 steps)", partial=True, answer="x")
+    raised = d("limit.changed", limits={"max_steps": 9}, previous={"max_steps": 5})
+    state = fold(chain(CREATED, d("cycle.started"), stopped, raised, gaps=[1, 1, 1, 3600]))
+    assert state.status == "queued" and state.limits == {"max_steps": 9}
+    assert (state.answer, state.partial, state.reason) == (None, False, None)
+    assert state.active_s == 2.0  # the hour between the stop and the new limits is a pause
+    running = fold(chain(CREATED, d("cycle.started"), raised))
+    assert running.status == "running" and running.limits == {"max_steps": 9}
+
+
 @PROPERTY
 @given(journals())
 def test_fold_is_deterministic_and_reads_only_the_journal(events: list[Event]) -> None:
@@ -108,7 +131,7 @@ def test_fold_is_deterministic_and_reads_only_the_journal(events: list[Event]) -
     assert fold(list(events)) == fold(iter(events))
     # Decoding the stored bytes again gives the very same state: nothing comes from
     # outside the sealed event (no clock, no randomness, no shared mutable input).
-    assert fold(decode_event(e.raw) for e in events) == first
+    assert fold(decode_event(e.raw, run_id=e.run_id, seq=e.seq) for e in events) == first
     assert first.last_seq == len(events)
     assert first.last_hash == events[-1].checksum
 
@@ -146,13 +169,48 @@ def test_run_state_from_json_refuses_an_unknown_field() -> None:
         RunState.from_json(data)
 
 
-@pytest.mark.parametrize("name", [f.name for f in fields(RunState)])
+# Fields added in fold version 3 are left out of the JSON while empty, so states folded from
+# older journals (the golden ones) keep their exact JSON; every other field is required.
+ADDED_IN_3 = ("facts", "summary_seq", "policy_state")
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(RunState) if f.name not in ADDED_IN_3])
 def test_run_state_from_json_refuses_a_missing_field(name: str) -> None:
     """A field missing from stored state is never filled in with a default."""
     data = fold(chain(CREATED)).to_json()
     del data[name]
     with pytest.raises((KeyError, TypeError, ValueError)):
         RunState.from_json(data)
+
+
+def test_fields_added_in_fold_3_are_written_only_when_set() -> None:
+    plain = fold(chain(CREATED))
+    assert not set(ADDED_IN_3) & plain.to_json().keys()
+    assert RunState.from_json(plain.to_json()) == plain
+    pinned = fold(
+        chain(
+            CREATED,
+            d("fact.pinned", id="F2", text="the key is 42", source="doc"),
+            d("summary.completed", content="s", removed=[]),
+        )
+    )
+    data = json.loads(json.dumps(pinned.to_json()))
+    assert data["facts"][0]["text"] == "the key is 42" and data["summary_seq"] == 3
+    assert RunState.from_json(data) == pinned
+
+
+def test_a_policys_checkpoint_on_a_health_event_is_folded_and_kept_in_snapshots() -> None:
+    state = fold(
+        chain(
+            CREATED,
+            d("health.breaker", policy="breaker", tool="t", state="open",
+              checkpoint={"key": "breaker", "after": 1, "state": {"t": ["closed", 2, 0, 0]}}),
+            d("health.monitor", policy="monitor", signal="loop"),  # no checkpoint: kept
+        )
+    )  # fmt: skip
+    saved = {"breaker": {"after": 1, "at": 2, "state": {"t": ["closed", 2, 0, 0]}}}
+    assert state.policy_state == saved
+    assert RunState.from_json(json.loads(json.dumps(state.to_json()))) == state
 
 
 # -- snapshots are equivalent to replay --------------------------------------------------

@@ -11,13 +11,16 @@ limit.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 import secrets
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from .._clock import Clock, SystemClock
@@ -30,6 +33,8 @@ __all__ = [
     "ReservationRow",
     "new_reservation_id",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_RESERVATION_TTL_S = 900.0
 """A reservation not settled by then belongs to a dead call and is reclaimed."""
@@ -117,6 +122,22 @@ class Ledger:
         self._seen_limits: dict[str, BudgetLimits] | None = None
         self.reservation_ttl_s = reservation_ttl_s
         self._reclaimed_at = -math.inf
+        self._blocking = bool(getattr(tables, "blocking", False))
+        self._one_at_a_time: threading.Lock = getattr(tables, "lock", None) or threading.Lock()
+        """The tables' own lock where they have one (a store's joined appends take it too)."""
+
+    async def _off_loop(self, fn: Callable[[], T]) -> T:
+        """Run a ledger operation; tables that wait on a server (`blocking`) are called
+        from a thread, so a lock wait never stops the event loop (and its lease renewals).
+        One operation at a time there: the tables keep one connection and one transaction."""
+        if not self._blocking:
+            return fn()
+
+        def locked() -> T:
+            with self._one_at_a_time:
+                return fn()
+
+        return await asyncio.to_thread(locked)
 
     # -- windows ------------------------------------------------------------------------
 
@@ -280,9 +301,15 @@ class Ledger:
         extra: Mapping[str, BudgetLimits] | None = None,
     ) -> Reservation | Denial:
         """Check `estimate_usd` against every applicable limit and hold it, atomically."""
-        return self.reserve_now(
-            run_id=run_id, agent=agent, tenant=tenant, estimate_usd=estimate_usd, extra=extra
+        reserve = functools.partial(
+            self.reserve_now,
+            run_id=run_id,
+            agent=agent,
+            tenant=tenant,
+            estimate_usd=estimate_usd,
+            extra=extra,
         )
+        return await self._off_loop(reserve)
 
     def reserve_now(
         self,
@@ -298,6 +325,9 @@ class Ledger:
         joins that transaction, so the hold and the events recording it commit together."""
         now = self.clock.time()
         scopes = scopes_for(agent, tenant)
+        deferred = self._defer(run_id, scopes, estimate_usd, extra, reservation_id, now)
+        if deferred is not None:
+            return deferred
         with self.tables.transaction():
             self._reclaim(now)
             denial = self._denial(scopes, extra, run_id, estimate_usd, now)
@@ -318,9 +348,59 @@ class Ledger:
             id=row.id, run_id=run_id, estimate_usd=estimate_usd, scopes=scopes, minute=row.minute
         )
 
+    def _defer(
+        self,
+        run_id: str,
+        scopes: tuple[str, ...],
+        estimate: float,
+        extra: Mapping[str, BudgetLimits] | None,
+        reservation_id: str | None,
+        now: float,
+    ) -> Reservation | None:
+        """Inside a PostgreSQL append (`deferred` tables): hand the tables a reservation
+        decided from the limits last read, for the server to check and insert with the
+        append; None when only the exact path will do (a sweep is due, or a per-call limit
+        says no: the exact path journals the denial with fresh limits)."""
+        tables = self.tables
+        deferring = getattr(tables, "deferring", None)
+        if deferring is None or not deferring() or now - self._reclaimed_at >= RECLAIM_EVERY_S:
+            return None
+        from ._deferred_pg import DeferredReservation
+
+        rows, stored = tables.cached_limits()  # type: ignore[attr-defined]
+        applied = self._applied(stored, scopes, extra)
+        if any(lim.per_call is not None and estimate > lim.per_call for _, lim in applied):
+            return None
+        per_run = [lim.per_run for _, lim in applied if lim.per_run is not None]
+        row = ReservationRow(
+            id=reservation_id or new_reservation_id(now),
+            run_id=run_id,
+            scopes=scopes,
+            minute=math.floor(now / 60),
+            estimate=estimate,
+            state="reserved",
+        )
+        tables.defer_reservation(  # type: ignore[attr-defined]
+            DeferredReservation(
+                row=row,
+                created=now,
+                expires=now + self.reservation_ttl_s,
+                windows=[
+                    (scope, start, limit)
+                    for scope, lim in applied
+                    for _, limit, start in self._rolling(lim, now)
+                ],
+                per_run=min(per_run) if per_run else None,
+                limits_rows=rows,
+            )
+        )
+        return Reservation(
+            id=row.id, run_id=run_id, estimate_usd=estimate, scopes=scopes, minute=row.minute
+        )
+
     async def settle(self, reservation: Reservation, actual_usd: float) -> bool:
         """Replace the hold with the actual cost; False if it had already been reclaimed."""
-        return self._finish(reservation, "settled", actual_usd)
+        return await self._off_loop(lambda: self._finish(reservation, "settled", actual_usd))
 
     def settle_now(self, reservation: Reservation, actual_usd: float) -> bool:
         """`settle`, synchronously (joins a store's append like `reserve_now`)."""
@@ -328,7 +408,7 @@ class Ledger:
 
     async def release(self, reservation: Reservation) -> bool:
         """Drop the hold (the call failed or was cancelled before it cost anything)."""
-        return self._finish(reservation, "released", None)
+        return await self._off_loop(lambda: self._finish(reservation, "released", None))
 
     def _finish(self, reservation: Reservation, state: str, actual: float | None) -> bool:
         row = ReservationRow(
@@ -346,22 +426,35 @@ class Ledger:
 
     async def release_run(self, run_id: str) -> int:
         """Reclaim a dead session's holds on `run_id`; call before driving it again."""
-        with self.tables.transaction():
-            rows = self.tables.open_of_run(run_id)
-            for row in rows:
-                self.tables.finish(row, "released", None)
-        return len(rows)
+
+        def release() -> int:
+            with self.tables.transaction():
+                rows = self.tables.open_of_run(run_id)
+                for row in rows:
+                    self.tables.finish(row, "released", None)
+            return len(rows)
+
+        return await self._off_loop(release)
 
     async def set_limits(self, scope: str, limits: BudgetLimits | None) -> None:
-        with self.tables.transaction():
-            self.tables.set_limits(scope, limits)
+        def store() -> None:
+            with self.tables.transaction():
+                self.tables.set_limits(scope, limits)
+
+        await self._off_loop(store)
 
     async def limits(self) -> dict[str, BudgetLimits]:
-        with self.tables.transaction():
-            return self.tables.limits()
+        def read() -> dict[str, BudgetLimits]:
+            with self.tables.transaction():
+                return self.tables.limits()
+
+        return await self._off_loop(read)
 
     async def status(self) -> list[WindowStatus]:
         """Every scope with a limit or spend: limit, spent, reserved, when it frees up."""
+        return await self._off_loop(self._status)
+
+    def _status(self) -> list[WindowStatus]:
         now = self.clock.time()
         out: list[WindowStatus] = []
         with self.tables.transaction():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -50,8 +51,8 @@ class BudgetLimits:
     def __post_init__(self) -> None:
         for window in WINDOWS:
             value = getattr(self, window)
-            if value is not None and value < 0:
-                raise UsageError(f"budget {window} must not be negative, got {value}")
+            if value is not None and not 0 <= value < math.inf:
+                raise UsageError(f"budget {window} must be a finite number ≥ 0, got {value}")
         if self.daily_tz is not None:
             from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 

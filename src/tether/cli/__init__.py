@@ -1,13 +1,45 @@
 """The `tether` command line."""
 
+import inspect
+import re
+
+import typer
+
 from . import (
     _audit,  # noqa: F401  (registers `tether show`, `why`, `audit`, `export`)
     _budget,  # noqa: F401  (registers `tether budget`)
+    _chaos,  # noqa: F401  (registers `tether chaos`)
+    _pins,  # noqa: F401  (registers `tether pin`, `unpin`)
+    _replay,  # noqa: F401  (registers `tether replay`)
+    _serve,  # noqa: F401  (registers `tether serve`)
+    _tokens,  # noqa: F401  (registers `tether token`)
     _workers,  # noqa: F401  (registers `tether worker`, `submit`)
 )
 from ._app import app
 
 __all__ = ["app", "main"]
+
+
+def _unwrapped(doc: str) -> str:
+    """A docstring's paragraphs each on one line, for the help screen to wrap.
+
+    Typer keeps the docstring's own line breaks after the first paragraph, so the terminal's
+    wrapping cut every source line in two.
+    """
+    return "\n\n".join(re.sub(r"\s*\n\s*", " ", p) for p in inspect.cleandoc(doc).split("\n\n"))
+
+
+def _unwrap_help(group: typer.Typer) -> None:
+    for command in group.registered_commands:
+        doc = command.help or inspect.getdoc(command.callback)
+        if doc:
+            command.help = _unwrapped(doc)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _unwrap_help(sub.typer_instance)
+
+
+_unwrap_help(app)
 
 
 def main() -> None:

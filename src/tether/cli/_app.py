@@ -21,33 +21,46 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .._clock import SystemClock
+from .._redact import default_redactor
 from ..agent import Agent
 from ..approvals import (
     Approval,
     Decision,
     expire_approvals,
+    parse_request_id,
     pending_approvals,
     resolve_approval,
 )
+from ..budget._verify import LedgerProblem, verify_ledger
 from ..chaos import FaultPlan
-from ..errors import StoreError, TetherError, UsageError
+from ..errors import StoreError, StoreUnavailable, TetherError, UsageError
 from ..journal import (
+    DiscardedCall,
+    RunReport,
     Store,
+    calls_after,
     fork_run,
+    new_run_id,
     open_store,
     read_events,
     store_url_from_env,
     verify_run,
 )
-from ..journal._journal import RunReport
 from ..loop import RunResult, Runtime
 from ..models import Model
 from ..models._resolve import model_from_spec
 from ..state import RUN_STATUSES, RunState
-from ._agents import load_agent
+from ._agents import agent_of_run, load_agent
+from ._hints import listed, next_step
+from ._numbers import finite
 from ._progress import live_progress
+from ._prompt import LeftWaiting, ask_inline, json_object
 
 T = TypeVar("T")
+
+DEMO_SPEC = "tether.demo:demo_agent"
+INCIDENTS_SPEC = "tether.demo:incidents_agent"
 
 app = typer.Typer(
     name="tether",
@@ -73,8 +86,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 YesOpt = Annotated[bool, typer.Option("--yes", help="Approve every approval request.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No live progress.")]
 MaxStepsOpt = Annotated[int | None, typer.Option(help="Step (model turn) limit.")]
-MaxCostOpt = Annotated[float | None, typer.Option(help="Cost limit in USD.")]
-MaxTimeOpt = Annotated[float | None, typer.Option(help="Active time limit in seconds.")]
+MaxCostOpt = Annotated[float | None, typer.Option(help="Cost limit in USD.", callback=finite)]
+MaxTimeOpt = Annotated[
+    float | None, typer.Option(help="Active time limit in seconds.", callback=finite)
+]
 TenantOpt = Annotated[
     str | None, typer.Option(help="Tenant the run's spend counts against (budget scope).")
 ]
@@ -105,12 +120,48 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        err.print("interrupted: the run is safe in its journal; continue it with tether resume")
+        if _driving:
+            run_id, store_url = _driving[-1]
+            err.print(
+                f"interrupted: run {run_id} is safe in its journal; continue it with: "
+                f"tether resume {run_id}{_store_arg(store_url)}"
+            )
+        else:
+            err.print("interrupted")
         raise typer.Exit(130) from None
 
 
-def _store(url: str | None) -> Store:
-    return open_store(store_url_from_env(url))
+def _default_store_url() -> str | None:
+    try:
+        return store_url_from_env(None)
+    except UsageError:
+        return None
+
+
+def _store_url(url: str | None) -> str:
+    """The store URL a command uses; a mistake in it is one line and exit 2."""
+    try:
+        return store_url_from_env(url)
+    except UsageError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+
+
+def _store(url: str | None, *, create: bool = True) -> Store:
+    """The store at `url`; readers pass `create=False`, so a mistyped path is an error,
+    not a new empty store (a store they cannot write is opened read-only)."""
+    if url is not None and not url.strip():
+        raise UsageError("--store is empty: give a store URL or leave the option out")
+    return open_store(url, create=create)
+
+
+_driving: list[tuple[str, str]] = []
+"""The run this process drives and its store, for the message Ctrl-C prints."""
+
+
+def _store_arg(store_url: str) -> str:
+    """` --store URL` when a printed command needs it to find the same store."""
+    return "" if store_url == _default_store_url() else f" --store {store_url}"
 
 
 @contextlib.asynccontextmanager
@@ -133,7 +184,10 @@ async def _runtime(store_url: str) -> AsyncIterator[Runtime]:
                 await asyncio.to_thread(observer.close)
 
 
-def _print_json(value: Any) -> None:
+def _print_json(value: Any, *, role: str = "operator") -> None:
+    """Print JSON for scripts; below the audit role every string is redacted first."""
+    if role != "audit":
+        value = default_redactor().value(value)
     out.print_json(data=value) if sys.stdout.isatty() else print(json.dumps(value))
 
 
@@ -170,6 +224,7 @@ async def _drive(
     agent: Agent,
     *,
     run_id: str,
+    store_url: str,
     model: Model | None,
     show_progress: bool,
     approve_all: bool = False,
@@ -182,6 +237,7 @@ async def _drive(
         model = plan.wrap_model(model or runtime.model_of(agent))
         agent = dataclasses.replace(agent, tools=plan.wrap_tools(agent.tools))
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    _driving.append((run_id, store_url))
     while True:
         with live_progress(err, enabled=show_progress, run_id=run_id) as observer:
             result = await runtime.resume(agent, run_id, model=model, observer=observer)
@@ -195,7 +251,13 @@ async def _drive(
                 )
                 decided = True
             elif interactive:
-                decided = await _ask_inline(runtime.store, approval) or decided
+                try:
+                    asked = await ask_inline(err, runtime.store, approval, agent=agent)
+                except LeftWaiting:
+                    err.print()
+                    err.print(f"interrupted: run {run_id} waits for {approval.request_id}")
+                    return result
+                decided = asked or decided
         if not decided:
             return result
 
@@ -212,67 +274,40 @@ async def _start(
     show_progress: bool,
     approve_all: bool,
     detach: bool,
+    run_id: str | None = None,
 ) -> RunResult:
     """Create a run (recording how to rebuild its agent for `resume`) and drive it."""
     async with _runtime(store_url) as runtime:
         run_id = await runtime.create(
             agent, task, limits=agent.limits.merged(**overrides), model=model, tenant=tenant,
-            metadata=metadata,
+            metadata=metadata, run_id=run_id,
         )  # fmt: skip
         return await _drive(
-            runtime, agent, run_id=run_id, model=model, show_progress=show_progress,
-            approve_all=approve_all, detach=detach,
+            runtime, agent, run_id=run_id, store_url=store_url, model=model,
+            show_progress=show_progress, approve_all=approve_all, detach=detach,
         )  # fmt: skip
 
 
-async def _ask_inline(store: Store, approval: Approval) -> bool:
-    """Offer approve / reject / edit on the terminal; False if the user leaves it pending."""
-    err.print()
-    err.print(f"[bold cyan]approval needed[/bold cyan] {approval.request_id}")
-    if approval.kind == "question":
-        err.print(f"question from {approval.tool}: {escape(approval.question or '')}")
-        answer = typer.prompt("answer (empty to leave it waiting)", default="", err=True)
-        if not answer:
-            return False
-        await resolve_approval(
-            store, approval.request_id, decision="approved", comment=answer, actor="cli"
-        )
-        return True
-    err.print(f"tool {approval.tool} {json.dumps(approval.arguments)}")
-    if approval.reason:
-        err.print(f"agent's reason: {escape(approval.reason)}")
-    choice = typer.prompt("[a]pprove, [r]eject, [e]dit arguments, [w]ait", default="a", err=True)
-    choice = choice.strip().lower()[:1]
-    if choice == "a":
-        await resolve_approval(store, approval.request_id, decision="approved", actor="cli")
-    elif choice == "r":
-        reason = typer.prompt("reason", default="rejected at the terminal", err=True)
-        await resolve_approval(
-            store, approval.request_id, decision="rejected", comment=reason, actor="cli"
-        )
-    elif choice == "e":
-        text = typer.prompt("arguments as JSON", default=json.dumps(approval.arguments), err=True)
-        await resolve_approval(
-            store, approval.request_id, decision="approved", arguments=_json_object(text),
-            actor="cli",
-        )  # fmt: skip
-    else:
-        return False
-    return True
-
-
-def _json_object(text: str) -> dict[str, Any]:
+def _shown(path: Path) -> str:
+    """A path as a person in this folder would type it."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--args is not valid JSON: {exc.msg}") from None
-    if not isinstance(value, dict):
-        raise UsageError("--args must be a JSON object")
-    return value
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+_RAISE = {"step": "--max-steps N", "cost": "--max-cost USD", "time": "--max-time SECONDS"}
+"""The `resume` option that raises each limit a run can be stopped by."""
 
 
 def _finish(result: RunResult, *, store_url: str, as_json: bool, extra: dict[str, Any]) -> None:
-    store_arg = "" if store_url == store_url_from_env(None) else f" --store {store_url}"
+    red = default_redactor()
+    result = dataclasses.replace(
+        result,
+        answer=red.text(result.answer) if result.answer else result.answer,
+        reason=red.text(result.reason) if result.reason else result.reason,
+    )
+    store_arg = _store_arg(store_url)
     if as_json:
         _print_json(
             {
@@ -311,6 +346,9 @@ def _finish(result: RunResult, *, store_url: str, as_json: bool, extra: dict[str
         out.print(f"inspect:  tether show {result.run_id}{store_arg}")
         if result.status not in ("completed", "stopped", "cancelled", "waiting_approval"):
             out.print(f"continue: tether resume {result.run_id}{store_arg}")
+        raise_it = _RAISE.get((result.reason or "").partition(" limit reached")[0])
+        if result.status == "stopped" and raise_it:
+            out.print(f"continue: tether resume {result.run_id} {raise_it}{store_arg}")
     raise typer.Exit(result.exit_code)
 
 
@@ -342,11 +380,23 @@ def demo(
             "exit; with --yes the worker approves it.",
         ),
     ] = False,
+    incidents: Annotated[
+        bool,
+        typer.Option(
+            "--incidents",
+            help="Run the incidents plan: a looping search, a feed that changes its data, a "
+            "failing tool and a bad first draft, each caught by a health policy.",
+        ),
+    ] = False,
 ) -> None:
     """Run the research-synthesis demo: search, read, note, draft and publish a cited report."""
-    from ..demo import demo_agent, demo_plan
+    from ..demo import demo_agent, demo_plan, incidents_agent
 
-    store_url = store_url_from_env(store)
+    store_url = _store_url(store)
+    make_agent, spec = (incidents_agent, INCIDENTS_SPEC) if incidents else (demo_agent, DEMO_SPEC)
+    if incidents and submit:
+        err.print("[red]error:[/red] --incidents runs here; it cannot be combined with --submit")
+        raise typer.Exit(2)
     if submit:
         from ._workers import submit_demo
 
@@ -355,20 +405,23 @@ def demo(
                     tenant=tenant, yes=yes, as_json=as_json)  # fmt: skip
         return
 
+    run_id = new_run_id()
+    # Each run has its own workspace, so its notes, drafts and report are its own.
+    folder = out_dir.resolve() / run_id
+
     async def go() -> RunResult:
         chosen = model_from_spec(model)
-        folder = out_dir.resolve()
-        folder.mkdir(parents=True, exist_ok=True)
         return await _start(
-            store_url, demo_agent(folder), demo_plan()["task"], model=chosen,
+            store_url, make_agent(folder), demo_plan()["task"], model=chosen,
             overrides=_limits_overrides(max_steps, max_cost, max_time), tenant=tenant,
-            metadata={"agent_spec": "tether.demo:demo_agent",
+            metadata={"agent_spec": spec,
                       "agent_args": {"out": str(folder)}, "model_spec": model},
             show_progress=not quiet and not as_json, approve_all=yes, detach=detach,
+            run_id=run_id,
         )  # fmt: skip
 
     result = _run(go)
-    report = out_dir / "report.md"
+    report = out_dir / run_id / "report.md"
     extra = {"report": str(report)} if report.exists() else {}
     _finish(result, store_url=store_url, as_json=as_json, extra=extra)
 
@@ -394,7 +447,7 @@ def run(
     detach: DetachOpt = False,
 ) -> None:
     """Start a run of AGENT on a task and drive it until it ends or pauses."""
-    store_url = store_url_from_env(store)
+    store_url = _store_url(store)
 
     async def go() -> RunResult:
         return await _start(
@@ -417,34 +470,54 @@ def resume(
     agent: Annotated[
         str | None, typer.Option(help="The agent (module:attr), if it moved since the start.")
     ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="New step limit (continues a run a limit stopped).")
+    ] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(help="New cost limit in USD.", callback=finite)
+    ] = None,
+    max_time: Annotated[
+        float | None, typer.Option(help="New active time limit in seconds.", callback=finite)
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     yes: YesOpt = False,
     detach: DetachOpt = False,
 ) -> None:
-    """Continue a run from its journal, in this process (after a crash, a pause or a limit)."""
-    store_url = store_url_from_env(store)
+    """Continue a run from its journal, in this process (after a crash, a pause or a limit).
+
+    New limits (--max-steps, --max-cost, --max-time) are journaled first; a run a limit
+    stopped then continues where its wrap-up left it."""
+    store_url = _store_url(store)
+
+    report: list[Path] = []
 
     async def go() -> RunResult:
+        from ..loop._relimit import change_limits
+
         async with _runtime(store_url) as runtime:
-            await runtime.store.get_run(run_id)  # RunNotFound before anything else
-            first = (await read_events(runtime.store, run_id, until_seq=1))[0]
-            meta = first.payload.get("metadata", {})
-            spec = agent or meta.get("agent_spec")
-            if not spec:
-                raise UsageError(
-                    f"run {run_id} does not record where its agent lives: pass --agent module:attr"
+            definition = await agent_of_run(runtime.store, run_id, agent)
+            overrides = _limits_overrides(max_steps, max_cost, max_time)
+            if any(v is not None for v in overrides.values()):
+                await change_limits(
+                    runtime.store, run_id, overrides, actor=f"cli:{getpass.getuser()}"
                 )
-            definition = load_agent(spec, meta.get("agent_args") or {})
+            meta = (await read_events(runtime.store, run_id, until_seq=1))[0].payload.get(
+                "metadata"
+            ) or {}
             model_spec = model or meta.get("model_spec")
+            if meta.get("agent_spec") == DEMO_SPEC:
+                report.append(Path((meta.get("agent_args") or {}).get("out", ".")) / "report.md")
             chosen = model_from_spec(model_spec) if model_spec else None
             show = not quiet and not as_json
             return await _drive(
-                runtime, definition, run_id=run_id, model=chosen, show_progress=show,
-                approve_all=yes, detach=detach,
+                runtime, definition, run_id=run_id, store_url=store_url, model=chosen,
+                show_progress=show, approve_all=yes, detach=detach,
             )  # fmt: skip
 
-    _finish(_run(go), store_url=store_url, as_json=as_json, extra={})
+    result = _run(go)
+    extra = {"report": _shown(report[0])} if report and report[0].exists() else {}
+    _finish(result, store_url=store_url, as_json=as_json, extra=extra)
 
 
 # -- ls ----------------------------------------------------------------------------------
@@ -467,23 +540,27 @@ def list_runs(
         raise typer.Exit(2)
 
     async def go() -> list[dict[str, Any]]:
-        s = _store(store)
+        s = _store(store, create=False)
         try:
             records = await s.list_runs(status=status, limit=limit)
+            now = SystemClock().time()
+            hint = _store_arg(store_url_from_env(store))
+            shown = [await listed(s, r, now=now, store_arg=hint) for r in records]
         finally:
             await s.close()
         return [
             {
                 "run_id": r.run_id,
                 "agent": r.agent,
-                "status": r.summary.status,
+                "status": state,
                 "steps": r.summary.steps,
                 "tokens": r.summary.input_tokens + r.summary.output_tokens,
                 "cost_usd": round(r.summary.cost_usd, 6),
                 "created_at": r.created_at,
                 "updated_at": r.summary.updated_at,
+                "waiting_for": why or None,
             }
-            for r in records
+            for r, (state, why) in zip(records, shown, strict=True)
         ]
 
     rows = _run(go)
@@ -494,12 +571,13 @@ def list_runs(
         out.print("no runs in this store yet — try: tether demo")
         return
     table = Table(box=None)
-    for column in ("run", "agent", "status", "steps", "tokens", "cost", "updated"):
+    for column in ("run", "agent", "status", "steps", "tokens", "cost", "updated", "waiting for"):
         table.add_column(column, no_wrap=True)
     for r in rows:
         table.add_row(
             r["run_id"], r["agent"], r["status"], str(r["steps"]), f"{r['tokens']:,}",
             f"${r['cost_usd']:.4f}", r["updated_at"][:19].replace("T", " "),
+            r["waiting_for"] or "",
         )  # fmt: skip
     out.print(table)
 
@@ -531,13 +609,26 @@ def doctor(
             "nothing else, so this loses nothing).",
         ),
     ] = False,
+    rebuild_ledger: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild-ledger",
+            help="First count the budget ledger's spend again from the journals (its "
+            "settled costs are a running sum of what they record).",
+        ),
+    ] = False,
 ) -> None:
-    """Verify checksums, hash chains, snapshots, the run index and the audit index.
-    Exit 1 on corruption."""
+    """Verify every run's checksums and hash chain, snapshots, indexes, ledger and pages.
+
+    Checks the run index, the budget ledger, the audit index and the file's pages too.
+    Exit 1 on corruption, 3 when the store could not be checked (locked, unreadable, out
+    of space), which says nothing about its data.
+    """
     index: dict[str, object] = {}
+    whole: dict[str, Any] = {}
 
     async def go() -> list[RunReport]:
-        s = _store(store)
+        s = _store(store, create=False)
         try:
             check = getattr(s, "check_audit_index", None)
             if rebuild_index:
@@ -546,21 +637,42 @@ def doctor(
                     raise UsageError("--rebuild-index: this store keeps no separate audit index")
                 index["rebuilt"] = await rebuild()
             ids = [run_id] if run_id else await s.run_ids()
+            lost = getattr(s, "lost_synced_commits", None)
+            if run_id is None and lost is not None:
+                # A run the store lost whole after a synced commit is still reported.
+                ids += sorted({r.run_id for r in await lost()} - set(ids))
             reports = [await verify_run(s, r) for r in ids]
-            if check is not None and run_id is None:
-                index["problem"] = await check()
+            if run_id is None:
+                if check is not None:
+                    index["problem"] = await check()
+                pages = getattr(s, "check_file_integrity", None)
+                if pages is not None:
+                    whole["file"] = await pages()
+                if getattr(s, "read_only", False) and rebuild_ledger:
+                    raise UsageError("--rebuild-ledger: the store is open read-only")
+                if getattr(s, "read_only", False):
+                    whole["ledger_note"] = "not checked: the store is open read-only"
+                else:
+                    problems, counted = await verify_ledger(s, rebuild=rebuild_ledger)
+                    whole["ledger"] = problems
+                    whole["ledger_rebuilt"] = counted
             return reports
         finally:
             await s.close()
 
-    url = store_url_from_env(store)
+    url = _store_url(store)
     try:
-        if url.startswith("sqlite:///") and not Path(url[10:].split("?")[0]).exists():
-            raise UsageError(f"no store at {url} (nothing to verify); run tether demo to make one")
         reports = asyncio.run(go())
     except UsageError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
+    except StoreUnavailable as exc:
+        if as_json:
+            _print_json({"store": url, "ok": None, "runs": [], "cannot_verify": str(exc)})
+        else:
+            err.print(f"[yellow]CANNOT VERIFY[/yellow] {escape(str(exc))}")
+            err.print("        nothing was found damaged: the store could not be read")
+        raise typer.Exit(3) from None
     except StoreError as exc:
         if as_json:
             _print_json({"store": url, "ok": False, "runs": [], "store_error": str(exc)})
@@ -569,18 +681,41 @@ def doctor(
         raise typer.Exit(1) from None
     bad = [r for r in reports if not r.ok]
     index_problem = index.get("problem")
+    ledger: list[LedgerProblem] = whole.get("ledger") or []
+    if whole.get("ledger_rebuilt") is not None:
+        ledger = []  # what was found is reported; the rebuild replaced it
+    file_problem = whole.get("file")
+    damaged = bool(bad or index_problem or ledger or file_problem)
     if as_json:
         doc: dict[str, object] = {
             "store": url,
-            "ok": not bad and not index_problem,
+            "ok": not damaged,
             "runs": [_report_json(r) for r in reports],
         }
         if "problem" in index or "rebuilt" in index:
             doc["audit_index"] = {"ok": not index_problem, **index}
+        if "ledger" in whole or "ledger_note" in whole:
+            doc["ledger"] = {
+                "ok": not ledger,
+                "problems": [p.to_json() for p in whole.get("ledger") or []],
+                "rebuilt_costs": whole.get("ledger_rebuilt"),
+                "note": whole.get("ledger_note"),
+            }
+        if "file" in whole:
+            doc["file"] = {"ok": not file_problem, "problem": file_problem}
         _print_json(doc)
     else:
         if "rebuilt" in index:
             out.print(f"audit index rebuilt: {index['rebuilt']} events copied")
+        for p in whole.get("ledger") or []:
+            out.print(f"[red]CORRUPT[/red] budget ledger, {escape(p.where)}: {escape(p.what)}")
+        if whole.get("ledger_rebuilt") is not None:
+            out.print(f"budget ledger rebuilt from the journals: {whole['ledger_rebuilt']} costs")
+        if whole.get("ledger_note"):
+            out.print(f"budget ledger {whole['ledger_note']}")
+        if file_problem:
+            out.print(f"[red]CORRUPT[/red] store file pages: {escape(str(file_problem))}")
+            out.print("        repair: restore the store from a backup")
         for r in reports:
             if r.ok:
                 out.print(f"[green]ok[/green]      {r.run_id}  {r.events} events, "
@@ -599,10 +734,12 @@ def doctor(
         total = len(reports)
         out.print(
             f"{total} run{'s' if total != 1 else ''} checked in {url}: "
-            + ("all intact" if not bad else f"{len(bad)} with problems")
+            + ("all intact" if not damaged else f"{len(bad)} with problems")
             + ("; the audit index is damaged" if index_problem else "")
+            + ("; the budget ledger disagrees with the journals" if ledger else "")
+            + ("; the file has damaged pages" if file_problem else "")
         )
-    raise typer.Exit(1 if bad or index_problem else 0)
+    raise typer.Exit(1 if damaged else 0)
 
 
 def _last_good(report: RunReport) -> int:
@@ -617,21 +754,49 @@ def fork(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start a new run from a verified prefix of RUN_ID (the repair path for damage)."""
+    """Start a new run from a verified prefix of RUN_ID (the repair path for damage).
 
-    async def go() -> str:
-        s = _store(store)
+    Lists the tool calls recorded after --at: the fork does not know they happened, so
+    any that had effects may be made again (the fork presents the same idempotency keys,
+    so a deduplicating tool recognises them)."""
+
+    async def go() -> tuple[str, list[DiscardedCall], int]:
+        s = _store(store, create=False)
         try:
-            return await fork_run(s, run_id, at_seq=at)
+            new_id = await fork_run(s, run_id, at_seq=at)
+            discarded, unreadable = await calls_after(s, run_id, at)
+            return new_id, discarded, unreadable
         finally:
             await s.close()
 
-    new_id = _run(go)
+    new_id, discarded, unreadable = _run(go)
     if as_json:
-        _print_json({"run_id": new_id, "forked_from": run_id, "at_seq": at})
-    else:
-        out.print(f"forked {run_id} at seq {at} → [bold]{new_id}[/bold]")
-        out.print(f"continue it: tether resume {new_id}")
+        _print_json(
+            {
+                "run_id": new_id,
+                "forked_from": run_id,
+                "at_seq": at,
+                "discarded_calls": [c.to_json() for c in discarded],
+                "unreadable_events": unreadable,
+            }
+        )
+        return
+    out.print(f"forked {run_id} at seq {at} → [bold]{new_id}[/bold]")
+    if discarded:
+        n = len(discarded)
+        out.print(f"{n} tool call(s) after seq {at} are discarded; they may have had effects:")
+        for c in discarded:
+            safe = {True: "idempotent", False: "NOT idempotent", None: "idempotency unknown"}
+            out.print(
+                f"  seq {c.seq}  {escape(c.name)}  {c.outcome}  key {escape(c.key or '-')}"
+                f"  ({safe[c.idempotent]})"
+            )
+    if unreadable:
+        out.print(
+            f"{unreadable} damaged event(s) after seq {at} could not be read: "
+            "they may record more calls"
+        )
+    out.print(f"continue it: tether resume {new_id}")
 
 
 # -- approvals ----------------------------------------------------------------------------
@@ -646,7 +811,7 @@ def approvals(
     """List approval requests waiting for a decision (expired ones get their default)."""
 
     async def go() -> list[Approval]:
-        s = _store(store)
+        s = _store(store, create=False)
         try:
             await expire_approvals(s, run_id=run_id)
             return await pending_approvals(s, run_id=run_id)
@@ -683,24 +848,34 @@ def _resolve(
     arguments: str | None,
     comment: str | None,
     as_json: bool,
+    agent: str | None = None,
 ) -> None:
-    async def go() -> Approval:
-        s = _store(store)
+    store_url = _store_url(store)
+
+    async def go() -> tuple[Approval, str]:
+        s = _store(store_url, create=False)
         try:
-            args = _json_object(arguments) if arguments is not None else None
-            return await resolve_approval(
-                s, request_id, decision=decision, arguments=args, comment=comment,
-                actor=f"cli:{getpass.getuser()}",
+            args = json_object(arguments) if arguments is not None else None
+            definition = None
+            if args is not None:
+                # Edits are checked against the tool's schema before anything is journaled.
+                definition = await agent_of_run(s, parse_request_id(request_id)[0], agent)
+            approval = await resolve_approval(
+                s, request_id, decision=decision, arguments=args, agent=definition,
+                comment=comment, actor=f"cli:{getpass.getuser()}",
             )  # fmt: skip
+            return approval, await next_step(s, approval.run_id, store_arg=_store_arg(store_url))
         finally:
             await s.close()
 
-    approval = _run(go)
+    approval, hint = _run(go)
     if as_json:
         _print_json(approval.to_json())
         return
     out.print(f"{approval.request_id} {approval.decision}")
-    out.print(f"continue the run: tether resume {approval.run_id}")
+    if approval.resolved_arguments is not None:
+        out.print(f"runs with: {escape(json.dumps(approval.resolved_arguments))}")
+    out.print(hint)
 
 
 @app.command()
@@ -708,17 +883,26 @@ def approve(
     request_id: Annotated[str, typer.Argument(help="The approval id (apr:RUN_ID:SEQ).")],
     store: StoreOpt = None,
     args: Annotated[
-        str | None, typer.Option("--args", help="Edited arguments for the call, as JSON.")
+        str | None,
+        typer.Option("--args", help='Arguments to change, as JSON: \'{"title": "..."}\'.'),
     ] = None,
     comment: Annotated[
         str | None, typer.Option(help="A note for the journal; for a question, the answer.")
     ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(help="The run's agent (module:attr), to check --args, if it moved."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Approve a waiting call (optionally with edited arguments), or answer a question."""
+    """Approve a waiting call (optionally with edited arguments), or answer a question.
+
+    --args JSON changes only the arguments it names; the rest stay as the agent asked.
+    The result is checked against the tool's schema before the approval is journaled."""
     _resolve(
-        store, request_id, decision="approved", arguments=args, comment=comment, as_json=as_json
-    )
+        store, request_id, decision="approved", arguments=args, comment=comment,
+        as_json=as_json, agent=agent,
+    )  # fmt: skip
 
 
 @app.command()

@@ -107,6 +107,9 @@ def _short(kind: str, p: dict[str, Any]) -> str | None:
         return _one_line(p.get("reason") or p.get("message"), 110) or None
     if kind == "health.warning":
         return _one_line(p.get("message"), 110) or None
+    if kind.startswith("health."):
+        action = f" → {p['action']}" if p.get("action") not in (None, "continue") else ""
+        return f"⚠ {_one_line(p.get('message'), 110)}{action}" if p.get("message") else None
     if kind == "run.resumed":
         return f"by {p.get('worker')} (lease epoch {p.get('epoch')})"
     return None
@@ -163,7 +166,7 @@ def show(
     role = _role(view)
 
     async def go() -> dict[str, Any]:
-        s = _store(store)
+        s = _store(store, create=False)
         try:
             return await Viewer(s, role).run(run_id)
         finally:
@@ -171,8 +174,13 @@ def show(
 
     data = _run(go)
     summary, events = data["run"], data["events"]
+    pins, artifacts = pins_of(events), artifacts_of(events)
     if as_json:
-        _print_json({**{k: summary.get(k) for k in _RUN_KEYS}, "view": role, "events": events})
+        _print_json(
+            {**{k: summary.get(k) for k in _RUN_KEYS}, "view": role, "pins": pins,
+             "artifacts": artifacts, "events": events},
+            role=role,
+        )  # fmt: skip
         return
     out.print(f"[bold]{summary['run_id']}[/bold] · {summary['agent']} · "
               f"[bold]{summary['status']}[/bold]")  # fmt: skip
@@ -193,16 +201,78 @@ def show(
     )
     if summary["reason"] and summary["status"] != "completed":
         out.print(f"reason: {escape(summary['reason'])}")
+    health = [e for e in events if e["type"].startswith("health.")]
+    if health:
+        # What the health policies saw, with the seqs to look for below.
+        found = ", ".join(f"{e['type'].removeprefix('health.')} @{e['seq']}" for e in health[:12])
+        more = f" and {len(health) - 12} more" if len(health) > 12 else ""
+        out.print(f"[yellow]health events: {escape(found)}{more}[/yellow]")
     out.print()
     for e in events:
         check = f" [dim]{e['checksum'][:12]}[/dim]" if role == "audit" else ""
+        style = "yellow" if e["type"].startswith("health.") else "cyan"
         out.print(
-            f"[dim]{e['seq']:>5}[/dim] {e['ts'][11:19]} [cyan]{e['type']:<18}[/cyan]{check} "
+            f"[dim]{e['seq']:>5}[/dim] {e['ts'][11:19]} [{style}]{e['type']:<18}[/{style}]{check} "
             f"{escape(event_line(e))}"
         )
+    if pins:
+        out.print()
+        out.print("[bold]pinned facts[/bold]")
+        for p in pins:
+            source = f" (source: {p['source']})" if p["source"] else ""
+            out.print(f"  {p['id']} {escape(p['text'] + source)} [dim]by {p['by']}[/dim]")
+    if artifacts:
+        out.print()
+        out.print("[bold]artifacts[/bold] (outputs longer than the context shows)")
+        for a in artifacts:
+            check = f" sha256 {a['checksum'][:12]}" if a.get("checksum") else ""
+            out.print(f"  {a['handle']} {a['tool']} · {a['chars']:,} chars "
+                      f"({a['shown']:,} shown){check}")  # fmt: skip
     if summary["answer"]:
         out.print()
         out.print(escape(summary["answer"]))
+
+
+def artifacts_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool outputs longer than the context showed (`read_artifact` reads them on)."""
+    found = []
+    for e in events:
+        p = e["payload"]
+        if e["type"] not in _RESULTS or not isinstance(p.get("output"), str):
+            continue
+        limit = p.get("max_chars", 8_000)
+        if isinstance(limit, int) and len(p["output"]) > limit:
+            found.append(
+                {
+                    "handle": e.get("id") or f"{e.get('run_id')}:{e['seq']}",
+                    "tool": p.get("name"),
+                    "chars": len(p["output"]),
+                    "shown": limit,
+                    "checksum": e.get("checksum"),
+                }
+            )
+    return found
+
+
+_RESULTS = ("tool.completed", "tool.failed", "tool.unknown")
+
+
+def pins_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The facts pinned at the end of these events (pins, minus unpins)."""
+    pins: dict[str, dict[str, Any]] = {}
+    for e in events:
+        p = e["payload"]
+        if e["type"] == "fact.pinned" and "id" in p:
+            pins[p["id"]] = {
+                "id": p["id"],
+                "text": p.get("text", ""),
+                "source": p.get("source", ""),
+                "by": e["actor"],
+                "seq": e["seq"],
+            }
+        elif e["type"] == "fact.unpinned":
+            pins.pop(p.get("id"), None)
+    return list(pins.values())
 
 
 # -- why ----------------------------------------------------------------------------------
@@ -266,7 +336,7 @@ def why_command(
 
     async def go() -> dict[str, Any]:
         target = _event_arg(event)
-        s = _store(store)
+        s = _store(store, create=False)
         try:
             return await why(s, target, role=role)
         finally:
@@ -274,7 +344,7 @@ def why_command(
 
     data = _run(go)
     if as_json:
-        _print_json(data)
+        _print_json(data, role=role)
         return
     chain = data["chain"]
     out.print(f"why [bold]{data['event']}[/bold] ({len(chain)} steps, oldest first)")
@@ -388,7 +458,7 @@ def audit_command(
             until=parse_when(until, option="--until") if until else None,
             limit=limit,
         )
-        s = _store(store)
+        s = _store(store, create=False)
         try:
             if run_id is not None:
                 await s.get_run(run_id)
@@ -398,7 +468,7 @@ def audit_command(
 
     events, more = _run(go)
     if as_json:
-        _print_json({"events": events, "more": more})
+        _print_json({"events": events, "more": more}, role=role)
         return
     if not events:
         out.print("no events match")
@@ -432,7 +502,7 @@ def export_command(
     role = _role(view)
 
     async def go() -> list[bytes]:
-        s = _store(store)
+        s = _store(store, create=False)
         try:
             return await Viewer(s, role).export_lines(run_id)
         finally:

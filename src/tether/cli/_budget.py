@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from ..budget import BudgetLimits, WindowStatus, check_scope, ledger_for
+from ..errors import UsageError
 from ._app import JsonOpt, StoreOpt, _print_json, _run, _store, app, out
+from ._numbers import finite, money
 
 budget_app = typer.Typer(
     help="Budget guardrails: spend, reservations and limits per scope.",
@@ -19,6 +21,10 @@ budget_app = typer.Typer(
 app.add_typer(budget_app, name="budget")
 
 
+def UsdOpt(help_text: str) -> Any:
+    return typer.Option(help=help_text, callback=finite)
+
+
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
@@ -26,7 +32,7 @@ def _when(epoch: float | None) -> str:
 
 
 def _money(value: float | None) -> str:
-    return "-" if value is None else f"${value:.4f}"
+    return "-" if value is None else money(value)
 
 
 @budget_app.callback()
@@ -62,14 +68,28 @@ def show_budget(ctx: typer.Context, store: StoreOpt = None, as_json: JsonOpt = F
     out.print(table)
 
 
+async def update_limits(store: Any, scope: str, limits: BudgetLimits) -> BudgetLimits:
+    """Store `limits` for `scope`, keeping the scope's other stored limits (the ones not
+    given here); returns what is now stored. `tether budget set` and the console share it."""
+    scope = check_scope(scope)
+    ledger = ledger_for(store)
+    current = (await ledger.limits()).get(scope)
+    if current is not None:
+        merged = current.to_json()
+        merged.update({k: v for k, v in limits.to_json().items() if v is not None})
+        limits = BudgetLimits.from_json(merged)
+    await ledger.set_limits(scope, limits)
+    return limits
+
+
 @budget_app.command("set")
 def set_budget(
     scope: Annotated[str, typer.Option(help="global, agent:NAME or tenant:NAME.")],
     store: StoreOpt = None,
-    per_call: Annotated[float | None, typer.Option(help="USD per model or tool call.")] = None,
-    per_run: Annotated[float | None, typer.Option(help="USD per run.")] = None,
-    hourly: Annotated[float | None, typer.Option(help="USD per rolling hour.")] = None,
-    daily: Annotated[float | None, typer.Option(help="USD per rolling day.")] = None,
+    per_call: Annotated[float | None, UsdOpt("USD per model or tool call.")] = None,
+    per_run: Annotated[float | None, UsdOpt("USD per run.")] = None,
+    hourly: Annotated[float | None, UsdOpt("USD per rolling hour.")] = None,
+    daily: Annotated[float | None, UsdOpt("USD per rolling day.")] = None,
     daily_tz: Annotated[
         str | None, typer.Option(help="Count days by the calendar in this time zone instead.")
     ] = None,
@@ -79,19 +99,17 @@ def set_budget(
 
     async def go() -> BudgetLimits:
         checked = check_scope(scope)
+        if all(v is None for v in (per_call, per_run, hourly, daily, daily_tz)):
+            raise UsageError(
+                "nothing to set: give --per-call, --per-run, --hourly, --daily or --daily-tz "
+                f"(tether budget clear --scope {scope} removes limits)"
+            )
         limits = BudgetLimits(
             per_call=per_call, per_run=per_run, hourly=hourly, daily=daily, daily_tz=daily_tz
         )
         s = _store(store)
         try:
-            ledger = ledger_for(s)
-            current = (await ledger.limits()).get(checked)
-            if current is not None:
-                merged = current.to_json()
-                merged.update({k: v for k, v in limits.to_json().items() if v is not None})
-                limits = BudgetLimits.from_json(merged)
-            await ledger.set_limits(checked, limits)
-            return limits
+            return await update_limits(s, checked, limits)
         finally:
             await s.close()
 

@@ -13,23 +13,33 @@ from typing import Annotated, Any
 
 import typer
 
+from .._agent_sources import BUILTIN_AGENTS
 from ..chaos import FaultPlan
 from ..errors import UsageError
-from ..journal import new_run_id, open_store, store_url_from_env
+from ..journal import new_run_id, open_store
 from ..journal._base import DEFAULT_QUEUE
 from ..models._resolve import model_from_spec
-from ..worker import AgentRegistry, AgentSource, Worker, WorkerStats, submit_run
+from ..worker import (
+    AgentRegistry,
+    AgentSource,
+    Worker,
+    WorkerStats,
+    submit_run,
+)
 from ._app import (
     OTEL_HELP,
     JsonOpt,
     StoreOpt,
+    _default_store_url,
     _limits_overrides,
     _print_json,
     _run,
+    _store_url,
     app,
     err,
     out,
 )
+from ._numbers import finite
 
 QueueOpt = Annotated[str, typer.Option("--queue", help="The work queue.")]
 
@@ -65,11 +75,14 @@ def worker(
         typer.Option(
             "--lease-ttl",
             help="Seconds a lease lasts unrenewed: a dead worker's runs are taken over then.",
+            callback=finite,
         ),
     ] = 30.0,
     grace: Annotated[
         float,
-        typer.Option(help="On SIGTERM, seconds to let runs reach a step boundary."),
+        typer.Option(
+            help="On SIGTERM, seconds to let runs reach a step boundary.", callback=finite
+        ),
     ] = 30.0,
     local_takeover: Annotated[
         bool,
@@ -93,7 +106,7 @@ def worker(
     """
     # Until the loop's handlers are in place nothing is claimed: SIGTERM simply exits 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    store_url = store_url_from_env(store)
+    store_url = _store_url(store)
 
     async def go() -> WorkerStats:
         from ..telemetry import instrument, observer_from_env
@@ -129,7 +142,15 @@ def worker(
                     loop.remove_signal_handler(sig)
                 await backend.close()
 
-    _run(go)
+    stats = _run(go)
+    if stats.errors:
+        # A supervisor (or a script running --until-idle) must learn that runs need a look.
+        err.print(
+            f"[red]error:[/red] {stats.errors} run(s) stopped on an unexpected error; "
+            "each says why in `tether show RUN` (health.warning) and `tether resume RUN` "
+            "continues it"
+        )
+        raise typer.Exit(1)
 
 
 def _parse_args(pairs: list[str]) -> dict[str, Any]:
@@ -162,10 +183,15 @@ def _print_submitted(
         )
         return
     out.print(run_id)
-    store_arg = "" if store_url == store_url_from_env(None) else f" --store {store_url}"
+    store_arg = "" if store_url == _default_store_url() else f" --store {store_url}"
+    queue_arg = "" if queue == DEFAULT_QUEUE else f" --queue {queue}"
+    # A worker only claims runs of agents it has: name the module unless every worker
+    # has it (built in, or installed under the tether.agents entry point group).
+    served = source.spec in BUILTIN_AGENTS or source.spec.startswith("entry point ")
+    agent_arg = "" if served else f" --agent {source.spec}"
     err.print(
         f"queued {source.name}@{source.version} on {queue!r}; "
-        f"serve it with: tether worker{store_arg}"
+        f"serve it with: tether worker{store_arg}{queue_arg}{agent_arg}"
     )
 
 
@@ -190,8 +216,12 @@ def submit(
         str | None, typer.Option(help="openai:MODEL or anthropic:MODEL instead of the agent's.")
     ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Step (model turn) limit.")] = None,
-    max_cost: Annotated[float | None, typer.Option(help="Cost limit in USD.")] = None,
-    max_time: Annotated[float | None, typer.Option(help="Active time limit in seconds.")] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(help="Cost limit in USD.", callback=finite)
+    ] = None,
+    max_time: Annotated[
+        float | None, typer.Option(help="Active time limit in seconds.", callback=finite)
+    ] = None,
     tenant: Annotated[
         str | None, typer.Option(help="Tenant the run's spend counts against (budget scope).")
     ] = None,
@@ -203,7 +233,7 @@ def submit(
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a run of AGENT for `tether worker` and print its id."""
-    store_url = store_url_from_env(store)
+    store_url = _store_url(store)
 
     async def go() -> tuple[str, AgentSource]:
         args = _parse_args(arg or [])

@@ -22,7 +22,7 @@ from ._corpus import corpus
 from ._corpus import search as search_corpus
 from ._workspace import Workspace
 
-__all__ = ["DEMO_INSTRUCTIONS", "demo_agent", "demo_plan", "scripted_policy"]
+__all__ = ["DEMO_INSTRUCTIONS", "demo_agent", "demo_plan", "demo_tools", "scripted_policy"]
 
 DEMO_INSTRUCTIONS = """\
 You are a careful research analyst. Your mission: produce a cited research report from
@@ -59,7 +59,9 @@ def _unread_citations(text: str, read: set[str]) -> list[str]:
     return sorted({c for c in CITATION.findall(text) if c not in read})
 
 
-def demo_tools(out: Path) -> list[Tool]:
+def demo_tools(out: Path, *, check_citations: bool = True) -> list[Tool]:
+    """The demo's tools over the workspace in `out`. `check_citations=False` lets a draft
+    cite unread documents (the incidents demo leaves that to its publication guardrail)."""
     ws = Workspace(out)
     docs = corpus()
 
@@ -112,7 +114,7 @@ def demo_tools(out: Path) -> list[Tool]:
             section: the section title
             text: the section in Markdown, citing documents as [doc-id]
         """
-        unread = _unread_citations(text, _read_docs(ws))
+        unread = _unread_citations(text, _read_docs(ws)) if check_citations else []
         if unread:
             raise ToolRetry(f"the draft cites documents you have not read: {', '.join(unread)}")
         ws.apply(ctx.idempotency_key, "draft", {"section": section, "text": text})

@@ -2,7 +2,8 @@
 
 Each effect and its key are one line written with one `write()`, so a crash leaves
 either the whole effect or none of it; a re-run with the same key finds the line and
-changes nothing. The report is derived from the log and replaced atomically.
+changes nothing. The report is derived from the log and replaced atomically and durably.
+Each run has its own workspace (the CLI's `OUT/RUN_ID`), so runs never share effects.
 """
 
 from __future__ import annotations
@@ -57,8 +58,24 @@ class Workspace:
         return [e for e in self.effects() if e["tool"] == tool]
 
     def write_report(self, text: str) -> Path:
+        """Replace report.md durably: a reader (or a power cut) sees the old report or the
+        new one, never a torn one. The rename is the publication; the folder's fsync
+        makes it survive a power loss."""
         path = self.folder / "report.md"
         tmp = path.with_suffix(".md.tmp")
-        tmp.write_text(text, "utf-8")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            data = memoryview(text.encode("utf-8"))
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+        folder = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
         return path

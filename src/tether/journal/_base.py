@@ -25,6 +25,8 @@ __all__ = [
     "RunSummary",
     "Store",
     "StoredRow",
+    "TokenRecord",
+    "TokenStore",
     "check_continues",
     "row_of",
     "summary_of",
@@ -130,8 +132,12 @@ class Store(Protocol):
         tenant: str | None,
         parent_run_id: str | None,
         summary: RunSummary,
+        created_at: str | None = None,
     ) -> None:
-        """Insert the run's index row and its first event atomically; UsageError if it exists."""
+        """Insert the run's index row and its first event atomically; UsageError if it exists.
+
+        Durable against power loss (a run whose effects begin must not vanish).
+        `created_at` is the listing time when it is not the first event's (a fork)."""
         ...
 
     async def get_run(self, run_id: str) -> RunRecord:
@@ -169,6 +175,7 @@ class Store(Protocol):
         *,
         summary: RunSummary,
         also: Callable[[], None] | None = None,
+        sync: bool = False,
     ) -> None:
         """Append sealed events in one transaction.
 
@@ -180,6 +187,10 @@ class Store(Protocol):
         reserve or settle, so a step costs one commit, not three); if it raises, nothing is
         written and its exception propagates. Only stores whose `joins_ledger` is true for
         the ledger's tables accept it; the others raise UsageError.
+
+        `sync` makes this commit durable against power loss whatever the store's sync
+        setting (the write-ahead record of an effect in the outside world); other commits
+        may be durable only against a process crash, as the store is configured.
 
         No events is no transaction: nothing is checked and nothing is written.
         """
@@ -271,6 +282,44 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# -- console access tokens (`tether token`, `tether serve`) ------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TokenRecord:
+    """A console access token as stored: its hash, never the token itself."""
+
+    token_id: str
+    name: str
+    role: str
+    token_hash: str
+    """sha256 of the token (tokens are 256 random bits, so a fast hash suffices)."""
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """A store that keeps console tokens (memory, SQLite, PostgreSQL)."""
+
+    async def put_token(self, record: TokenRecord) -> None:
+        """Insert a new token; UsageError if its id exists."""
+        ...
+
+    async def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        """The token with this hash, revoked or not; None when there is none."""
+        ...
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        """Every token, oldest first."""
+        ...
+
+    async def revoke_token(self, token_id: str, *, at: str) -> bool:
+        """Mark the token revoked at `at`; False when no unrevoked token has this id."""
+        ...
 
 
 def row_of(event: Event) -> StoredRow:

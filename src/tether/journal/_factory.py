@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from .._clock import Clock
-from ..errors import InvalidStoreURL, UsageError
+from ..errors import InvalidStoreURL, StoreUnavailable, UsageError
 from ._base import Store
 
 DEFAULT_STORE_URL = "sqlite:///./tether.db"
 
 
 def store_url_from_env(url: str | None = None) -> str:
-    """An explicit URL, else `TETHER_STORE`, else the default file in the working folder."""
-    return url or os.environ.get("TETHER_STORE") or DEFAULT_STORE_URL
+    """An explicit URL, else `TETHER_STORE`, else the default file in the working folder.
+
+    An empty URL is a mistake (an unset shell variable), never the default."""
+    if url is not None and not url.strip():
+        raise InvalidStoreURL("the store URL is empty: give --store URL or leave the option out")
+    env = os.environ.get("TETHER_STORE")
+    if env is not None and not env.strip() and url is None:
+        raise InvalidStoreURL("TETHER_STORE is set but empty: unset it or give a store URL")
+    return url or env or DEFAULT_STORE_URL
 
 
-def open_store(url: str | None = None, *, clock: Clock | None = None) -> Store:
-    """Open (creating if needed) the store at `url`: `sqlite:///path.db`, `memory://`,
-    `postgresql://user@host:port/db[?schema=NAME]` (connected on first use)."""
+def open_store(url: str | None = None, *, clock: Clock | None = None, create: bool = True) -> Store:
+    """Open the store at `url`: `sqlite:///path.db`, `memory://`,
+    `postgresql://user@host:port/db[?schema=NAME]` (connected on first use).
+
+    With `create` (for writers) a missing SQLite file is made; readers pass False and get
+    a UsageError instead. A SQLite store this process cannot write is opened read-only,
+    so every reader works on it; a write then raises StoreUnavailable.
+    """
     url = store_url_from_env(url)
     scheme = url.partition("://")[0].lower()
     if scheme == "memory":
@@ -27,7 +40,7 @@ def open_store(url: str | None = None, *, clock: Clock | None = None) -> Store:
 
         return MemoryStore(clock=clock)
     if scheme == "sqlite":
-        from ._sqlite import SQLiteStore
+        from ._sqlite import SQLiteStore, Synchronous
 
         if not url.startswith("sqlite:///"):
             raise InvalidStoreURL(
@@ -44,7 +57,18 @@ def open_store(url: str | None = None, *, clock: Clock | None = None) -> Store:
             raise InvalidStoreURL(f"bad store URL {url!r}: synchronous must be normal or full")
         if options:
             raise InvalidStoreURL(f"bad store URL {url!r}: unknown option {sorted(options)[0]!r}")
-        return SQLiteStore(path, synchronous="full" if sync == "full" else "normal", clock=clock)
+        mode: Synchronous = "full" if sync == "full" else "normal"
+        file = Path(path)
+        writable = not file.exists() or (
+            os.access(file, os.W_OK) and os.access(file.parent or Path("."), os.W_OK)
+        )
+        if writable:
+            try:
+                return SQLiteStore(file, synchronous=mode, clock=clock, create=create)
+            except StoreUnavailable:
+                if not file.is_file():
+                    raise
+        return SQLiteStore(file, synchronous=mode, clock=clock, read_only=True)
     if scheme in ("postgres", "postgresql"):
         try:
             from ._postgres import PostgresStore

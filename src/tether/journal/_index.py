@@ -55,13 +55,17 @@ class AuditColumns:
 
 def tool_of(event: Event) -> str | None:
     """The tool an event is about: a call, its result, or an approval of a call."""
-    if event.type in TOOL_TYPES:
+    return tool_in(event.type, event.payload)
+
+
+def tool_in(type_: str, payload: dict[str, Any]) -> str | None:
+    if type_ in TOOL_TYPES:
         key = "name"
-    elif event.type == "approval.requested":
+    elif type_ == "approval.requested":
         key = "tool"
     else:
         return None
-    value = event.payload.get(key)
+    value = payload.get(key)
     return value if isinstance(value, str) else None
 
 
@@ -180,17 +184,8 @@ def sql_where(q: RowQuery, *, mark: str = "?") -> tuple[str, list[Any]]:
     return (" AND ".join(clauses) or "1=1"), params
 
 
-def sqlite_run_hint(q: RowQuery) -> str:
-    """`INDEXED BY` for a query within one run, where SQLite's planner, without statistics,
-    picks a wider index: for the context lookups of `why` it would prefer the (run_id, seq)
-    key and scan the run up to the seq."""
-    if q.types and set(q.types) <= set(CONTEXT_INDEX_TYPES):
-        return "INDEXED BY events_by_run_context "
-    return ""
-
-
 def sqlite_audit_hint(q: RowQuery) -> str:
-    """`INDEXED BY` for a query of SQLite's `audit_rows` (schema 5) where the planner would
+    """`INDEXED BY` for a query of SQLite's `audit_rows` (schema 5, 6) where the planner would
     pick a wider index: actor prefixes within a time window, and the step types."""
     others = (q.run_id, q.correlation_id, q.tool, *q.types)
     if q.actor_prefix and (q.since or q.until) and not any(others):

@@ -18,7 +18,7 @@ from ..state import FOLD_VERSION, RunState
 from ._base import StoredRow
 from ._index import audit_columns
 
-ProblemKind = Literal["event", "missing", "chain", "head", "index", "snapshot"]
+ProblemKind = Literal["event", "missing", "chain", "head", "index", "snapshot", "lost"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -33,7 +33,7 @@ class Problem:
 
 def verify_row(row: StoredRow) -> Event:
     """Decode one stored event and check its indexed columns agree with its bytes."""
-    event = decode_event(row.raw)
+    event = decode_event(row.raw, run_id=row.run_id, seq=row.seq)
     if (event.run_id, event.seq, event.type, event.correlation_id) != (
         row.run_id,
         row.seq,

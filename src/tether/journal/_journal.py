@@ -1,20 +1,23 @@
-"""Reading and writing one run's journal: seal, verify, fold, snapshot, repair, fork.
+"""Reading and writing one run's journal: seal, verify, fold, snapshot, repair.
 
 Loading is the newest valid snapshot plus the verified tail, so recovery cost does not
-grow with run length. A damaged tail (a torn last write) is cut back to the last good
-event and the cut is journaled; damage before the tail stops with a CorruptionError
-that names the run, the seq and the way out (`tether fork RUN --at SEQ`).
+grow with run length. Committed events that do not verify stop the run with a
+CorruptionError naming the run, the first bad seq and the ways out (`tether fork RUN --at
+SEQ`, or a backup): nothing committed is cut automatically. Only a store that can tear a
+write (`torn_writes = True`; none of the built-in ones) has a damaged last write cut back
+to the last good event, with the cut journaled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .._clock import Clock, SystemClock, iso
-from ..errors import CorruptionError, LeaseLost, UsageError
+from ..errors import CorruptionError, LeaseLost
 from ..events import GENESIS_HASH, Event, EventDecodeError, EventDraft
 from ..state import RunState, fold
 from ._base import Lease, RunRecord, Store, summary_of
@@ -26,25 +29,65 @@ from ._integrity import (
     verify_row,
     walk,
 )
+from ._secrets import keep_secrets
 
 __all__ = [
     "DEFAULT_KEEP_SNAPSHOTS",
     "DEFAULT_SNAPSHOT_EVERY",
     "Loaded",
     "RunJournal",
-    "RunReport",
     "create_run",
-    "fork_run",
     "load_run",
     "new_run_id",
     "read_events",
-    "verify_run",
 ]
 
 DEFAULT_SNAPSHOT_EVERY = 200
 """Events between snapshots: bounds the tail a load must replay."""
 DEFAULT_KEEP_SNAPSHOTS = 2
 """Older snapshots are dropped so their copies of state never add up (linear storage)."""
+
+
+def torn_writes_possible(store: Store) -> bool:
+    """Whether a crash can leave a half-written event at the end of this store's journals.
+
+    SQLite and PostgreSQL commit atomically, and the memory store cannot crash apart from
+    its process, so none of the built-in stores can: for them a tail that does not verify
+    is damage. A store that appends without transactions declares `torn_writes = True`.
+    """
+    return bool(getattr(store, "torn_writes", False))
+
+
+def damaged(run_id: str, problem: Problem, *, good: int) -> CorruptionError:
+    """The refusal for a run whose committed journal does not verify: where, what, and
+    the two ways out (nothing committed is ever cut automatically)."""
+    if good >= 1:
+        repair = (
+            f"fork from the last good event: tether fork {run_id} --at {good}; "
+            "or restore the store from a backup"
+        )
+    else:
+        repair = "restore the store from a backup"
+    return CorruptionError(run_id, problem.seq, problem.what, repair=repair)
+
+
+async def lost_problem(store: Store, run_id: str, *, head_seq: int | None) -> Problem | None:
+    """The run's earliest commit that was synced before a side effect and that the
+    store no longer holds (only stores that keep a sync log can tell; see `_synclog`)."""
+    find = getattr(store, "lost_synced_commits", None)
+    lost = await find(run_id) if find is not None else []
+    if not lost:
+        return None
+    first = min(record.seq for record in lost)
+    now = "the run is gone" if head_seq is None else f"the journal now ends at seq {head_seq}"
+    return Problem(
+        kind="lost",
+        seq=min(first, (head_seq or 0) + 1),
+        what=(
+            f"the store lost committed events: the sync log shows seq {first} was synced "
+            f"before a side effect, so that effect may have happened, and {now}"
+        ),
+    )
 
 
 def new_run_id(clock: Clock | None = None) -> str:
@@ -80,6 +123,9 @@ class Loaded:
 async def load_run(store: Store, run_id: str) -> Loaded:
     """The run's latest verified state: newest usable snapshot + verified tail."""
     record = await store.get_run(run_id)
+    lost = await lost_problem(store, run_id, head_seq=record.head_seq)
+    if lost is not None:
+        raise damaged(run_id, lost, good=(lost.seq or 1) - 1)
     notes: list[str] = []
     for seq, raw in await store.read_snapshots(run_id):
         if seq > record.head_seq:
@@ -116,23 +162,20 @@ async def _replay_tail(
     state = fold(result.events, base)
     last_seq = state.last_seq
     torn: Problem | None = None
-    if result.fault is not None:
-        if result.valid_after_fault:
-            fault = result.fault
-            good = (fault.seq or 1) - 1
-            raise CorruptionError(
-                run_id,
-                fault.seq,
-                fault.what,
-                repair=f"repair: tether fork {run_id} --at {good}" if good else "",
-            )
-        torn = result.fault
-    elif last_seq < record.head_seq:
-        torn = Problem(
+    problem: Problem | None = result.fault
+    if problem is None and last_seq < record.head_seq:
+        problem = Problem(
             kind="missing",
             seq=last_seq + 1,
             what=f"events {last_seq + 1}..{record.head_seq} are missing from the journal end",
         )
+    if problem is not None:
+        if result.valid_after_fault or not torn_writes_possible(store):
+            # On a store whose commits are atomic (SQLite, PostgreSQL) a committed event
+            # that does not verify is damage, never a torn write: cutting it would forget
+            # effects that happened. Fail closed and name the ways out.
+            raise damaged(run_id, problem, good=(problem.seq or 1) - 1)
+        torn = problem
     elif state.last_hash != record.head_hash:
         raise CorruptionError(
             run_id,
@@ -170,101 +213,13 @@ async def read_events(
     result = walk(rows, start_seq=after_seq + 1, prev_hash=prev_hash)
     if result.fault is not None:
         raise CorruptionError(run_id, result.fault.seq, result.fault.what)
+    have = result.events[-1].seq if result.events else after_seq
+    if until_seq is not None and have < until_seq:
+        # A range that stops short is whole only if the journal itself ends there.
+        head = (await store.get_run(run_id)).head_seq
+        if have < min(until_seq, head):
+            raise CorruptionError(run_id, have + 1, f"event {have + 1} is missing")
     return result.events
-
-
-@dataclass(kw_only=True, slots=True)
-class RunReport:
-    """What `doctor` found in one run."""
-
-    run_id: str
-    events: int
-    head_seq: int
-    snapshots: int
-    problems: list[Problem]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-async def verify_run(store: Store, run_id: str) -> RunReport:
-    """Walk the whole journal from seq 1, every snapshot, and the run index."""
-    record = await store.get_run(run_id)
-    # Up to the recorded head only; rows past it are checked below, against a fresh read of
-    # the record, so a live writer appending meanwhile is not reported as damage.
-    rows = await store.read_rows(run_id, until_seq=record.head_seq)
-    result = walk(rows, start_seq=1, prev_hash=GENESIS_HASH)
-    problems: list[Problem] = []
-    if result.fault is not None:
-        fault = result.fault
-        where = "mid-journal" if result.valid_after_fault else "tail"
-        problems.append(
-            replace(fault, what=f"{fault.what} ({where}; last good seq {len(result.events)})")
-        )
-    last = result.events[-1] if result.events else None
-    if result.fault is None:
-        if last is None or last.seq < record.head_seq:
-            have = last.seq if last else 0
-            problems.append(
-                Problem(
-                    kind="missing",
-                    seq=have + 1,
-                    what=f"events {have + 1}..{record.head_seq} are missing from the journal end",
-                )
-            )
-        elif last.seq > record.head_seq or last.checksum != record.head_hash:
-            problems.append(
-                Problem(kind="head", seq=record.head_seq, what="run index disagrees with journal")
-            )
-    by_seq = {e.seq: e for e in result.events}
-    snapshots = await store.read_snapshots(run_id)
-    past_head: list[int] = []
-    for seq, raw in snapshots:
-        try:
-            snap = open_snapshot(run_id, seq, raw)
-        except StaleSnapshot:
-            continue
-        except EventDecodeError as exc:
-            problems.append(Problem(kind="snapshot", seq=seq, what=str(exc)))
-            continue
-        if seq > record.head_seq:
-            past_head.append(seq)
-            continue
-        anchor = by_seq.get(seq)
-        if anchor is None and result.fault is None:
-            problems.append(Problem(kind="snapshot", seq=seq, what="snapshot is past the journal"))
-        elif anchor is not None and anchor.checksum != snap.head_hash:
-            problems.append(Problem(kind="snapshot", seq=seq, what="snapshot does not match"))
-        elif anchor is not None and fold(e for e in result.events if e.seq <= seq) != snap.state:
-            problems.append(Problem(kind="snapshot", seq=seq, what="snapshot state differs"))
-    if result.fault is None and last is not None:
-        state = fold(result.events)
-        if summary_of(state) != record.summary:
-            problems.append(
-                Problem(kind="index", seq=None, what="run index summary differs from the fold")
-            )
-    beyond = await store.read_rows(run_id, after_seq=record.head_seq)
-    if beyond or past_head:
-        # Appends move rows and head together, so a head read now covers every row and
-        # snapshot a live writer added since `record` was read; anything past it is damage.
-        latest = await store.get_run(run_id)
-        for seq in past_head:
-            if seq > latest.head_seq:
-                problems.append(
-                    Problem(kind="snapshot", seq=seq, what="snapshot is past the journal")
-                )
-        if any(not isinstance(r.seq, int) or r.seq > latest.head_seq for r in beyond):
-            problems.append(
-                Problem(kind="head", seq=latest.head_seq, what="events past the run index head")
-            )
-    return RunReport(
-        run_id=run_id,
-        events=len(rows),
-        head_seq=record.head_seq,
-        snapshots=len(snapshots),
-        problems=problems,
-    )
 
 
 class RunJournal:
@@ -289,6 +244,9 @@ class RunJournal:
         self.keep_snapshots = keep_snapshots
         self._staged: list[Event] = []
         self._durable_seq = state.last_seq
+        self._lock = asyncio.Lock()
+        """Held from sealing to the store's answer: seq and prev_hash come from the state at
+        seal time, so concurrent results (parallel tool calls) must seal one at a time."""
 
     @property
     def staged(self) -> int:
@@ -310,6 +268,7 @@ class RunJournal:
         keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS,
     ) -> tuple[RunJournal, Loaded]:
         """Load the run under `lease`, cutting a torn tail (and journaling the cut)."""
+        await keep_secrets(store)
         loaded = await load_run(store, lease.run_id)
         journal = cls(
             store,
@@ -364,17 +323,19 @@ class RunJournal:
             prev = event.checksum
         return events, fold(events, state)
 
-    def stage(self, *drafts: EventDraft) -> list[Event]:
+    async def stage(self, *drafts: EventDraft) -> list[Event]:
         """Seal and fold drafts now, and write them with the next `append` (or `flush`).
 
         For an outcome whose only reader is the next step: the loop stages the last tool
         result of a turn, and the next model request carries it to disk in the same
         commit. A crash before then loses it exactly as a crash just before its own
-        append would have: recovery sees the call in flight.
+        append would have: recovery sees the call in flight. Waits for an append in
+        flight, whose events the staged ones must follow.
         """
-        events, self.state = self._seal(drafts)
-        self._staged.extend(events)
-        return events
+        async with self._lock:
+            events, self.state = self._seal(drafts)
+            self._staged.extend(events)
+            return events
 
     async def flush(self) -> None:
         """Make staged events durable now."""
@@ -382,15 +343,25 @@ class RunJournal:
             await self.append()
 
     async def append(
-        self, *drafts: EventDraft, also: Callable[[], None] | None = None
+        self, *drafts: EventDraft, also: Callable[[], None] | None = None, sync: bool = False
     ) -> list[Event]:
         """Seal, fold and durably append drafts (after any staged events) as one
-        transaction; returns the new events. `also` runs inside that transaction (see
-        `Store.append`)."""
+        transaction; returns the new events. `also` runs inside that transaction and
+        `sync` makes it survive power loss (see `Store.append`). Appends of one journal
+        are serialised (see `_lock`)."""
+        async with self._lock:
+            return await self._append(drafts, also, sync)
+
+    async def _append(
+        self, drafts: Sequence[EventDraft], also: Callable[[], None] | None, sync: bool
+    ) -> list[Event]:
+        await keep_secrets(self.store)  # before any event that may hold a new one
         durable = self._durable_seq
         events, new_state = self._seal(drafts)
         batch = [*self._staged, *events] if self._staged else events
-        await self.store.append(self.lease, batch, summary=summary_of(new_state), also=also)
+        await self.store.append(
+            self.lease, batch, summary=summary_of(new_state), also=also, sync=sync
+        )
         self._staged.clear()
         self.state = new_state
         self._durable_seq = new_state.last_seq
@@ -446,91 +417,8 @@ async def create_run(
     first = draft.seal(run_id=run_id, seq=1, prev_hash=GENESIS_HASH, ts=iso(clock.time()))
     state = fold([first])
     parent_run = parent_event.rpartition(":")[0] if parent_event else None
+    await keep_secrets(store)
     await store.create_run(
         first, agent=agent, tenant=tenant, parent_run_id=parent_run, summary=summary_of(state)
     )
     return state
-
-
-async def fork_run(
-    store: Store,
-    run_id: str,
-    *,
-    at_seq: int,
-    owner: str = "fork",
-    clock: Clock | None = None,
-) -> str:
-    """Start a new run whose journal is a verified copy of `run_id` up to `at_seq`."""
-    clock = clock or SystemClock()
-    record = await store.get_run(run_id)
-    if at_seq < 1:
-        raise UsageError("--at must be a seq of 1 or more")
-    rows = await store.read_rows(run_id, until_seq=at_seq)
-    result = walk(rows, start_seq=1, prev_hash=GENESIS_HASH)
-    if len(result.events) < at_seq:
-        if not rows or (rows[-1].seq < at_seq and result.fault is None):
-            raise UsageError(f"run {run_id} has no event {at_seq} (head is {record.head_seq})")
-        good = len(result.events)
-        fault = result.fault
-        raise UsageError(
-            f"cannot fork {run_id} at {at_seq}: "
-            f"{fault.what if fault else 'damaged'} at seq {fault.seq if fault else '?'}; "
-            f"the last good point is {good}"
-        )
-    new_id = new_run_id(clock)
-    prefix = f"{run_id}:"
-
-    def relink(event: Event) -> EventDraft:
-        cause = event.causation_id
-        if cause and cause.startswith(prefix):
-            cause = f"{new_id}:{cause[len(prefix) :]}"
-        return EventDraft(
-            type=event.type,
-            payload=event.payload,
-            correlation_id=event.correlation_id,
-            causation_id=cause,
-            visibility=event.visibility,
-            actor=event.actor,
-            usage=event.usage,
-        )
-
-    copied: list[Event] = []
-    prev = GENESIS_HASH
-    for seq, event in enumerate(result.events, start=1):
-        sealed = relink(event).seal(run_id=new_id, seq=seq, prev_hash=prev, ts=event.ts)
-        copied.append(sealed)
-        prev = sealed.checksum
-    first_state = fold(copied[:1])
-    created = copied[0]
-    await store.create_run(
-        created,
-        agent=record.agent,
-        tenant=record.tenant,
-        parent_run_id=run_id,
-        summary=summary_of(first_state),
-    )
-    lease = await store.acquire_lease(new_id, owner=owner, ttl_s=60)
-    try:
-        journal = RunJournal(
-            store,
-            lease,
-            first_state,
-            clock=clock,
-            snapshot_every=DEFAULT_SNAPSHOT_EVERY,
-            keep_snapshots=DEFAULT_KEEP_SNAPSHOTS,
-        )
-        if len(copied) > 1:
-            rest = copied[1:]
-            state = fold(rest, first_state)
-            await store.append(lease, rest, summary=summary_of(state))
-            journal.state = state
-        await journal.append(
-            EventDraft(
-                type="run.forked",
-                payload={"from_run": run_id, "from_event": f"{run_id}:{at_seq}"},
-                causation_id=f"{run_id}:{at_seq}",
-            )
-        )
-    finally:
-        await store.release_lease(lease)
-    return new_id

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from .._clock import Clock, SystemClock
+from .._redact import remember_stored_secrets
 from ..errors import LeaseHeld, LeaseLost, RunNotFound, UsageError
 from ..events import Event
 from ..state import RunStatus
@@ -19,6 +20,7 @@ from ._base import (
     RunRecord,
     RunSummary,
     StoredRow,
+    TokenRecord,
     check_continues,
     row_of,
 )
@@ -41,6 +43,13 @@ class MemoryStore:
         self._clock = clock or SystemClock()
         self._runs: dict[str, _Run] = {}
         self._ledger_tables: object | None = None
+        self._secrets: set[str] = set()
+        self._tokens: dict[str, TokenRecord] = {}
+
+    async def store_secrets(self, values: Sequence[str]) -> None:
+        """Recorded like the other stores' (see `_secrets`); readers share this process."""
+        self._secrets.update(values)
+        remember_stored_secrets(values)
 
     def _run(self, run_id: str) -> _Run:
         try:
@@ -56,6 +65,7 @@ class MemoryStore:
         tenant: str | None,
         parent_run_id: str | None,
         summary: RunSummary,
+        created_at: str | None = None,
     ) -> None:
         if first.run_id in self._runs:
             raise UsageError(f"run {first.run_id!r} already exists")
@@ -64,7 +74,7 @@ class MemoryStore:
             agent=agent,
             tenant=tenant,
             parent_run_id=parent_run_id,
-            created_at=first.ts,
+            created_at=created_at or first.ts,
             head_seq=first.seq,
             head_hash=first.checksum,
             lease_owner=None,
@@ -134,6 +144,7 @@ class MemoryStore:
         *,
         summary: RunSummary,
         also: Callable[[], None] | None = None,
+        sync: bool = False,
     ) -> None:
         if not events:
             if also is not None:
@@ -220,6 +231,26 @@ class MemoryStore:
 
     async def run_ids(self) -> list[str]:
         return list(self._runs)
+
+    # -- console access tokens (TokenStore) -------------------------------------------
+
+    async def put_token(self, record: TokenRecord) -> None:
+        if record.token_id in self._tokens:
+            raise UsageError(f"token {record.token_id!r} already exists")
+        self._tokens[record.token_id] = record
+
+    async def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        return next((t for t in self._tokens.values() if t.token_hash == token_hash), None)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        return sorted(self._tokens.values(), key=lambda t: (t.created_at, t.token_id))
+
+    async def revoke_token(self, token_id: str, *, at: str) -> bool:
+        found = self._tokens.get(token_id)
+        if found is None or found.revoked_at is not None:
+            return False
+        self._tokens[token_id] = replace(found, revoked_at=at)
+        return True
 
     async def close(self) -> None:
         return None

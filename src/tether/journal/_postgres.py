@@ -25,8 +25,8 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -34,6 +34,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .._clock import Clock, SystemClock
+from .._redact import remember_stored_secrets
 from ..errors import (
     InvalidStoreURL,
     LeaseHeld,
@@ -52,10 +53,22 @@ from ._base import (
     RunRecord,
     RunSummary,
     StoredRow,
+    TokenRecord,
     check_continues,
 )
 from ._index import ACTOR_INDEX_TERM, AuditColumns, RowQuery, audit_columns, sql_order, sql_where
-from ._schema import NOTIFY_CHANNEL, POSTGRES_MIGRATIONS, SCHEMA_VERSION
+from ._postgres_ledger import append_with_ledger
+from ._schema import (
+    NOTIFY_CHANNEL,
+    POSTGRES_MIGRATIONS,
+    SCHEMA_VERSION,
+    TOKEN_COLUMNS,
+    TOKENS_TABLE,
+)
+from ._secrets import SECRET_KEY_PREFIX, secret_key
+
+if TYPE_CHECKING:
+    from ..budget._tables_pg import PostgresLedgerTables
 
 __all__ = ["PostgresStore"]
 
@@ -69,6 +82,8 @@ _RUN_COLUMNS = (
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _OUR_OPTIONS = ("schema", "pool_min", "pool_max")
 _READ_ATTEMPTS = 3
+MIGRATION_LOCK_TIMEOUT_MS = 10_000
+"""How long an opener waits for another's migration lock (a frozen opener holds it)."""
 _APPEND_ATTEMPTS = 3
 _RUNNABLE = list(RUNNABLE_STATUSES)
 
@@ -111,6 +126,18 @@ def _append_sql(count: int) -> str:
     if found is None:
         found = _APPENDS[count] = _APPEND_HEAD.format(rows=", ".join([_APPEND_ROW] * count))
     return found
+
+
+async def _execute(
+    conn: psycopg.AsyncConnection[Any], statement: str, params: Any, *, sync: bool
+) -> psycopg.AsyncCursor[Any]:
+    """Run one write statement; with `sync`, its commit waits for the WAL flush whatever
+    the session's `synchronous_commit` (a user may run the database with it off)."""
+    if not sync:
+        return await conn.execute(statement, params)
+    async with conn.transaction():
+        await conn.execute("SET LOCAL synchronous_commit TO on")
+        return await conn.execute(statement, params)
 
 
 _CREATE = f"""
@@ -197,7 +224,7 @@ def parse_postgres_url(url: str) -> tuple[str, str | None, int, int]:
         ) from None
     if not 0 <= pool_min <= pool_max or pool_max < 1:
         raise InvalidStoreURL(f"bad store URL {_redact(url)!r}: need 0 <= pool_min <= pool_max")
-    libpq = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(rest)))
+    libpq = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(rest, quote_via=quote)))
     return libpq, schema, pool_min, pool_max
 
 
@@ -236,8 +263,10 @@ class PostgresStore:
         self._work: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._migrated = False
+        self._secrets_loaded = False
         self._closed = False
-        self._ledger_tables: object | None = None
+        self._ledger_tables: PostgresLedgerTables | None = None
+        self._tokens_ready = False
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -252,6 +281,8 @@ class PostgresStore:
         fails fast and recovery is immediate, on the caller's retry schedule rather than
         behind the pool's own reconnection backoff."""
         if self._pool is not None:
+            if not self._secrets_loaded:
+                await self._load_secrets(self._pool)
             return self._pool
         if self._closed:
             raise StoreError(f"PostgreSQL store {self._where} is closed")
@@ -288,11 +319,40 @@ class PostgresStore:
                 log.warning("reconnected to %s", self._where)
             self._migrated = True
             self._pool = pool
-            return pool
+        await self._load_secrets(pool)
+        return pool
+
+    async def _load_secrets(self, pool: AsyncConnectionPool[Any]) -> None:
+        """Redact the secrets recorded in this store (see `_secrets`), once per open."""
+        if self._secrets_loaded:
+            return
+        try:
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT value FROM tether_meta WHERE key LIKE %s", (f"{SECRET_KEY_PREFIX}%",)
+                )
+                rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+        remember_stored_secrets(str(r[0]) for r in rows if isinstance(r[0], str))
+        self._secrets_loaded = True
+
+    async def store_secrets(self, values: Sequence[str]) -> None:
+        """Record registered secrets for every later reader (see `_secrets`)."""
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit TO on")
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO tether_meta (key, value) VALUES (%s, %s) "
+                    "ON CONFLICT (key) DO NOTHING",
+                    [(secret_key(v), v) for v in values],
+                )
 
     async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
         async with conn.transaction():
-            # Serialise concurrent openers (many workers starting at once).
+            # Serialise concurrent openers (many workers starting at once); a wait behind
+            # a frozen opener is bounded, and the open is retried like any failed one.
+            await conn.execute(f"SET LOCAL lock_timeout = {MIGRATION_LOCK_TIMEOUT_MS}")
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tether:{self._schema_name}",)
             )
@@ -385,10 +445,12 @@ class PostgresStore:
         tenant: str | None,
         parent_run_id: str | None,
         summary: RunSummary,
+        created_at: str | None = None,
     ) -> None:
         params = {
             "run_id": first.run_id, "agent": agent, "tenant": tenant, "parent": parent_run_id,
-            "created_at": first.ts, "updated_at": summary.updated_at, "status": summary.status,
+            "created_at": created_at or first.ts, "updated_at": summary.updated_at,
+            "status": summary.status,
             "steps": summary.steps, "input_tokens": summary.input_tokens,
             "output_tokens": summary.output_tokens, "cost_usd": summary.cost_usd,
             "seq": first.seq, "hash": first.checksum, "type": first.type,
@@ -397,7 +459,7 @@ class PostgresStore:
         a = audit_columns(first)
         params.update(ts=a.ts, actor=a.actor, tool=a.tool, visibility=a.visibility)
         async with self._conn() as conn:
-            cur = await conn.execute(_CREATE, params)
+            cur = await _execute(conn, _CREATE, params, sync=True)
             if cur.rowcount != 1:
                 raise UsageError(f"run {first.run_id!r} already exists")
 
@@ -530,10 +592,12 @@ class PostgresStore:
         *,
         summary: RunSummary,
         also: Callable[[], None] | None = None,
+        sync: bool = False,
     ) -> None:
-        if also is not None:
-            # The ledger has its own connection here: it cannot join this statement.
-            raise UsageError("the PostgreSQL store cannot run ledger work inside an append")
+        if also is not None and not events:
+            raise UsageError("append(also=...) needs at least one event")
+        if also is not None and self._ledger_tables is None:
+            raise UsageError("append(also=...) runs only this store's own ledger work")
         if not events:
             return
         first, last = events[0], events[-1]
@@ -541,8 +605,13 @@ class PostgresStore:
         statement, params = _append_statement(lease, events, summary)
         for attempt in range(1, _APPEND_ATTEMPTS + 1):
             try:
+                if also is not None:
+                    await append_with_ledger(
+                        self, lease, events, statement, params, also, sync=sync
+                    )
+                    return
                 async with self._conn() as conn:
-                    cur = await conn.execute(statement, params)
+                    cur = await _execute(conn, statement, params, sync=sync)
                     if cur.rowcount == len(events):
                         return
                     # Refused: say why, exactly as the other backends do.
@@ -783,12 +852,58 @@ class PostgresStore:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
+    # -- console access tokens (TokenStore) -------------------------------------------
+
+    async def _token_table(self) -> None:
+        if not self._tokens_ready:
+            async with self._conn() as conn:
+                await conn.execute(TOKENS_TABLE)
+            self._tokens_ready = True
+
+    async def _token_rows(self, where: str, params: Any = None) -> list[TokenRecord]:
+        await self._token_table()
+        rows = await self._read(f"SELECT {TOKEN_COLUMNS} FROM console_tokens {where}", params)
+        return [TokenRecord(**dict(zip(TOKEN_COLUMNS.split(", "), r, strict=True))) for r in rows]
+
+    async def put_token(self, record: TokenRecord) -> None:
+        await self._token_table()
+        try:
+            async with self._conn() as conn:
+                await conn.execute(
+                    f"INSERT INTO console_tokens ({TOKEN_COLUMNS}) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                    (record.token_id, record.name, record.role, record.token_hash,
+                     record.created_at, record.expires_at, record.revoked_at),
+                )  # fmt: skip
+        except StoreError as exc:
+            if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
+                raise UsageError(f"token {record.token_id!r} already exists") from None
+            raise
+
+    async def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        found = await self._token_rows("WHERE token_hash=%s", (token_hash,))
+        return found[0] if found else None
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        return await self._token_rows("ORDER BY created_at, token_id")
+
+    async def revoke_token(self, token_id: str, *, at: str) -> bool:
+        await self._token_table()
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "UPDATE console_tokens SET revoked_at=%s WHERE token_id=%s AND revoked_at IS NULL",
+                (at, token_id),
+            )
+            return cur.rowcount == 1
+
     def joins_ledger(self, tables: object) -> bool:
-        """Always false: the ledger runs on its own connection, outside appends."""
-        return False
+        """Whether `append(also=...)` can run these ledger tables' work in the append's own
+        transaction: they must be this store's (`ledger_tables`)."""
+        return tables is not None and tables is self._ledger_tables
 
     def ledger_tables(self) -> object:
-        """The budget ledger's tables, in this store's database on their own connection."""
+        """The budget ledger's tables, in this store's database on a connection of their
+        own, on which appends that carry ledger work run too (`append(also=...)`)."""
         if self._ledger_tables is None:
             from ..budget._tables_pg import PostgresLedgerTables
 
@@ -798,7 +913,7 @@ class PostgresStore:
     async def close(self) -> None:
         self._closed = True
         if self._ledger_tables is not None:
-            self._ledger_tables.close()  # type: ignore[attr-defined]
+            self._ledger_tables.close()
             self._ledger_tables = None
         for task in [self._listener, *self._background]:
             if task is not None:

@@ -11,6 +11,9 @@ ever add, and a store newer than the code is refused with a clear message.
 4: the type index leaves out the seven types every step writes (`LOOP_TYPES`): each of
    them cost every step one more page at commit, and searches for them go by time.
 5: SQLite only: the audit indexes move to `audit_rows`, filled in batches (see below).
+6: SQLite only: a smaller row (see `SQLITE_EVENTS_V6`): `events` stores only an integer run
+   key, the seq and the bytes; its other columns are computed from the bytes (virtual), so
+   nothing is stored both in `events` and in `audit_rows`.
 """
 
 from __future__ import annotations
@@ -102,7 +105,115 @@ SQLITE_EVENTS_V5 = [
     *SQLITE_AUDIT_ROWS,
 ]
 
-SCHEMA_VERSION = 5
+
+# Schema 6 (SQLite): events are stored in `event_rows` as (id, run key, seq, bytes) only;
+# `run_keys` maps run ids to small integers. `events` is now a view with schema 5's
+# columns, computed from the stored bytes when read (v1 and v2 envelopes alike, see
+# tether._envelope) and the run id text joined back, so they cannot disagree with the bytes
+# (a damaged blob gives NULLs, which verification reports). Computing them costs a JSON
+# parse per column, so it happens on reads only: not in appends (a generated column would
+# be computed by every INSERT) and not when the columns are copied into `audit_rows`,
+# which the writer fills from the values it sealed (see `SQLiteStore._copy_audit`).
+# INSTEAD OF triggers keep the view writable by run id and seq for tools and repairs.
+_V2 = "substr(e.data, 1, 1) = x'02'"
+_J = f"(CASE WHEN {_V2} THEN CAST(substr(e.data, 66) AS TEXT) ELSE CAST(e.data AS TEXT) END)"
+
+
+def _text(v2_path: str, v1_path: str, v2_default: str = "NULL") -> str:
+    """A string field of either envelope (`v2_default` when a v2 body omits it), or NULL:
+    bytes that are not JSON, a value of another type."""
+    v2 = (
+        f"CASE json_type({_J}, '{v2_path}') WHEN 'text' THEN json_extract({_J}, '{v2_path}') "
+        f"ELSE (CASE WHEN json_type({_J}, '{v2_path}') IS NULL THEN {v2_default} END) END"
+    )
+    v1 = f"CASE json_type({_J}, '{v1_path}') WHEN 'text' THEN json_extract({_J}, '{v1_path}') END"
+    return f"CASE WHEN NOT json_valid({_J}) THEN NULL WHEN {_V2} THEN ({v2}) ELSE ({v1}) END"
+
+
+_TS_V2 = (
+    f"CASE json_type({_J}, '$.ts') WHEN 'integer' THEN "
+    f"strftime('%Y-%m-%dT%H:%M:%S', json_extract({_J}, '$.ts') / 1000000, 'unixepoch') || "
+    f"printf('.%06dZ', json_extract({_J}, '$.ts') % 1000000) "
+    f"WHEN 'text' THEN json_extract({_J}, '$.ts') END"
+)
+_TYPE = _text("$.t", "$.type")
+_TOOL_TYPES = "('tool.requested', 'tool.completed', 'tool.failed', 'tool.unknown')"
+SQLITE_EVENT_ROWS = """CREATE TABLE event_rows (
+    id INTEGER PRIMARY KEY,
+    run INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    UNIQUE (run, seq)
+)"""
+SQLITE_EVENTS_VIEW = [
+    f"""CREATE VIEW events (id, run_id, seq, type, correlation_id, data, ts, actor, tool,
+        visibility, run) AS SELECT e.id, k.run_id, e.seq, {_TYPE},
+        CASE WHEN {_V2} AND json_valid({_J}) AND json_type({_J}, '$.c') = 'text'
+            THEN k.run_id || json_extract({_J}, '$.c')
+            ELSE {_text("$.C", "$.correlation_id")} END,
+        e.data,
+        CASE WHEN NOT json_valid({_J}) THEN NULL WHEN {_V2} THEN ({_TS_V2})
+            WHEN json_type({_J}, '$.ts') = 'text' THEN json_extract({_J}, '$.ts') END,
+        {_text("$.a", "$.actor", "'runtime'")},
+        CASE WHEN ({_TYPE}) IN {_TOOL_TYPES} THEN {_text("$.p.name", "$.payload.name")}
+            WHEN ({_TYPE}) = 'approval.requested' THEN {_text("$.p.tool", "$.payload.tool")}
+        END,
+        {_text("$.w", "$.visibility", "'user_hidden'")},
+        e.run
+        FROM event_rows e JOIN run_keys k ON k.key = e.run""",
+    """CREATE TRIGGER events_insert INSTEAD OF INSERT ON events BEGIN
+        INSERT OR IGNORE INTO run_keys (run_id) VALUES (NEW.run_id);
+        INSERT INTO event_rows (id, run, seq, data) VALUES (NEW.id,
+            (SELECT key FROM run_keys WHERE run_id = NEW.run_id), NEW.seq, NEW.data);
+    END""",
+    """CREATE TRIGGER events_delete INSTEAD OF DELETE ON events BEGIN
+        DELETE FROM event_rows WHERE id = OLD.id;
+    END""",
+    """CREATE TRIGGER events_update INSTEAD OF UPDATE OF data, seq ON events BEGIN
+        UPDATE event_rows SET data = NEW.data, seq = NEW.seq WHERE id = OLD.id;
+    END""",
+]
+SQLITE_AUDIT_TABLE_V6 = """CREATE TABLE audit_rows (
+    id INTEGER PRIMARY KEY,
+    run INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT,
+    correlation_id TEXT,
+    ts TEXT,
+    actor TEXT,
+    tool TEXT,
+    visibility TEXT
+)"""
+SQLITE_AUDIT_COLUMNS_V6 = "id, run, seq, type, correlation_id, ts, actor, tool, visibility"
+SQLITE_INDEX_TAIL_V6 = (
+    f"INSERT INTO audit_rows ({SQLITE_AUDIT_COLUMNS_V6}) SELECT {SQLITE_AUDIT_COLUMNS_V6} "
+    "FROM events WHERE id > (SELECT COALESCE(MAX(id), 0) FROM audit_rows) ORDER BY id"
+)
+"""Copies every event not yet in `audit_rows`, computing its columns from its bytes (the
+migration, a rebuild, and events another process appended)."""
+SQLITE_AUDIT_ROWS_V6 = [
+    SQLITE_AUDIT_TABLE_V6,
+    SQLITE_INDEX_TAIL_V6,
+    *SQLITE_AUDIT_INDEXES,
+    # `why` rebuilds a model's context from a run's messages and compactions: the per-run
+    # context index moves here from `events`, whose columns are no longer stored.
+    f"CREATE INDEX audit_by_run_context ON audit_rows (run, type, seq) WHERE {CONTEXT_INDEX_TERM}",
+]
+"""`audit_rows` (schema 6) made and filled from `events` (the migration, a rebuild)."""
+SQLITE_EVENTS_V6 = [
+    "CREATE TABLE run_keys (key INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE)",
+    "INSERT INTO run_keys (run_id) SELECT run_id FROM runs ORDER BY created_at, run_id",
+    "INSERT OR IGNORE INTO run_keys (run_id) SELECT DISTINCT run_id FROM events ORDER BY 1",
+    SQLITE_EVENT_ROWS,
+    "INSERT INTO event_rows (id, run, seq, data) SELECT e.id, k.key, e.seq, e.data "
+    "FROM events e JOIN run_keys k ON k.run_id = e.run_id ORDER BY e.id",
+    "DROP TABLE audit_rows",
+    "DROP TABLE events",
+    *SQLITE_EVENTS_VIEW,
+    *SQLITE_AUDIT_ROWS_V6,
+]
+
+SCHEMA_VERSION = 6
 
 SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
     (
@@ -178,6 +289,7 @@ SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
     ),
     (4, TYPE_INDEX_V4),
     (5, SQLITE_EVENTS_V5),
+    (6, SQLITE_EVENTS_V6),
 ]
 
 NOTIFY_CHANNEL = "tether_runnable"
@@ -296,4 +408,20 @@ POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
     ),
     (4, TYPE_INDEX_V4),
     (5, []),  # schema 5 changes only SQLite's layout
+    (6, []),  # so does schema 6 (PostgreSQL stores the v2 envelope in the same columns)
 ]
+
+
+# Console access tokens (`tether token`): outside the numbered migrations, created when
+# first used (like the budget ledger's tables), so stores that never serve a console
+# carry no table for it. Only the token's hash is stored.
+TOKENS_TABLE = """CREATE TABLE IF NOT EXISTS console_tokens (
+    token_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT
+)"""
+TOKEN_COLUMNS = "token_id, name, role, token_hash, created_at, expires_at, revoked_at"

@@ -8,18 +8,31 @@ busy timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import json
 import logging
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from .._clock import Clock, SystemClock
-from ..errors import LeaseHeld, LeaseLost, RunNotFound, StoreError, UsageError
-from ..events import Event
-from ..state import RunStatus
+from .._redact import remember_stored_secrets
+from ..errors import (
+    CorruptionError,
+    LeaseHeld,
+    LeaseLost,
+    RunNotFound,
+    StoreError,
+    StoreUnavailable,
+    UsageError,
+)
+from ..events import Event, EventDecodeError, peek_fields
+from ..state import RUN_STATUSES, RunStatus
 from ._base import (
     DEFAULT_QUEUE,
     RUNNABLE_STATUSES,
@@ -28,28 +41,40 @@ from ._base import (
     RunRecord,
     RunSummary,
     StoredRow,
+    TokenRecord,
     check_continues,
 )
 from ._checkpointer import BackgroundCheckpointer
 from ._index import (
+    CONTEXT_INDEX_TYPES,
     AuditColumns,
     RowQuery,
     audit_columns,
+    row_matches,
+    sort_key,
     sql_order,
     sql_where,
     sqlite_audit_hint,
-    sqlite_run_hint,
+    tool_in,
 )
+from ._integrity import verify_row
 from ._schema import (
     SCHEMA_VERSION,
-    SQLITE_AUDIT_ROWS,
-    SQLITE_INDEX_TAIL,
+    SQLITE_AUDIT_COLUMNS_V6,
+    SQLITE_AUDIT_ROWS_V6,
     SQLITE_MIGRATIONS,
+    TOKEN_COLUMNS,
+    TOKENS_TABLE,
 )
+from ._secrets import SECRET_KEY_PREFIX, secret_key
+from ._synclog import Synced, SyncLog, lost_records
 
 Synchronous = Literal["normal", "full"]
 
 log = logging.getLogger("tether.store")
+
+_LOST = "lost-synced"
+"""`tether_meta` keys naming synced commits found missing: once found, always refused."""
 
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """A rewound WAL larger than this is cut back to it, so a burst does not keep its size."""
@@ -59,6 +84,13 @@ _RUN_COLUMNS = (
     "input_tokens, output_tokens, cost_usd, head_seq, head_hash, lease_owner, lease_epoch, "
     "lease_expires_at"
 )
+_RUN_COLUMN_NAMES = [c.strip() for c in _RUN_COLUMNS.split(",")]
+_TEXT, _OPT_TEXT = (str,), (str, type(None))
+_RUN_COLUMN_KINDS: list[tuple[type, ...]] = [
+    _TEXT, _TEXT, _OPT_TEXT, _OPT_TEXT, _TEXT, _TEXT, _TEXT, (int,), (int,), (int,),
+    (int, float), (int,), _TEXT, _OPT_TEXT, (int,), (int, float, type(None)),
+]  # fmt: skip
+"""What each column of `_RUN_COLUMNS` may hold."""
 _APPEND_TAIL = (
     "steps=?, input_tokens=?, output_tokens=?, cost_usd=?, updated_at=? WHERE run_id=? "
     "AND lease_epoch=? AND lease_owner=? AND head_seq=? AND head_hash=?"
@@ -66,14 +98,90 @@ _APPEND_TAIL = (
 _APPEND_NEW_STATUS = "UPDATE runs SET head_seq=?, head_hash=?, status=?, " + _APPEND_TAIL
 _APPEND_SAME_STATUS = "UPDATE runs SET head_seq=?, head_hash=?, " + _APPEND_TAIL
 _CORRUPT_CODES = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
-_EVENT_COLUMNS = "run_id, seq, type, correlation_id, data, ts, actor, tool, visibility"
-_INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+_UNAVAILABLE_CODES = (
+    "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY", "SQLITE_FULL", "SQLITE_CANTOPEN",
+    "SQLITE_PERM", "SQLITE_IOERR", "SQLITE_AUTH",
+)  # fmt: skip
+"""Errors that say the store could not be used now, not that its data is damaged."""
+_EVENT_COLUMNS = "run_id, seq, data"
+"""What a StoredRow is read from (the `events` view, schema 6): see `_stored`."""
 _INSERT_ROWS = 500
-"""Events per INSERT statement (9 parameters each, far below SQLite's limit)."""
+"""Events per INSERT statement (3 parameters each, far below SQLite's limit)."""
+
+PAGE_SIZE = 8192
+"""Page size of new store files. Events are appended in key order, so each table page is
+filled until the next row does not fit and that row starts a new page, leaving the rest
+empty. With a step's ~1.3 KB tool result row that left 28% of 4 KB event pages unused, and
+leaves 4% of 8 KB ones (the loop bench's 1,000-step store)."""
+
+FILE_CHECK_EVERY = 512
+"""Commits between checks that the store's file is still the one at its path (a stat)."""
 
 AUDIT_BATCH = 512
 """Events an append copies into `audit_rows` at once (schema 5). Until then they are the
 unindexed tail that audit queries scan: at most about this many rows."""
+
+
+def _text(data: bytes) -> str:
+    """Text cells as str even when not UTF-8: schema 6 computes columns from stored bytes,
+    and damaged bytes must reach verification (which names them), not fail the read."""
+    return str(data, "utf-8", "replace")
+
+
+def _bounds_only(q: RowQuery) -> bool:
+    """A query within one run that filters on nothing but seq."""
+    return not (q.types or q.tool or q.actor or q.since or q.until or q.visibilities is not None)
+
+
+def _ordered(rows: list[StoredRow], q: RowQuery) -> list[StoredRow]:
+    rows.sort(key=sort_key(q), reverse=q.newest_first)
+    return rows if q.limit is None else rows[: q.limit]
+
+
+def _type_filter(types: Sequence[str]) -> Callable[[Any], bool] | None:
+    """A cheap first cut for a filter by type: the bytes of an event of one of `types`
+    contain its type as canonical JSON spells it (`"t":"…"` in v2, `"type":"…"` in v1).
+    Rows it keeps are still matched on their parsed columns; damaged bytes are kept."""
+    if not types:
+        return None
+    marks = [
+        m.encode()
+        for t in types
+        for m in (f'"t":{json.dumps(t, ensure_ascii=False)}',
+                  f'"type":{json.dumps(t, ensure_ascii=False)}')
+    ]  # fmt: skip
+
+    def keep(raw: Any) -> bool:
+        return not isinstance(raw, bytes) or any(m in raw for m in marks)
+
+    return keep
+
+
+def _context_only(q: RowQuery) -> bool:
+    return bool(q.types) and set(q.types) <= set(CONTEXT_INDEX_TYPES)
+
+
+def _audit_tail(e: Event) -> tuple[Any, ...]:
+    a = audit_columns(e)
+    return (a.ts, a.actor, a.tool, a.visibility)
+
+
+def _lease_columns(run_id: str, row: Sequence[Any]) -> tuple[str | None, int, float | None]:
+    """A run's lease columns, refused by name when damaged (see `SQLiteStore._record`)."""
+    holder, epoch, expires = row
+    if (
+        not isinstance(holder, str | None)
+        or not isinstance(epoch, int)
+        or isinstance(epoch, bool)
+        or not isinstance(expires, int | float | None)
+    ):
+        raise CorruptionError(
+            run_id,
+            None,
+            f"its lease columns are damaged (owner={holder!r:.40}, epoch={epoch!r:.40})",
+            repair="tether doctor shows what else is damaged; restore the store from a backup",
+        )
+    return holder, epoch, expires
 
 
 class _AuditCopyFailed(Exception):
@@ -82,22 +190,30 @@ class _AuditCopyFailed(Exception):
 
 @functools.cache
 def _insert_events(n: int) -> str:
-    return f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * n)
-
-
-def _event_row(e: Event) -> tuple[Any, ...]:
-    a = audit_columns(e)
-    return (e.run_id, e.seq, e.type, e.correlation_id, e.raw, a.ts, a.actor, a.tool, a.visibility)
+    return "INSERT INTO event_rows (run, seq, data) VALUES " + ",".join(["(?,?,?)"] * n)
 
 
 def _stored(r: Sequence[Any]) -> StoredRow:
+    """A row of `(run_id, seq, data)` with its query columns read from the bytes in Python
+    (SQLite's JSON functions parse the blob again for every column: ~120 µs a row against
+    ~5 µs here). Unreadable bytes get empty columns; verification reports them."""
+    run_id, seq, raw = r[0], r[1], r[2]
+    f = peek_fields(raw, run_id) if isinstance(run_id, str) else None
+    if f is None or not all(isinstance(f[k], str) for k in ("type", "ts", "actor", "visibility")):
+        return StoredRow(run_id=run_id, seq=seq, type="", correlation_id=None, raw=raw)
+    corr = f["correlation_id"]
     return StoredRow(
-        run_id=r[0],
-        seq=r[1],
-        type=r[2],
-        correlation_id=r[3],
-        raw=r[4],
-        audit=AuditColumns(ts=r[5], actor=r[6], tool=r[7], visibility=r[8]),
+        run_id=run_id,
+        seq=seq,
+        type=f["type"],
+        correlation_id=corr if isinstance(corr, str) else None,
+        raw=raw,
+        audit=AuditColumns(
+            ts=f["ts"],
+            actor=f["actor"],
+            tool=tool_in(f["type"], f["payload"]),
+            visibility=f["visibility"],
+        ),
     )
 
 
@@ -111,22 +227,48 @@ class SQLiteStore:
         synchronous: Synchronous = "normal",
         clock: Clock | None = None,
         busy_timeout_s: float = 30.0,
+        read_only: bool = False,
+        create: bool = True,
     ) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
+        self.synchronous = synchronous
+        self.read_only = read_only
+        """Opened for reading only (the file or its folder cannot be written): every
+        write raises StoreUnavailable."""
         self._clock = clock or SystemClock()
         self._ledger_tables: object | None = None
         self._last_status: dict[str, str] = {}
+        self._run_keys: dict[str, int] = {}
+        self._audit_pending: list[tuple[Any, ...]] = []
+        """`audit_rows` rows of the events this store appended since the last copy (with
+        each event's bytes, to check the row still holds them when they are copied)."""
+        self._audit_new: list[tuple[Any, ...]] = []
+        """Those of the append in progress, pending once it commits."""
         self._audit_broken = False
+        self._commits = 0
+        self._synclog = SyncLog(Path(f"{self.path}-synclog"))
+        self._lost: list[Synced] | None = None
         self._checkpointer = BackgroundCheckpointer(
             self.path, synchronous=synchronous, busy_timeout_s=busy_timeout_s
         )
         if not self.path.parent.exists():
             raise UsageError(f"cannot create the store {self.path}: its folder does not exist")
+        if (read_only or not create) and not self.path.is_file():
+            raise UsageError(
+                f"no store at {self.path} (nothing to read); give --store or set TETHER_STORE, "
+                "or run tether demo to make one"
+            )
+        if read_only:
+            self._open_read_only(busy_timeout_s)
+            return
         try:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
             )
+            self._db.text_factory = _text
+            # A new file only (an existing one keeps its size): see PAGE_SIZE.
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -135,8 +277,55 @@ class SQLiteStore:
             self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._migrate()
             self._audit_mark = self._indexed_through()
+            stat = os.stat(self.path)
+            self._identity = (stat.st_dev, stat.st_ino)
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
+        except UnicodeDecodeError as exc:
+            # A damaged header can make SQLite's own message undecodable.
+            raise StoreError(f"the store file {self.path} is damaged: {exc}") from None
+        self._load_secrets()
+
+    def _open_read_only(self, busy_timeout_s: float) -> None:
+        """Read a store this process cannot write (a read-only file, folder or mount).
+
+        `mode=ro` reads the WAL too but needs its side files; a store with no WAL to
+        read (cleanly closed) opens `immutable` instead, which needs none."""
+        wal = Path(f"{self.path}-wal")
+        has_wal = wal.exists() and wal.stat().st_size > 0
+        uri = "file:" + urllib.parse.quote(str(self.path.resolve()))
+        modes = ["mode=ro"] if has_wal else ["mode=ro", "immutable=1"]
+        last: sqlite3.Error | None = None
+        for mode in modes:
+            try:
+                db = sqlite3.connect(
+                    f"{uri}?{mode}", uri=True, isolation_level=None,
+                    check_same_thread=False, timeout=busy_timeout_s,
+                )  # fmt: skip
+                row = db.execute(
+                    "SELECT value FROM tether_meta WHERE key='schema_version'"
+                ).fetchone()
+            except sqlite3.Error as exc:
+                last = exc
+                continue
+            version = int(row[0]) if row else 0
+            if version != SCHEMA_VERSION:
+                db.close()
+                raise UsageError(
+                    f"the store {self.path} is read-only here and was written by "
+                    f"{'an older' if version < SCHEMA_VERSION else 'a newer'} Tether "
+                    f"(schema {version}, this one reads {SCHEMA_VERSION}): open it once "
+                    "where it can be written, or use a matching version"
+                )
+            db.text_factory = _text
+            self._db = db
+            self._audit_mark = self._indexed_through()
+            stat = os.stat(self.path)
+            self._identity = (stat.st_dev, stat.st_ino)
+            self._load_secrets()
+            return
+        assert last is not None
+        raise self._error(last)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -144,15 +333,30 @@ class SQLiteStore:
         name = getattr(exc, "sqlite_errorname", "")
         if name in _CORRUPT_CODES or "malformed" in str(exc) or "not a database" in str(exc):
             return StoreError(f"the store file {self.path} is damaged: {exc}")
+        if name.startswith(_UNAVAILABLE_CODES) or "unable to open" in str(exc):
+            return StoreUnavailable(f"store {self.path}: {exc}")
         return StoreError(f"store {self.path}: {exc}")
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: the write lock is taken before anything is read."""
+    def _write(self, *, sync: bool = False) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: the write lock is taken before anything is read.
+
+        `sync` makes this commit reach stable storage even under `synchronous=normal`:
+        the WAL is synced at its commit (and with it every earlier commit), which is what
+        a write-ahead record needs before an effect in the outside world.
+        """
+        if self.read_only:
+            raise StoreUnavailable(f"the store {self.path} is open read-only: it cannot be written")
         db = self._db
+        upgraded = sync and self.synchronous == "normal"
         try:
+            if upgraded:
+                # The safety level cannot change inside a transaction: set it around one.
+                db.execute("PRAGMA synchronous=FULL")
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            if upgraded:
+                self._restore_sync()
             raise self._error(exc) from None
         try:
             yield db
@@ -163,7 +367,35 @@ class SQLiteStore:
             if isinstance(exc, sqlite3.Error):
                 raise self._error(exc) from None
             raise
+        finally:
+            if upgraded:
+                self._restore_sync()
         self._checkpointer.committed(db)
+        self._commits += 1
+        if sync or self._commits % FILE_CHECK_EVERY == 0:
+            self.check_file()
+
+    def _restore_sync(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def check_file(self) -> None:
+        """Refuse to go on when the store's file was removed or replaced under this process.
+
+        SQLite keeps writing to the file it opened, even once its name is gone: a run would
+        then "complete" into a file nobody can open again. Checked at every synced commit
+        (the boundaries with the outside world, a run's end) and with each checkpoint.
+        """
+        try:
+            now = os.stat(self.path)
+        except OSError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != self._identity:
+            what = "removed" if now is None else "replaced by another file"
+            raise StoreError(
+                f"the store file {self.path} was {what} while this process was using it: "
+                "what it wrote since is not in the store at that path"
+            )
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -200,22 +432,54 @@ class SQLiteStore:
         tenant: str | None,
         parent_run_id: str | None,
         summary: RunSummary,
+        created_at: str | None = None,
     ) -> None:
-        with self._write() as db:
+        # Synced: a run whose effects began must not vanish in a power cut (its steps
+        # can then be redone with the same effect keys).
+        with self._write(sync=True) as db:
             if db.execute("SELECT 1 FROM runs WHERE run_id=?", (first.run_id,)).fetchone():
                 raise UsageError(f"run {first.run_id!r} already exists")
             db.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,0,NULL)",
                 (
-                    first.run_id, agent, tenant, parent_run_id, first.ts, summary.updated_at,
+                    first.run_id, agent, tenant, parent_run_id, created_at or first.ts,
+                    summary.updated_at,
                     summary.status, summary.steps, summary.input_tokens,
                     summary.output_tokens, summary.cost_usd, first.seq, first.checksum,
                 ),
             )  # fmt: skip
-            db.execute(_INSERT_EVENT, _event_row(first))
+            db.execute("INSERT OR IGNORE INTO run_keys (run_id) VALUES (?)", (first.run_id,))
+            key = self._run_key(db, first.run_id)
+            db.execute(_insert_events(1), (key, first.seq, first.raw))
+        self._synclog.record(first.run_id, first.seq, first.checksum)
+
+    def _run_key(self, db: sqlite3.Connection, run_id: str) -> int:
+        """The run's integer key in `event_rows` (schema 6); fixed once given, so cached."""
+        key = self._run_keys.get(run_id)
+        if key is None:
+            row = db.execute("SELECT key FROM run_keys WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(run_id)
+            key = self._run_keys[run_id] = int(row[0])
+        return key
 
     def _record(self, row: Sequence[Any]) -> RunRecord:
+        # SQLite keeps any value in any column: a damaged page or a stray write can put
+        # text where a count belongs. Refuse it by name rather than fail somewhere later.
+        wrong = [
+            name
+            for name, value, kinds in zip(_RUN_COLUMN_NAMES, row, _RUN_COLUMN_KINDS, strict=True)
+            if not isinstance(value, kinds) or isinstance(value, bool)
+        ]
+        if wrong or row[6] not in RUN_STATUSES:
+            what = ", ".join(f"{n}={row[_RUN_COLUMN_NAMES.index(n)]!r:.40}" for n in wrong)
+            raise CorruptionError(
+                str(row[0]),
+                None,
+                f"its run index row is damaged ({what or f'status={row[6]!r:.40}'})",
+                repair="tether doctor shows what else is damaged; restore the store from a backup",
+            )
         return RunRecord(
             run_id=row[0],
             agent=row[1],
@@ -240,6 +504,13 @@ class SQLiteStore:
     async def get_run(self, run_id: str) -> RunRecord:
         rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id=?", (run_id,))
         if not rows:
+            if await self.lost_synced_commits(run_id):
+                raise CorruptionError(
+                    run_id, 1,
+                    "the store lost this run: the sync log shows its commits were synced "
+                    "before side effects, so they may have happened",
+                    repair="restore the store from a backup",
+                )  # fmt: skip
             raise RunNotFound(run_id)
         return self._record(rows[0])
 
@@ -271,10 +542,11 @@ class SQLiteStore:
             ).fetchone()
             if row is None:
                 raise RunNotFound(run_id)
-            holder, epoch, expires = row
+            holder, epoch, expires = _lease_columns(run_id, row)
             live = holder is not None and expires is not None and expires > now
             if live and holder not in (owner, takeover_from):
-                raise LeaseHeld(f"run {run_id} is leased by {holder} for {expires - now:.0f}s more")
+                left = (expires or now) - now
+                raise LeaseHeld(f"run {run_id} is leased by {holder} for {left:.0f}s more")
             lease = Lease(run_id=run_id, owner=owner, epoch=epoch + 1, expires_at=now + ttl_s)
             db.execute(
                 "UPDATE runs SET lease_owner=?, lease_epoch=?, lease_expires_at=? WHERE run_id=?",
@@ -353,7 +625,8 @@ class SQLiteStore:
                 + " ORDER BY created_at, run_id LIMIT ?",
                 (*params, limit),
             ).fetchall()
-            for run_id, holder, epoch, expires in rows:
+            for run_id, *columns in rows:
+                holder, epoch, expires = _lease_columns(run_id, columns)
                 lease = Lease(run_id=run_id, owner=owner, epoch=epoch + 1, expires_at=now + ttl_s)
                 db.execute(
                     "UPDATE runs SET lease_owner=?, lease_epoch=?, lease_expires_at=? "
@@ -387,6 +660,7 @@ class SQLiteStore:
         *,
         summary: RunSummary,
         also: Callable[[], None] | None = None,
+        sync: bool = False,
     ) -> None:
         if not events:
             if also is not None:
@@ -397,14 +671,75 @@ class SQLiteStore:
         if also is not None and self._ledger_tables is None:
             raise UsageError("append(also=...) runs only this store's own ledger work")
         try:
-            with self._write() as db:
+            with self._write(sync=sync) as db:
                 marked = self._append_in(db, lease, events, summary=summary, also=also)
         except _AuditCopyFailed as exc:
             self._audit_damaged(str(exc))
-            with self._write() as db:
+            with self._write(sync=sync) as db:
                 marked = self._append_in(db, lease, events, summary=summary, also=also)
         self._last_status[lease.run_id] = summary.status
-        self._audit_mark = marked
+        self._commit_audit(marked)
+        if sync:
+            self._synclog.record(lease.run_id, events[-1].seq, events[-1].checksum)
+
+    async def lost_synced_commits(self, run_id: str | None = None) -> list[Synced]:
+        """Commits the sync log says were synced before an effect and this file no longer
+        holds (see `_synclog`): found once per open, then remembered in the store itself."""
+        if self._lost is None:
+            try:
+                found = lost_records(self._synclog, self._holds)
+            except StoreError as exc:
+                if not self.read_only:
+                    raise  # a writer never resumes a run it cannot check
+                log.warning("%s; runs are shown without that check", exc)
+                found = []
+            if found and not self.read_only:
+                with self._write(sync=True) as db:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO tether_meta(key, value) VALUES (?, ?)",
+                        [(f"{_LOST} {r.run_id} {r.seq}", r.checksum) for r in found],
+                    )
+            known = {(r.run_id, r.seq): r for r in found}
+            for key, checksum in self._read(
+                f"SELECT key, value FROM tether_meta WHERE key LIKE '{_LOST} %'"
+            ):
+                _, lost_run, seq = str(key).split(" ")
+                known.setdefault((lost_run, int(seq)), Synced(lost_run, int(seq), str(checksum)))
+            self._lost = sorted(known.values(), key=lambda r: (r.run_id, r.seq))
+        return [r for r in self._lost if run_id is None or r.run_id == run_id]
+
+    async def store_secrets(self, values: Sequence[str]) -> None:
+        """Record registered secrets for every later reader (see `_secrets`)."""
+        with self._write(sync=True) as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO tether_meta(key, value) VALUES (?, ?)",
+                [(secret_key(v), v) for v in values],
+            )
+
+    def _load_secrets(self) -> None:
+        try:
+            rows = self._read(
+                f"SELECT value FROM tether_meta WHERE key LIKE '{SECRET_KEY_PREFIX}%'"
+            )
+        except StoreError as exc:
+            log.warning(
+                "the secrets recorded in %s cannot be read (%s): views redact only the "
+                "patterns and this process's secrets", self.path, exc,
+            )  # fmt: skip
+            return
+        remember_stored_secrets(str(r[0]) for r in rows if isinstance(r[0], str))
+
+    def _holds(self, record: Synced) -> bool:
+        rows = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE run_id=? AND seq=?",
+            (record.run_id, record.seq),
+        )
+        if not rows:
+            return False
+        try:
+            return verify_row(_stored(rows[0])).checksum == record.checksum
+        except EventDecodeError:
+            return True  # there, but damaged: the journal's own checks name that
 
     def _append_in(
         self,
@@ -438,20 +773,58 @@ class SQLiteStore:
         if also is not None:
             also()  # the ledger's statements, on this connection, in this transaction
         last_id = 0
+        key = self._run_key(db, lease.run_id)
         for i in range(0, len(events), _INSERT_ROWS):
             chunk = events[i : i + _INSERT_ROWS]
-            params = [value for e in chunk for value in _event_row(e)]
+            params = [value for e in chunk for value in (key, e.seq, e.raw)]
             last_id = db.execute(_insert_events(len(chunk)), params).lastrowid or 0
         marked = self._audit_mark
-        if last_id - marked >= AUDIT_BATCH and not self._audit_broken:
+        if self._audit_broken:
+            return marked
+        # One INSERT gives its rows consecutive ids (this transaction holds the write lock).
+        first_id = last_id - len(events) + 1
+        self._audit_new = [
+            (first_id + i, key, e.seq, e.type, e.correlation_id, *_audit_tail(e), e.raw)
+            for i, e in enumerate(events)
+        ]
+        if last_id - marked >= AUDIT_BATCH:
             try:
-                db.execute(SQLITE_INDEX_TAIL)
+                self._copy_audit(db, marked)
             except sqlite3.DatabaseError as exc:
                 # SQLite cannot commit a transaction that met a damaged page: the caller
                 # rolls back and appends again without the copy.
                 raise _AuditCopyFailed(str(exc)) from None
             marked = last_id
         return marked
+
+    def _copy_audit(self, db: sqlite3.Connection, marked: int) -> None:
+        """Fill `audit_rows` up to the newest event: from the values this store sealed, and,
+        for events other processes appended meanwhile, computed from their bytes."""
+        # Each row only if its event is still the one sealed (a run cut and written again
+        # by another holder reuses ids).
+        db.executemany(
+            f"INSERT OR IGNORE INTO audit_rows ({SQLITE_AUDIT_COLUMNS_V6}) "
+            "SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9 WHERE EXISTS (SELECT 1 FROM event_rows "
+            "WHERE id=?1 AND run=?2 AND seq=?3 AND data=?10)",
+            [r for r in (*self._audit_pending, *self._audit_new) if r[0] > marked],
+        )
+        db.execute(
+            f"INSERT INTO audit_rows ({SQLITE_AUDIT_COLUMNS_V6}) "
+            f"SELECT {SQLITE_AUDIT_COLUMNS_V6} FROM events WHERE id > ? "
+            "AND id NOT IN (SELECT id FROM audit_rows WHERE id > ?) ORDER BY id",
+            (marked, marked),
+        )
+        self._audit_new = []
+        self._audit_pending = []
+
+    def _commit_audit(self, marked: int) -> None:
+        """After a commit: the rows it did not copy wait for the next batch."""
+        if marked != self._audit_mark:
+            self._audit_pending = []
+        elif not self._audit_broken:
+            self._audit_pending.extend(self._audit_new)
+        self._audit_new = []
+        self._audit_mark = marked
 
     def _audit_damaged(self, why: str) -> None:
         """A damaged audit index must not stop the journal: stop copying into it."""
@@ -476,7 +849,7 @@ class SQLiteStore:
             self._audit_damaged(str(exc))
             try:
                 return int(
-                    self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+                    self._db.execute("SELECT COALESCE(MAX(id), 0) FROM event_rows").fetchone()[0]
                 )
             except sqlite3.DatabaseError:
                 return 0
@@ -505,29 +878,59 @@ class SQLiteStore:
         return out
 
     async def query_rows(self, query: RowQuery) -> list[StoredRow]:
+        # Only `audit_rows` filters in SQL on stored columns. Rows read from `event_rows`
+        # (a run's events, the tail not copied yet) get their columns in Python and are
+        # filtered by the reference semantics (`row_matches`), then ordered and cut here.
         where, params = sql_where(query)
         order = sql_order(query)
         limit = "" if query.limit is None else f" LIMIT {int(query.limit)}"
+        tail = "id > (SELECT COALESCE(MAX(id), 0) FROM audit_rows)"
         if query.run_id is not None and query.correlation_id is None:
-            # Within one run: its (run_id, seq) key, complete, no audit index needed.
-            sql = (
-                f"SELECT {_EVENT_COLUMNS} FROM events {sqlite_run_hint(query)}"
-                f"WHERE {where} ORDER BY {order}{limit}"
-            )
-        else:
-            # Across runs: the indexed copies in `audit_rows`, plus the newest events that
-            # no append has copied there yet (at most about AUDIT_BATCH), scanned.
-            sql = (
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id IN ("
-                f"SELECT id FROM (SELECT id FROM audit_rows {sqlite_audit_hint(query)}"
-                f"WHERE {where} ORDER BY {order}{limit}) "
-                "UNION ALL SELECT id FROM (SELECT id FROM events NOT INDEXED "
-                "WHERE id > (SELECT COALESCE(MAX(id), 0) FROM audit_rows) "
-                f"AND {where} ORDER BY {order}{limit})"
-                f") ORDER BY {order}{limit}"
-            )
-            params = params + params
-        return [_stored(r) for r in self._read(sql, params)]
+            if _bounds_only(query):
+                # By the run's (run, seq) key alone: SQL orders and cuts.
+                return self._rows(f"WHERE {where} ORDER BY {order}{limit}", params)
+            if _context_only(query):
+                # `why`'s context lookups: the copied rows by the per-run context index,
+                # and the run's rows not copied yet.
+                found = self._rows(
+                    "WHERE id IN (SELECT a.id FROM audit_rows a INDEXED BY "
+                    f"audit_by_run_context JOIN run_keys k ON k.key = a.run WHERE {where})",
+                    params,
+                )
+                seen = {r.seq for r in found}
+                found += [
+                    r
+                    # `+run_id`: driven by the (short) id range, not the whole run's key.
+                    for r in self._rows(f"WHERE {tail} AND +run_id=?", (query.run_id,))
+                    if r.seq not in seen
+                ]
+            else:
+                found = self._rows(
+                    "WHERE run_id=? AND seq>? AND seq<? ORDER BY seq",
+                    (
+                        query.run_id,
+                        0 if query.after_seq is None else query.after_seq,
+                        2**62 if query.before_seq is None else query.before_seq,
+                    ),
+                    keep=_type_filter(query.types),
+                )
+            return _ordered([r for r in found if row_matches(r, query)], query)
+        # Across runs: the indexed copies in `audit_rows` (filtered, ordered and cut in
+        # SQL), plus the newest events no append has copied yet (about AUDIT_BATCH).
+        copied = self._rows(
+            "WHERE id IN (SELECT id FROM (SELECT a.id AS id FROM audit_rows a "
+            f"{sqlite_audit_hint(query)}JOIN run_keys k ON k.key = a.run "
+            f"WHERE {where} ORDER BY {order}{limit}))",
+            params,
+        )
+        newest = self._rows(f"WHERE {tail}")
+        return _ordered([*copied, *(r for r in newest if row_matches(r, query))], query)
+
+    def _rows(
+        self, sql: str, params: Sequence[Any] = (), *, keep: Callable[[Any], bool] | None = None
+    ) -> list[StoredRow]:
+        found = self._read(f"SELECT {_EVENT_COLUMNS} FROM events {sql}", params)
+        return [_stored(r) for r in found if keep is None or keep(r[2])]
 
     async def put_snapshot(
         self, lease: Lease, run_id: str, seq: int, raw: bytes, *, keep: int
@@ -566,12 +969,13 @@ class SQLiteStore:
         self._last_status.pop(run_id, None)
         with self._write() as db:
             self._check_lease(db, lease)
+            key = self._run_key(db, run_id)
             db.execute(
                 "DELETE FROM audit_rows WHERE id IN "
-                "(SELECT id FROM events WHERE run_id=? AND seq>?)",
-                (run_id, keep_through),
+                "(SELECT id FROM event_rows WHERE run=? AND seq>?)",
+                (key, keep_through),
             )
-            db.execute("DELETE FROM events WHERE run_id=? AND seq>?", (run_id, keep_through))
+            db.execute("DELETE FROM event_rows WHERE run=? AND seq>?", (key, keep_through))
             db.execute("DELETE FROM snapshots WHERE run_id=? AND seq>?", (run_id, keep_through))
             db.execute(
                 "UPDATE runs SET head_seq=?, head_hash=? WHERE run_id=?",
@@ -579,7 +983,24 @@ class SQLiteStore:
             )
             if then and summary is not None:
                 self._append_in(db, lease, then, summary=summary)
+        self._audit_pending, self._audit_new = [], []
         self._audit_mark = self._indexed_through()
+
+    async def check_file_integrity(self) -> str | None:
+        """SQLite's own `quick_check` of every page of the file: damage to a table
+        nothing else verifies (the ledger, the queue columns) shows up here."""
+        try:
+            found = [str(r[0]) for r in self._db.execute("PRAGMA quick_check(20)")]
+        except sqlite3.DatabaseError as exc:
+            error = self._error(exc)
+            if isinstance(error, StoreUnavailable):
+                raise error from None
+            return f"unreadable: {exc}"
+        if found == ["ok"]:
+            return None
+        # Damage confined to the audit copy is reported (and repaired) on its own.
+        rest = [f for f in found if "audit_" not in f]
+        return "; ".join(rest[:3]) if rest else None
 
     # -- the audit index (schema 5) ----------------------------------------------------
 
@@ -593,13 +1014,13 @@ class SQLiteStore:
                 return f"damaged pages: {'; '.join(damage[:3])}"
             (wrong,) = self._db.execute(
                 "SELECT COUNT(*) FROM audit_rows a LEFT JOIN events e ON e.id = a.id "
-                "WHERE e.id IS NULL OR a.run_id IS NOT e.run_id OR a.seq IS NOT e.seq "
+                "WHERE e.id IS NULL OR a.run IS NOT e.run OR a.seq IS NOT e.seq "
                 "OR a.type IS NOT e.type OR a.correlation_id IS NOT e.correlation_id "
                 "OR a.ts IS NOT e.ts OR a.actor IS NOT e.actor OR a.tool IS NOT e.tool "
                 "OR a.visibility IS NOT e.visibility"
             ).fetchone()
             (missing,) = self._db.execute(
-                "SELECT COUNT(*) FROM events WHERE id <= "
+                "SELECT COUNT(*) FROM event_rows WHERE id <= "
                 "(SELECT COALESCE(MAX(id), 0) FROM audit_rows) "
                 "AND id NOT IN (SELECT id FROM audit_rows)"
             ).fetchone()
@@ -613,7 +1034,7 @@ class SQLiteStore:
         return "; ".join(problems) or None
 
     async def rebuild_audit_index(self) -> int:
-        """Drop `audit_rows` and copy it again from `events` (it holds nothing else);
+        """Drop `audit_rows` and copy it again from `event_rows` (it holds nothing else);
         returns the rows copied.
 
         A damaged page can make DROP TABLE fail (it walks the pages to free them). Then
@@ -640,11 +1061,12 @@ class SQLiteStore:
             with self._write() as db:
                 self._create_audit_rows(db)
         self._audit_broken = False
+        self._audit_pending, self._audit_new = [], []
         self._audit_mark = self._indexed_through()
         return int(self._read("SELECT COUNT(*) FROM audit_rows")[0][0])
 
     def _create_audit_rows(self, db: sqlite3.Connection) -> None:
-        for statement in SQLITE_AUDIT_ROWS:
+        for statement in SQLITE_AUDIT_ROWS_V6:
             db.execute(statement)
 
     def joins_ledger(self, tables: object) -> bool:
@@ -666,8 +1088,52 @@ class SQLiteStore:
     async def run_ids(self) -> list[str]:
         return [r[0] for r in self._read("SELECT run_id FROM runs ORDER BY created_at, run_id")]
 
+    # -- console access tokens (TokenStore) -------------------------------------------
+
+    def _token_rows(self, sql: str, params: Sequence[Any] = ()) -> list[TokenRecord]:
+        """Token rows; none when the table was never made (a store open read-only)."""
+        if not self.read_only:
+            with self._write() as db:
+                db.execute(TOKENS_TABLE)
+        elif not self._read("SELECT 1 FROM sqlite_master WHERE name='console_tokens'"):
+            return []
+        rows = self._read(f"SELECT {TOKEN_COLUMNS} FROM console_tokens {sql}", params)
+        return [TokenRecord(**dict(zip(TOKEN_COLUMNS.split(", "), r, strict=True))) for r in rows]
+
+    async def put_token(self, record: TokenRecord) -> None:
+        try:
+            with self._write(sync=True) as db:
+                db.execute(TOKENS_TABLE)
+                db.execute(
+                    f"INSERT INTO console_tokens ({TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+                    (record.token_id, record.name, record.role, record.token_hash,
+                     record.created_at, record.expires_at, record.revoked_at),
+                )  # fmt: skip
+        except StoreError as exc:
+            if "UNIQUE" in str(exc):
+                raise UsageError(f"token {record.token_id!r} already exists") from None
+            raise
+
+    async def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        found = self._token_rows("WHERE token_hash=?", (token_hash,))
+        return found[0] if found else None
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        return self._token_rows("ORDER BY created_at, token_id")
+
+    async def revoke_token(self, token_id: str, *, at: str) -> bool:
+        with self._write(sync=True) as db:
+            db.execute(TOKENS_TABLE)
+            cur = db.execute(
+                "UPDATE console_tokens SET revoked_at=? WHERE token_id=? AND revoked_at IS NULL",
+                (at, token_id),
+            )
+            return cur.rowcount == 1
+
     async def close(self) -> None:
         if self._ledger_tables is not None:
             self._ledger_tables.close()  # type: ignore[attr-defined]
         self._checkpointer.close()
-        self._db.close()
+        self._synclog.close()
+        if hasattr(self, "_db"):
+            self._db.close()

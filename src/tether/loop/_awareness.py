@@ -35,6 +35,11 @@ def _fmt_tokens(n: float) -> str:
     return str(int(n))
 
 
+def _fmt_usd(amount: float) -> str:
+    # A limit of 1e308 is legal; the line the model reads every step must stay short.
+    return f"${amount:.2f}" if amount < 1e9 else f"${amount:.3g}"
+
+
 def _fmt_time(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f}h"
@@ -61,7 +66,7 @@ def runway(
     else:
         parts.append(f"tokens {_fmt_tokens(state.tokens)}")
     if limits.max_cost_usd:
-        parts.append(f"${state.cost_usd:.4f}/${limits.max_cost_usd:.2f}")
+        parts.append(f"${state.cost_usd:.4f}/{_fmt_usd(limits.max_cost_usd)}")
         left["cost"] = 1 - state.cost_usd / limits.max_cost_usd
     else:
         parts.append(f"${state.cost_usd:.4f}")
@@ -99,7 +104,9 @@ def limit_reached(state: RunState, limits: Limits, *, elapsed_s: float) -> tuple
     if limits.max_tokens is not None and state.tokens >= limits.max_tokens:
         return "tokens", f"token limit reached ({state.tokens}/{limits.max_tokens} tokens)"
     if limits.max_cost_usd is not None and state.cost_usd >= limits.max_cost_usd:
-        return "cost", f"cost limit reached (${state.cost_usd:.4f}/${limits.max_cost_usd:.2f})"
+        return "cost", (
+            f"cost limit reached (${state.cost_usd:.4f}/{_fmt_usd(limits.max_cost_usd)})"
+        )
     if limits.max_time_s is not None and elapsed_s >= limits.max_time_s:
         return "time", f"time limit reached ({elapsed_s:.0f}s/{limits.max_time_s:.0f}s)"
     return None

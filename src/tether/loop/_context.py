@@ -1,22 +1,25 @@
-"""The model's context: journal events turned into chat messages, and compaction.
+"""The model's context: journal events turned into chat messages, and compaction plans.
 
 State keeps the context as journal seqs; this module materialises them (with a cache so
-the hot path reads nothing it wrote itself) and plans compactions that cut only on whole
-call/result pairs and never touch the mission, the task or pinned facts.
+the hot path reads nothing it wrote itself), adds the pinned facts after the mission and
+the task, and plans compactions that cut only on whole call/result pairs and never touch
+the mission, the task or pinned facts. The summary itself is written in `_summary.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable
 
 from ..errors import CorruptionError
-from ..events import Event, EventDecodeError
+from ..events import Event, EventDecodeError, Visibility
 from ..journal import Store
 from ..journal._integrity import verify_row
 from ..models import Message, ToolCall, estimate_tokens
-from ..state import RunState
+from ..state import ContextSeqs, RunState
+from ._pins import facts_message
 
-__all__ = ["ContextCache", "message_of", "plan_compaction", "summarize"]
+__all__ = ["SUMMARY_HEADER", "ContextCache", "is_summary", "message_of", "plan_compaction"]
 
 
 def message_of(event: Event) -> Message:
@@ -50,9 +53,10 @@ def result_content(event: Event) -> str:
     output: str = p["output"]
     limit: int = p.get("max_chars", 8_000)
     if len(output) > limit:
-        output = (
-            output[:limit] + f"\n[... {len(output) - limit} more characters truncated; "
-            f"the full output is journaled as event {event.id}]"
+        # The head enters the context; the rest stays in the journal as an artifact.
+        output = output[:limit] + (
+            f"\n[... {len(output) - limit:,} more characters of {len(output):,} not shown; "
+            f'read them with read_artifact(handle="{event.id}", offset={limit})]'
         )
     status = p.get("status")
     return f"{output}\n{status}" if status else output
@@ -72,25 +76,41 @@ class ContextCache:
     not O(context), until a compaction (or a fresh load) rebuilds them once.
     """
 
-    def __init__(self, store: Store, run_id: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        count: Callable[[tuple[Message, ...]], int] = estimate_tokens,
+    ) -> None:
         self.store = store
         self.run_id = run_id
+        self.count = count
+        """The model's own token count (its tokenizer where it has one), one message at a
+        time: each message is counted once, when it arrives, never again per turn."""
         self.messages: dict[int, Message] = {}
         self.tokens: dict[int, int] = {}
-        self._seqs: tuple[int, ...] = ()
+        self.visibility: dict[int, Visibility] = {}
+        self.scale = 1.0
+        """Provider's count over ours for the last call (at least 1): corrects estimates."""
+        self._seqs = ContextSeqs()
         """The context the lists below were built for."""
         self._final: list[Message] = []
         """Messages up to and including the last assistant turn, results in call order."""
         self._tail: list[Message] = []
         """Messages after the last assistant turn (its results, in arrival order)."""
         self._total = 0
+        self._facts_key: object = None
+        self._facts_cached = (Message(role="user", content=""), 0)
+        self.marks: dict[int, str] = {}
+        """Notes added to messages after they were journaled (a result gone stale)."""
 
     def add(self, events: Iterable[Event], state: RunState) -> None:
         for event in events:
             if event.type in CONTEXT_TYPES:
                 message = message_of(event)
                 self.messages[event.seq] = message
-                self.tokens[event.seq] = estimate_tokens((message,))
+                self.tokens[event.seq] = self.count((message,))
+                self.visibility[event.seq] = event.visibility
 
     async def load(self, state: RunState) -> None:
         """Read and verify whatever context events the cache does not hold yet."""
@@ -110,6 +130,24 @@ class ContextCache:
             if seq not in found:
                 raise CorruptionError(self.run_id, seq, "a context event is missing")
         self.add(found.values(), state)
+
+    def mark(self, seq: int, note: str) -> None:
+        """Add `note` to the message of `seq` in every later build (once; the journal keeps
+        the event as it was). O(context) once per mark, never per step."""
+        old = self.messages.get(seq)
+        if old is None or seq in self.marks:
+            return
+        new = dataclasses.replace(old, content=f"{old.content}\n{note}")
+        self.marks[seq] = note
+        self.messages[seq] = new
+        delta = self.count((new,)) - self.tokens[seq]
+        self.tokens[seq] += delta
+        for built in (self._final, self._tail):
+            for i, message in enumerate(built):
+                if message is old:
+                    built[i] = new
+                    self._total += delta
+                    return
 
     def _sync(self, state: RunState) -> None:
         context, seen = state.context, self._seqs
@@ -133,19 +171,67 @@ class ContextCache:
         self._seqs = context
 
     def build(self, state: RunState) -> tuple[Message, ...]:
-        """The context in order, tool results sorted to follow their calls' order."""
+        """The context in order: the pinned messages, the pinned facts, the summary and the
+        recent turns, tool results sorted to follow their calls' order."""
         self._sync(state)
-        return (*self._final, *_in_call_order(self._tail, self._final))
+        facts = self._facts(state)
+        tail = _in_call_order(self._tail, self._final)
+        if facts is None:
+            return (*self._final, *tail)
+        messages = [*self._final, *tail]
+        messages.insert(_pinned_prefix(state), facts[0])
+        return tuple(messages)
 
     def token_count(self, state: RunState) -> int:
+        """Tokens of the context: our estimate, scaled by what the provider last counted."""
+        return int(self.estimate(state) * self.scale)
+
+    def estimate(self, state: RunState) -> int:
+        """Our own estimate of the context's tokens, kept up to date as messages come."""
         self._sync(state)
-        return self._total
+        facts = self._facts(state)
+        return self._total + (facts[1] if facts is not None else 0)
+
+    def raw_tokens(self, seqs: Iterable[int]) -> int:
+        return sum(self.tokens[s] for s in seqs)
+
+    def calibrate(self, estimated: int, counted: int) -> None:
+        """Correct later estimates by the provider's count of the last request.
+
+        Only upwards, and at most threefold: an estimate below the provider's count lets a
+        request overflow, one above it only compacts a little early.
+        """
+        if estimated > 0 and counted > 0:
+            self.scale = min(3.0, max(1.0, counted / estimated))
+
+    def _facts(self, state: RunState) -> tuple[Message, int] | None:
+        if not state.facts:
+            return None
+        key = state.facts
+        if self._facts_key is not key:
+            message = facts_message(state.facts)
+            self._facts_cached = (message, self.count((message,)))
+            self._facts_key = key
+        return self._facts_cached
 
     def forget(self, keep: Iterable[int]) -> None:
         keep_set = set(keep)
         for seq in [s for s in self.messages if s not in keep_set]:
             del self.messages[seq]
+            self.marks.pop(seq, None)
             self.tokens.pop(seq, None)
+            self.visibility.pop(seq, None)
+
+
+def _pinned_prefix(state: RunState) -> int:
+    """How many messages at the start of the context are pinned (mission, task)."""
+    pinned = state.pinned
+    n = 0
+    for seq in state.context:
+        if seq not in pinned:
+            break
+        n += 1
+    return n
 
 
 def _in_call_order(tail: list[Message], final: list[Message]) -> list[Message]:
@@ -162,55 +248,47 @@ def _in_call_order(tail: list[Message], final: list[Message]) -> list[Message]:
 
 
 def plan_compaction(
-    state: RunState, cache: ContextCache, *, budget_tokens: int, keep_recent: int = 2
+    state: RunState,
+    cache: ContextCache,
+    *,
+    budget_tokens: int,
+    summary_tokens: int,
+    keep_recent: int = 2,
 ) -> list[int]:
-    """Seqs of old turns to replace by a summary so the context fits `budget_tokens`.
+    """Seqs of old turns (and the previous summary) to fold into a new summary so that the
+    context, with a summary of `summary_tokens`, fits `budget_tokens`.
 
     Cuts whole turns only (an assistant message with all its tool results), oldest first,
-    keeps the last `keep_recent` turns and every pinned event.
+    keeps the last `keep_recent` turns and every pinned event. The previous summary is
+    always folded in, so there is one summary, and it converges instead of growing.
     """
+    pinned = set(state.pinned)
     turns: list[list[int]] = []
+    summary: list[int] = []
     for seq in state.context:
-        if seq in state.pinned:
+        if seq in pinned:
             continue
         message = cache.messages[seq]
-        if message.role == "assistant" or not turns:
+        if not turns and not summary and is_summary(message):
+            summary.append(seq)
+        elif message.role == "assistant" or not turns:
             turns.append([seq])
         else:
             turns[-1].append(seq)
-    total = cache.token_count(state)
-    removed: list[int] = []
+    scale = cache.scale
+    total = cache.token_count(state) - int(cache.raw_tokens(summary) * scale)
+    total += summary_tokens
+    removed: list[int] = list(summary)
     for turn in turns[: max(0, len(turns) - keep_recent)]:
         if total <= budget_tokens:
             break
         removed.extend(turn)
-        total -= sum(cache.tokens[s] for s in turn)
-    return removed
+        total -= int(cache.raw_tokens(turn) * scale)
+    return removed if len(removed) > len(summary) else []
 
 
 SUMMARY_HEADER = "Summary of earlier work (older turns were compacted; the journal keeps them):"
 
 
-def summarize(messages: Sequence[Message]) -> str:
-    """An extractive summary of compacted turns: what was called and what came back.
-
-    Deterministic and model-free, so compaction cannot fail for lack of room to summarise.
-    """
-    lines = [SUMMARY_HEADER]
-    for message in messages:
-        if message.role == "assistant":
-            if message.content.strip():
-                lines.append(f"- you said: {_clip(message.content, 200)}")
-            for call in message.tool_calls:
-                lines.append(f"- you called {call.name}({_clip(call.arguments, 120)})")
-        elif message.role == "tool":
-            first = message.content.split("\n[", 1)[0]
-            lines.append(f"  -> {message.name}: {_clip(first, 160)}")
-        elif message.role == "user" and message.content.startswith(SUMMARY_HEADER):
-            lines.extend(message.content.splitlines()[1:])
-    return "\n".join(lines)
-
-
-def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def is_summary(message: Message) -> bool:
+    return message.role == "user" and message.content.startswith(SUMMARY_HEADER)

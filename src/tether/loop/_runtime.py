@@ -14,6 +14,7 @@ from ..agent import Agent, Limits
 from ..budget import BudgetLimits, Ledger, check_scope, ledger_for
 from ..errors import UsageError
 from ..journal import DEFAULT_SNAPSHOT_EVERY, RunRecord, Store, create_run, load_run, open_store
+from ..journal._leases import holder_is_dead as holder_is_dead
 from ..models import Model, PriceTable
 from ..state import RunState, RunStatus
 from ._runner import Observer, RunResult, drive_run
@@ -26,28 +27,6 @@ T = TypeVar("T")
 def default_worker_id() -> str:
     """`host:pid:nonce`, so a worker on the same host can tell when the holder has died."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
-
-
-def holder_is_dead(owner: str) -> bool:
-    """True only when `owner` is a worker on this host whose process no longer exists."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 class Runtime:

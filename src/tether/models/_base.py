@@ -82,6 +82,9 @@ class ModelRequest:
     max_tokens: int | None = None
     """Upper bound on output tokens; budgets reserve against it."""
     temperature: float | None = None
+    purpose: Literal["turn", "summary"] = "turn"
+    """`summary`: the runtime asks for a summary of compacted turns (scripted models answer
+    these from their `summaries`)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import re
 import sys
 import weakref
@@ -39,6 +38,7 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import ContextOverflow, ModelError, ModelUnavailable, UsageError
+from ._anthropic_tokens import AnthropicTokenCounter
 from ._base import (
     Message,
     ModelRequest,
@@ -49,6 +49,7 @@ from ._base import (
     ToolSpec,
     check_real_calls_allowed,
 )
+from ._provider import Retryable, SinkFailed, backoff, emit, retry_after
 from ._tokens import estimate_tokens
 
 __all__ = ["AnthropicModel", "to_anthropic_messages", "to_anthropic_tools"]
@@ -229,20 +230,6 @@ class _StreamState:
                 setattr(self, attr, int(value or 0))
 
 
-class _SinkFailed(Exception):
-    """Wraps an exception raised by the caller's `on_text`, so it is re-raised untouched."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 # --------------------------------------------------------------------------- the model
 
 
@@ -269,6 +256,8 @@ class AnthropicModel:
         timeout: float = 600.0,
         stream: bool | None = None,
         http_client: Any = None,
+        count_tokens_api: bool = False,
+        count_http_client: Any = None,
     ) -> None:
         if max_output_tokens < 1:
             raise UsageError("max_output_tokens must be at least 1")
@@ -286,6 +275,17 @@ class AnthropicModel:
         self._api_key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         self._base_url = base_url
         self._http_client = http_client
+        self._counter = (
+            AnthropicTokenCounter(
+                self._sdk,
+                model,
+                api_key=self._api_key,
+                base_url=base_url,
+                http_client=count_http_client,
+            )
+            if count_tokens_api
+            else None
+        )
         self._client: Any = None
         self._client_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -294,7 +294,14 @@ class AnthropicModel:
     # ------------------------------------------------------------------ port
 
     def count_tokens(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
-        return estimate_tokens(messages, tools) + (TOOL_USE_OVERHEAD if tools else 0)
+        """The count-tokens API's count with `count_tokens_api=True` (see
+        `_anthropic_tokens`), else, or when it cannot answer, the conservative estimate."""
+        overhead = TOOL_USE_OVERHEAD if tools else 0
+        if self._counter is not None:
+            counted = self._counter.count(messages, tools)
+            if counted is not None:
+                return counted + overhead
+        return estimate_tokens(messages, tools) + overhead
 
     async def complete(
         self, request: ModelRequest, *, on_text: TextSink | None = None
@@ -303,17 +310,24 @@ class AnthropicModel:
         params = self._params(request)
         stream = self.stream if self.stream is not None else on_text is not None
         client = self._get_client()
-        last: _Retryable | None = None
+        last: Retryable | None = None
         for attempt in range(self.max_retries + 1):
             if attempt:
-                await self._sleep(self._backoff(attempt, last))
+                await self._sleep(
+                    backoff(
+                        attempt,
+                        base=self.backoff_base,
+                        cap=self.backoff_max,
+                        retry_after=last.retry_after if last else None,
+                    )
+                )
             try:
                 if stream:
                     return await self._streamed(client, params, on_text)
                 response = await self._single(client, params)
-            except _SinkFailed as failed:
+            except SinkFailed as failed:
                 raise failed.error from None
-            except _Retryable as exc:
+            except Retryable as exc:
                 last = exc
                 continue
             if on_text is not None and response.content:
@@ -330,6 +344,8 @@ class AnthropicModel:
 
     async def aclose(self) -> None:
         """Close the HTTP connections (and an injected `http_client` with them)."""
+        if self._counter is not None:
+            self._counter.close()
         client, self._client = self._client, None
         if client is not None:
             await client.close()
@@ -393,14 +409,6 @@ class AnthropicModel:
         self._client_loop = weakref.ref(loop)
         return self._client
 
-    def _backoff(self, attempt: int, last: _Retryable | None) -> float:
-        """Exponential with jitter: a random delay in [1/2, 1] of base * 2**(attempt-1)."""
-        ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
-        delay = ceiling * (0.5 + random.random() / 2)
-        if last is not None and last.retry_after is not None:
-            delay = max(delay, min(last.retry_after, self.backoff_max))
-        return delay
-
     # ------------------------------------------------------------------ calls
 
     async def _single(self, client: Any, params: dict[str, Any]) -> ModelResponse:
@@ -450,12 +458,12 @@ class AnthropicModel:
                     self._on_event(state, event, on_text)
             finally:
                 await events.close()
-        except _SinkFailed:
+        except SinkFailed:
             raise
         except Exception as exc:
             raise self._translate(exc) from exc
         if not state.stopped:
-            raise _Retryable("the response stream ended before message_stop")
+            raise Retryable("the response stream ended before message_stop")
         return self._from_stream(state)
 
     @staticmethod
@@ -471,14 +479,14 @@ class AnthropicModel:
                 entry.id, entry.name, entry.start_input = block.id, block.name, block.input
             elif block.type == "text" and block.text:
                 entry.text.append(block.text)
-                _emit(on_text, block.text)
+                emit(on_text, block.text)
             state.blocks[event.index] = entry
         elif kind == "content_block_delta":
             entry = state.blocks.setdefault(event.index, _Block(type="unknown"))
             delta = event.delta
             if delta.type == "text_delta":
                 entry.text.append(delta.text)
-                _emit(on_text, delta.text)
+                emit(on_text, delta.text)
             elif delta.type == "input_json_delta":
                 entry.json_parts.append(delta.partial_json)
             # thinking, signature and citations deltas are not kept
@@ -516,9 +524,9 @@ class AnthropicModel:
     # ------------------------------------------------------------------ errors
 
     def _translate(self, exc: Exception) -> Exception:
-        """An SDK or transport failure as _Retryable, ContextOverflow or ModelError."""
+        """An SDK or transport failure as Retryable, ContextOverflow or ModelError."""
         sdk = self._sdk
-        if isinstance(exc, _Retryable | ModelError):
+        if isinstance(exc, Retryable | ModelError):
             return exc
         if isinstance(exc, sdk.APIStatusError):
             status = exc.status_code
@@ -534,25 +542,18 @@ class AnthropicModel:
                 return ContextOverflow(f"{where}: {message}")
             transient = isinstance(error_type, str) and error_type in RETRYABLE_ERROR_TYPES
             if status in RETRYABLE_STATUS or status >= 500 or transient:
-                return _Retryable(f"{where}: {message}", _retry_after(exc.response))
+                return Retryable(
+                    f"{where}: {message}", retry_after(getattr(exc.response, "headers", None))
+                )
             return ModelError(f"{where}: {message}")
         if isinstance(exc, sdk.APITimeoutError):
-            return _Retryable(f"anthropic {self.name}: the request timed out")
+            return Retryable(f"anthropic {self.name}: the request timed out")
         if isinstance(exc, sdk.APIConnectionError):
-            return _Retryable(f"anthropic {self.name}: connection failed ({exc})")
+            return Retryable(f"anthropic {self.name}: connection failed ({exc})")
         if isinstance(exc, _transport_errors()):
-            return _Retryable(f"anthropic {self.name}: {type(exc).__name__}: {exc}")
+            return Retryable(f"anthropic {self.name}: {type(exc).__name__}: {exc}")
         # anything else (a malformed response, an SDK-side check) is not worth a retry
         return ModelError(f"anthropic {self.name}: {type(exc).__name__}: {exc}")
-
-
-def _emit(on_text: TextSink | None, text: str) -> None:
-    if on_text is None or not text:
-        return
-    try:
-        on_text(text)
-    except Exception as exc:
-        raise _SinkFailed(exc) from exc
 
 
 def _error_body(body: object) -> dict[str, Any]:
@@ -562,23 +563,6 @@ def _error_body(body: object) -> dict[str, Any]:
         if isinstance(error, dict):
             return error
     return {}
-
-
-def _retry_after(response: Any) -> float | None:
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / scale
-        except ValueError:
-            continue
-        if seconds >= 0:
-            return seconds
-    return None
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:

@@ -37,8 +37,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
-import threading
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -57,6 +55,9 @@ from ._base import (
     ToolSpec,
     check_real_calls_allowed,
 )
+from ._openai_tokens import count_or_none, count_with_encoding, encoding_for
+from ._provider import Retryable, SinkFailed, backoff, emit, retry_after
+from ._server_tokens import ServerTokenizer
 from ._tokens import MESSAGE_OVERHEAD, estimate_text_tokens, estimate_tokens
 
 __all__ = ["OpenAIModel"]
@@ -89,8 +90,8 @@ TOOLS_OVERHEAD = 200
 tools preamble, or the instructions a local server's chat template wraps around them (about
 120 tokens in the Hermes/Qwen style). Added by `count_tokens` to keep it an upper bound."""
 
-TIKTOKEN_LOAD_TIMEOUT = 3.0
-"""Seconds to wait for tiktoken to load an encoding before using the estimate instead."""
+TOKENIZERS = ("auto", "tiktoken", "server", "estimate")
+"""How `count_tokens` counts: see its docstring."""
 
 
 def _import_openai() -> ModuleType:
@@ -102,71 +103,6 @@ def _import_openai() -> ModuleType:
             "pip install 'tether-runtime[openai]'"
         ) from exc
     return openai
-
-
-# ---------------------------------------------------------------------------------------------
-# Token counting: tiktoken when its encoding loads offline, else the conservative estimate.
-
-_encodings: dict[str, Any] = {}
-"""Encoding name -> tiktoken Encoding, or None when it could not be loaded (not retried)."""
-_encodings_lock = threading.Lock()
-
-
-def _load_encoding(encoding_name: str) -> Any:
-    """tiktoken's encoding, loaded in a daemon thread so a download attempt can never hang us.
-
-    tiktoken fetches encodings from the internet on first use and caches them (in
-    TIKTOKEN_CACHE_DIR, or a temp dir); without network and cache this fails or stalls."""
-    import tiktoken
-
-    result: list[Any] = []
-
-    def load() -> None:
-        try:
-            result.append(tiktoken.get_encoding(encoding_name))
-        except BaseException:  # any failure, including the network's, means "no encoding"
-            result.append(None)
-
-    thread = threading.Thread(target=load, name=f"tiktoken-{encoding_name}", daemon=True)
-    thread.start()
-    thread.join(TIKTOKEN_LOAD_TIMEOUT)
-    return result[0] if result else None
-
-
-def _encoding_for(model: str) -> Any:
-    try:
-        import tiktoken
-    except ImportError:
-        return None
-    try:
-        encoding_name = tiktoken.encoding_name_for_model(model)
-    except KeyError:  # not an OpenAI model: its tokenizer is unknown
-        return None
-    with _encodings_lock:
-        if encoding_name not in _encodings:
-            try:
-                _encodings[encoding_name] = _load_encoding(encoding_name)
-            except Exception:
-                _encodings[encoding_name] = None
-        return _encodings[encoding_name]
-
-
-def _count_with_encoding(
-    encoding: Any, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...]
-) -> int:
-    def n(text: str) -> int:
-        return len(encoding.encode(text, disallowed_special=()))
-
-    total = 0
-    for message in messages:
-        total += MESSAGE_OVERHEAD + n(message.content)
-        for call in message.tool_calls:
-            total += MESSAGE_OVERHEAD + n(call.name) + n(call.arguments)
-    for tool in tools:
-        total += MESSAGE_OVERHEAD + n(
-            tool.name + tool.description + json.dumps(tool.parameters, separators=(",", ":"))
-        )
-    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,32 +185,6 @@ class _PartialCall:
 # Errors.
 
 
-class _SinkFailed(Exception):
-    """Wraps an exception raised by the caller's `on_text`, so it is re-raised untouched."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _emit(on_text: TextSink | None, text: str) -> None:
-    if on_text is None or not text:
-        return
-    try:
-        on_text(text)
-    except Exception as exc:
-        raise _SinkFailed(exc) from exc
-
-
-class _Retryable(Exception):
-    """Internal: a transient failure worth another attempt."""
-
-    def __init__(self, description: str, retry_after: float | None = None) -> None:
-        super().__init__(description)
-        self.description = description
-        self.retry_after = retry_after
-
-
 def _provider_message(exc: Any) -> str:
     """The provider's own error message, without the SDK's "Error code: ..." wrapping."""
     body = getattr(exc, "body", None)
@@ -287,19 +197,8 @@ def _provider_message(exc: Any) -> str:
     return str(getattr(exc, "message", None) or exc)
 
 
-def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    value = headers.get("retry-after-ms")
-    try:
-        if value is not None:
-            return float(value) / 1000
-        value = headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+def _headers(exc: Any) -> Any:
+    return getattr(getattr(exc, "response", None), "headers", None)
 
 
 def _is_transport_error(exc: BaseException) -> bool:
@@ -312,7 +211,7 @@ def _is_transport_error(exc: BaseException) -> bool:
 
 
 def _translate(openai: ModuleType, exc: BaseException) -> Exception | None:
-    """Tether's error for an SDK/network failure (`_Retryable` if transient), None if the
+    """Tether's error for an SDK/network failure (`Retryable` if transient), None if the
     exception is not the SDK's (the caller's own, e.g. from `on_text`: re-raise it as is)."""
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
@@ -327,15 +226,15 @@ def _translate(openai: ModuleType, exc: BaseException) -> Exception | None:
         if status == 429 and any(marker in text for marker in NOT_RETRYABLE_429):
             return ModelError(f"{PROVIDER} HTTP 429 (not retried, quota): {message}")
         if status in RETRYABLE_STATUS or status >= 500:
-            return _Retryable(f"HTTP {status}: {message}", _retry_after(exc))
+            return Retryable(f"HTTP {status}: {message}", retry_after(_headers(exc)))
         return ModelError(f"{PROVIDER} HTTP {status}: {message}")
     if isinstance(exc, openai.APITimeoutError):
-        return _Retryable("request timed out")
+        return Retryable("request timed out")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
-        return _Retryable(f"connection error: {cause!r}" if cause else "connection error")
+        return Retryable(f"connection error: {cause!r}" if cause else "connection error")
     if _is_transport_error(exc):
-        return _Retryable(f"connection error: {exc!r}")
+        return Retryable(f"connection error: {exc!r}")
     if isinstance(exc, openai.OpenAIError):
         return ModelError(f"{PROVIDER}: {type(exc).__name__}: {exc}")
     return None
@@ -376,6 +275,7 @@ class OpenAIModel:
         price_name: str | None = None,
         max_tokens_param: str = "max_tokens",
         http_client: Any = None,
+        tokenizer: str = "auto",
     ) -> None:
         self._openai = _import_openai()
         if max_retries < 0 or backoff_base < 0 or backoff_max < 0:
@@ -384,6 +284,8 @@ class OpenAIModel:
             raise UsageError("timeout must be positive")
         if context_window < 1 or max_output_tokens < 1:
             raise UsageError("context_window and max_output_tokens must be at least 1")
+        if tokenizer not in TOKENIZERS:
+            raise UsageError(f"tokenizer is one of {', '.join(TOKENIZERS)}, not {tokenizer!r}")
         if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
             raise UsageError('max_tokens_param is "max_tokens" or "max_completion_tokens"')
         extra = dict(extra or {})
@@ -410,6 +312,12 @@ class OpenAIModel:
         self.extra = extra
         self.max_tokens_param = max_tokens_param
         self._http_client = http_client
+        self.tokenizer = tokenizer
+        self._server_tokens = (
+            ServerTokenizer(self.base_url, api_key=api_key)
+            if self.base_url and tokenizer in ("auto", "server")
+            else None
+        )
         self._client: Any = None
         self._client_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -442,6 +350,8 @@ class OpenAIModel:
 
     async def aclose(self) -> None:
         """Close the HTTP connections (and a given `http_client`)."""
+        if self._server_tokens is not None:
+            self._server_tokens.close()
         client, self._client = self._client, None
         if client is not None:
             await client.close()
@@ -462,15 +372,22 @@ class OpenAIModel:
     # -- the Model protocol ------------------------------------------------------------------
 
     def count_tokens(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
-        """tiktoken's count for OpenAI models whose encoding loads offline, else the
-        conservative estimate; plus the reply's priming and, with tools, TOOLS_OVERHEAD."""
+        """The best count there is, plus the reply's priming and, with tools,
+        TOOLS_OVERHEAD: tiktoken's for OpenAI models whose encoding loads offline; else the
+        server's own tokenizer (llama.cpp's `/tokenize`) for a server at `base_url`; else
+        the conservative estimate (`tokenizer=` picks one; "auto" tries them in order)."""
         overhead = MESSAGE_OVERHEAD + (TOOLS_OVERHEAD if tools else 0)
-        encoding = _encoding_for(self.model)
+        encoding = encoding_for(self.model) if self.tokenizer in ("auto", "tiktoken") else None
         if encoding is not None:
             try:
-                return _count_with_encoding(encoding, messages, tools) + overhead
+                return count_with_encoding(encoding, messages, tools) + overhead
             except Exception:
                 pass
+        server = self._server_tokens
+        if server is not None and server.available is not False:
+            counted = count_or_none(server.count, messages, tools)
+            if counted is not None:
+                return counted + overhead
         return estimate_tokens(messages, tools) + overhead
 
     def build_request(self, request: ModelRequest) -> dict[str, Any]:
@@ -503,34 +420,32 @@ class OpenAIModel:
                 if stream:
                     return await self._complete_streamed(request, kwargs, on_text)
                 return await self._complete_once(request, kwargs, on_text)
-            except _SinkFailed as failed:  # the caller's own exception, untouched
+            except SinkFailed as failed:  # the caller's own exception, untouched
                 raise failed.error from None
             except TetherError:
                 raise
             except Exception as exc:
-                error = exc if isinstance(exc, _Retryable) else _translate(self._openai, exc)
+                error = exc if isinstance(exc, Retryable) else _translate(self._openai, exc)
                 if error is None:  # e.g. a body that is not JSON, or not a completion
                     error = ModelError(
                         f"{PROVIDER} {self.model}: malformed response ({type(exc).__name__}: {exc})"
                     )
-                if not isinstance(error, _Retryable):
+                if not isinstance(error, Retryable):
                     raise error from exc
                 if attempt + 1 == attempts:
                     raise ModelUnavailable(
                         f"{PROVIDER} {self.model}: {error.description} (gave up after "
                         f"{attempts} attempt{'s' if attempts != 1 else ''})"
                     ) from exc
-                await self._sleep(self._backoff(attempt + 1, error.retry_after))
+                await self._sleep(
+                    backoff(
+                        attempt + 1,
+                        base=self.backoff_base,
+                        cap=self.backoff_max,
+                        retry_after=error.retry_after,
+                    )
+                )
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential with jitter: a random delay in [1/2, 1] of base * 2**(attempt-1); a
-        server's retry-after is honoured when longer, up to `backoff_max`."""
-        ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
-        delay = ceiling * (0.5 + random.random() / 2)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.backoff_max))
-        return delay
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -565,7 +480,7 @@ class OpenAIModel:
             completion_tokens=getattr(usage, "completion_tokens", None),
             model=response.model,
         )
-        _emit(on_text, content)
+        emit(on_text, content)
         return result
 
     async def _complete_streamed(
@@ -610,11 +525,11 @@ class OpenAIModel:
                                 slot.arguments.append(function.arguments)
                     if delta.content:
                         text.append(delta.content)
-                        _emit(on_text, delta.content)
+                        emit(on_text, delta.content)
         finally:
             await stream.close()
         if finish_reason is None:
-            raise _Retryable("the response stream ended before its finish_reason")
+            raise Retryable("the response stream ended before its finish_reason")
         calls = tuple(
             ToolCall(
                 id=slot.id or _new_call_id(), name=slot.name, arguments="".join(slot.arguments)

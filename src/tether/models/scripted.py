@@ -36,10 +36,17 @@ def call(name: str, arguments: dict[str, Any] | str | None = None, *, text: str 
 
 
 Script = Sequence[Turn | str] | Callable[[ModelRequest], Turn | str]
+Summaries = Callable[[ModelRequest], str]
+"""Answers summary requests (`ModelRequest.purpose == "summary"`); see `loop/_summary.py`."""
 
 
 class ScriptedModel:
-    """Answers from `script`; a `str` turn is a final text answer."""
+    """Answers from `script`; a `str` turn is a final text answer.
+
+    Summary requests are answered by `summaries`; without it they fail with a ModelError,
+    so the runtime falls back to its extractive summary. `context_window` is enforced the
+    way providers enforce it: a request that does not fit raises ContextOverflow.
+    """
 
     def __init__(
         self,
@@ -48,8 +55,10 @@ class ScriptedModel:
         name: str = "scripted",
         context_window: int = 128_000,
         max_output_tokens: int = 4_096,
+        summaries: Summaries | None = None,
     ) -> None:
         self.script = script
+        self.summaries = summaries
         self.name = name
         self.context_window = context_window
         self.max_output_tokens = max_output_tokens
@@ -78,6 +87,8 @@ class ScriptedModel:
             raise ContextOverflow(
                 f"request of ~{input_tokens} tokens exceeds the {self.context_window}-token window"
             )
+        if request.purpose == "summary":
+            return self._summary(request, input_tokens)
         turn = self._turn(request)
         cycle = sum(1 for m in request.messages if m.role == "assistant") + 1
         calls = tuple(
@@ -100,5 +111,17 @@ class ScriptedModel:
             tool_calls=calls,
             finish_reason=turn.finish_reason or ("tool_calls" if calls else "stop"),
             usage=ModelUsage(input_tokens=input_tokens, output_tokens=output_tokens),
+            model=self.name,
+        )
+
+    def _summary(self, request: ModelRequest, input_tokens: int) -> ModelResponse:
+        if self.summaries is None:
+            raise ModelError("this scripted model has no summaries to give")
+        text = self.summaries(request)
+        return ModelResponse(
+            content=text,
+            tool_calls=(),
+            finish_reason="stop",
+            usage=ModelUsage(input_tokens=input_tokens, output_tokens=estimate_text_tokens(text)),
             model=self.name,
         )

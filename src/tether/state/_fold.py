@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import CorruptionError
 from ..events import EVENT_TYPES, Event
-from ._model import PendingCall, RunState, RunStatus
+from ._model import ContextSeqs, Fact, PendingCall, RunState, RunStatus
 
 
 def fold(events: Iterable[Event], initial: RunState | None = None) -> RunState:
@@ -50,7 +50,7 @@ def _evolve(state: RunState, changes: dict[str, Any]) -> RunState:
     return new
 
 
-_PAUSE_ENDING = frozenset({"run.resumed", "approval.resolved", "run.forked"})
+_PAUSE_ENDING = frozenset({"run.resumed", "approval.resolved", "run.forked", "limit.changed"})
 """Events that end a pause: the time before them was not spent working on the run."""
 
 
@@ -85,7 +85,7 @@ def _noop(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
 
 def _message(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
     pinned = (*s.pinned, e.seq) if p.get("pinned", True) else s.pinned
-    return dict(context=(*s.context, e.seq), pinned=pinned)
+    return dict(context=s.context.appended(e.seq), pinned=pinned)
 
 
 def _cycle(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
@@ -97,7 +97,7 @@ def _model_requested(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
 
 
 def _model_completed(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
-    return dict(open_model_request=None, context=(*s.context, e.seq))
+    return dict(open_model_request=None, context=s.context.appended(e.seq))
 
 
 def _model_failed(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
@@ -113,16 +113,40 @@ def _tool_result(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
     call_id = p["call_id"]
     remaining = tuple(c for c in s.pending_calls if c.call_id != call_id)
     errors = s.tool_errors + (1 if e.type != "tool.completed" or p.get("is_error") else 0)
-    return dict(pending_calls=remaining, context=(*s.context, e.seq), tool_errors=errors)
+    return dict(pending_calls=remaining, context=s.context.appended(e.seq), tool_errors=errors)
+
+
+def _health(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    # A policy's checkpoint rides on its health event (see loop/_driver_base.py).
+    checkpoint = p.get("checkpoint")
+    if not isinstance(checkpoint, dict) or "key" not in checkpoint:
+        return {}
+    saved = {"after": checkpoint.get("after", 0), "at": e.seq, "state": checkpoint.get("state")}
+    return dict(policy_state={**s.policy_state, str(checkpoint["key"]): saved})
 
 
 def _compacted(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    # O(context), but only once per compaction; every other event appends in O(1).
     removed = set(p["removed"])
-    kept = tuple(seq for seq in s.context if seq not in removed or seq in s.pinned)
+    pinned = set(s.pinned)
+    kept = [seq for seq in s.context if seq not in removed or seq in pinned]
     # The summary event takes the place of what it replaced, after the pinned prefix.
-    head = tuple(seq for seq in kept if seq in s.pinned)
-    tail = tuple(seq for seq in kept if seq not in s.pinned)
-    return dict(context=(*head, e.seq, *tail))
+    head = [seq for seq in kept if seq in pinned]
+    tail = [seq for seq in kept if seq not in pinned]
+    return dict(context=ContextSeqs([*head, e.seq, *tail]), summary_seq=None)
+
+
+def _summary_completed(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    return dict(summary_seq=e.seq)
+
+
+def _fact_pinned(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    fact = Fact(id=p["id"], text=p["text"], source=p.get("source", ""), by=e.actor, seq=e.seq)
+    return dict(facts=(*(f for f in s.facts if f.id != fact.id), fact))
+
+
+def _fact_unpinned(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    return dict(facts=tuple(f for f in s.facts if f.id != p["id"]))
 
 
 def _approval_requested(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
@@ -151,6 +175,15 @@ def _ended(status: RunStatus) -> _Handler:
     return handler
 
 
+def _limits_changed(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
+    # New limits reopen a run a limit stopped: it continues where the wrap-up left it.
+    limits = p.get("limits")
+    changes: _Changes = dict(limits=dict(limits) if isinstance(limits, dict) else s.limits)
+    if s.status == "stopped":
+        changes.update(status="queued", answer=None, partial=False, reason=None)
+    return changes
+
+
 def _resumed(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
     return dict(status="running")
 
@@ -160,6 +193,9 @@ def _forked(s: RunState, e: Event, p: dict[str, Any]) -> _Changes:
     return dict(
         status="queued",
         parent_event=p["from_event"],
+        key_base=p.get("key_base") or p["from_event"].rpartition(":")[0],
+        cycle=p.get("cycle", s.cycle),
+        created_at=e.ts,
         answer=None,
         partial=False,
         reason=None,
@@ -186,8 +222,13 @@ _HANDLERS: dict[str, _Handler] = {
     "tool.failed": _tool_result,
     "tool.unknown": _tool_result,
     "context.compacted": _compacted,
+    "summary.requested": _noop,
+    "summary.completed": _summary_completed,
+    "fact.pinned": _fact_pinned,
+    "fact.unpinned": _fact_unpinned,
     "limit.warning": _noop,
     "limit.reached": _noop,
+    "limit.changed": _limits_changed,
     "budget.reserved": _noop,
     "budget.settled": _noop,
     "budget.denied": _noop,
@@ -195,6 +236,13 @@ _HANDLERS: dict[str, _Handler] = {
     "approval.resolved": _approval_resolved,
     "journal.repaired": _noop,
     "health.warning": _noop,
+    "health.truncated": _health,
+    "health.breaker": _health,
+    "health.inconsistent": _health,
+    "health.stale": _health,
+    "health.monitor": _health,
+    "health.guardrail": _health,
+    "health.policy": _health,
     "note": _noop,
 }
 

@@ -2,6 +2,7 @@
 
 from ..errors import ToolRetry
 from ._call import ErrorKind, ToolOutcome, execute, parse_arguments, render_output
+from ._source import ToolSession, ToolSource
 from ._tool import ApprovalPredicate, Tool, ToolContext, UnknownOutcomePolicy, tool
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "ToolContext",
     "ToolOutcome",
     "ToolRetry",
+    "ToolSession",
+    "ToolSource",
     "UnknownOutcomePolicy",
     "execute",
     "parse_arguments",

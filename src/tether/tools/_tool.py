@@ -6,7 +6,7 @@ docstring, including per-argument lines of a Google-style `Args:` section.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import inspect
 import re
 from collections.abc import Callable
@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from ..errors import UsageError
 from ..events import Visibility
 from ..models import ToolSpec
+from ._executor import current_executor
+from ._validate import ToolExited
 
 if TYPE_CHECKING:
     from ..journal import Store
@@ -38,13 +40,19 @@ class ToolContext:
     run_id: str
     call_id: str
     idempotency_key: str
-    """`run_id:seq` of the call's `tool.requested` event: stable across retries and recovery."""
+    """`RUN/cN/tI`: the run (a fork keeps its parent's), the cycle and the call's place in
+    the model's turn. Stable when a step is redone, even after lost commits shifted journal
+    positions, so an effect store recognises a call it has applied. Runs journaled before
+    this format keep the `RUN:SEQ` keys they were given."""
     attempt: int
     """1 on the first execution; higher when an idempotent call is re-run after a crash."""
     store: Store | None = None
     """The run's store, for tools that start child runs (`tether.subagents.agent_tool`)."""
     correlation_id: str | None = None
     """The cycle the call belongs to (`RUN_ID/cN`)."""
+    event_id: str | None = None
+    """`RUN_ID:SEQ` of the call's `tool.requested` event (for links such as a child run's
+    parent); unlike the key, it may differ when a step is redone."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +64,10 @@ class Tool:
     context_param: str | None = None
     idempotent: bool = False
     """Safe to execute twice; only idempotent calls are re-run when a crash hid their outcome."""
+    read_only: bool = False
+    """Changes nothing: the same call should return the same data (see health policies)."""
+    fresh_for_s: float | None = None
+    """How long a result stays fresh; older ones are flagged stale to the model."""
     timeout_s: float | None = 60.0
     retries: int = 0
     """Extra attempts for transient failures (timeouts, connection errors)."""
@@ -95,11 +107,22 @@ class Tool:
         kwargs = dict(arguments)
         if self.context_param:
             kwargs[self.context_param] = context
-        if inspect.iscoroutinefunction(self.fn):
-            result: Any = await self.fn(**kwargs)
-        else:
-            result = await asyncio.to_thread(self.fn, **kwargs)
+        try:
+            if not self.is_sync:
+                result: Any = await self.fn(**kwargs)
+            else:
+                result = await current_executor().run(functools.partial(self.fn, **kwargs))
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # asyncio re-raises these two out of the event loop if they leave a task (the
+            # call runs in the run's task, or in one of its own when a turn has several
+            # calls): carry them out as an Exception.
+            raise ToolExited(exc) from exc
         return result
+
+    @property
+    def is_sync(self) -> bool:
+        """Runs on a thread (see `_executor`); a timeout abandons it rather than stops it."""
+        return not inspect.iscoroutinefunction(self.fn)
 
 
 _ARG_LINE = re.compile(r"^\s{2,}(\w+)(?:\s*\([^)]*\))?:\s*(.+)$")
@@ -176,6 +199,8 @@ def tool(
     *,
     name: str | None = None,
     idempotent: bool = False,
+    read_only: bool = False,
+    fresh_for_s: float | None = None,
     timeout_s: float | None = 60.0,
     retries: int = 0,
     retry_backoff_s: float = 0.5,

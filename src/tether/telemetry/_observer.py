@@ -1,68 +1,19 @@
-"""OpenTelemetry spans from the journal, following the GenAI semantic conventions.
-
-`TelemetryObserver` turns journal events into spans as they are appended:
-
-    invoke_agent {agent}          one per run segment (a drive of the run in a process)
-    └─ cycle {n}                  one per cycle, attribute tether.correlation_id
-       ├─ chat {model}            model call: gen_ai.operation.name=chat, gen_ai.request.model,
-       │                          gen_ai.usage.input_tokens / output_tokens,
-       │                          gen_ai.response.finish_reasons
-       └─ execute_tool {tool}     tool call: gen_ai.operation.name=execute_tool,
-          └─ invoke_agent {sub}   gen_ai.tool.name, gen_ai.tool.call.id (a sub-agent's run
-                                  nests under the tool call that started it)
-
-Every span carries `tether.run_id`, `tether.correlation_id` (cycles and below) and
-`tether.event_id` (the event that opened it); start and end times are the journal's
-timestamps. Approvals, budget checks, compactions and limits become span events.
-
-Wire it with `instrument(store, TelemetryObserver(tracer_provider))`: the returned store
-feeds every appended event to the observer. `export_run(store, run_id, observer)` sends
-a stored run's spans after the fact (a backfill, or a run driven without telemetry).
-
-Spans are never held for a worker's lifetime: a run segment ends when the run ends,
-pauses or its lease is released, and the provider is flushed then (and at most every
-`flush_interval_s` while a long run goes on), so a worker that never shuts down still
-exports everything. A reader takes a role like every other (default `operator`): events
-above it produce no span, and error texts are redacted.
-
-OpenTelemetry is an optional extra (`pip install 'tether-runtime[otel]'`); this module
-imports without it and says what to install when an observer is created.
-
-From the command line: `observer_from_env()` reads `TETHER_OTEL` (`console`: spans as one
-JSON object a line on stderr; `otlp`: the OTLP exporter, set up by the standard
-`OTEL_EXPORTER_OTLP_*` variables), and `tether run`, `resume`, `demo` and `worker` use it.
-"""
+"""Journal events to OpenTelemetry spans (GenAI semantic conventions), one run segment at a time."""
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import os
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from ._redact import Redactor, default_redactor
-from .errors import UsageError
-from .events import Event
-from .journal import Lease, RunSummary, Store, read_events
-from .views import Role, can_see
+from .._redact import Redactor, default_redactor
+from ..errors import UsageError
+from ..events import Event
+from ..views import FIELD_VISIBILITY, Role, can_see
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer, TracerProvider
-
-__all__ = [
-    "INSTRUMENTATION_NAME",
-    "OTEL_ENV",
-    "TelemetryObserver",
-    "export_run",
-    "instrument",
-    "observer_from_env",
-]
 
 INSTRUMENTATION_NAME = "tether"
 OTEL_ENV = "TETHER_OTEL"
@@ -182,7 +133,7 @@ class TelemetryObserver:
         self._trace = trace
         self.provider = tracer_provider or trace.get_tracer_provider()
         self.owns_provider = owns_provider and tracer_provider is not None
-        from . import __version__
+        from .. import __version__
 
         self.tracer: Tracer = self.provider.get_tracer(INSTRUMENTATION_NAME, __version__)
         self.role = role
@@ -382,7 +333,10 @@ class TelemetryObserver:
             span = run.chats.pop(base.seq if request else event.seq)
         p = event.payload
         if event.type == "model.failed":
-            self._error(span, str(p.get("kind") or "_OTHER"), str(p.get("error") or ""))
+            # The provider's text may echo the request: only roles that may read it get it.
+            shown = can_see(self.role, FIELD_VISIBILITY["model.failed"]["error"])
+            error = str(p.get("error") or "") if shown else ""
+            self._error(span, str(p.get("kind") or "_OTHER"), error)
             span.set_attribute("tether.transient", bool(p.get("transient")))
             if seq is not None:
                 run.retry_from[seq] = now
@@ -548,149 +502,3 @@ class TelemetryObserver:
 def _belongs(run: _Run, seq: int, corr: str) -> bool:
     request = run.requested.get(seq)
     return request is not None and request.correlation_id == corr
-
-
-class _InstrumentedStore:
-    """A store that shows every event it durably appends to a TelemetryObserver."""
-
-    def __init__(self, inner: Store, observer: TelemetryObserver) -> None:
-        self._inner = inner
-        self.observer = observer
-        self.url = inner.url
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def _agent(self, event: Event) -> str | None:
-        if event.run_id in self.observer.runs or event.type == "run.created":
-            return None
-        try:
-            return (await self._inner.get_run(event.run_id)).agent
-        except Exception:  # the name is a nicety; never fail an append over it
-            return None
-
-    async def _observe(self, events: Sequence[Event]) -> None:
-        ended = False
-        for event in events:
-            self.observer.observe(event, agent=await self._agent(event))
-            ended = ended or event.type in _TERMINAL
-        if ended or self.observer.flush_due():
-            await asyncio.to_thread(self.observer.flush)
-
-    async def create_run(self, first: Event, **kwargs: Any) -> None:
-        await self._inner.create_run(first, **kwargs)
-        await self._observe([first])
-
-    async def append(
-        self,
-        lease: Lease,
-        events: Sequence[Event],
-        *,
-        summary: RunSummary,
-        also: Callable[[], None] | None = None,
-    ) -> None:
-        await self._inner.append(lease, events, summary=summary, also=also)
-        await self._observe(events)
-
-    async def release_lease(self, lease: Lease) -> None:
-        await self._inner.release_lease(lease)
-        if lease.run_id in self.observer.runs:
-            self.observer.end_segment(lease.run_id)
-            await asyncio.to_thread(self.observer.flush)
-
-
-def instrument(store: Store, observer: TelemetryObserver) -> Store:
-    """`store`, with every appended event mapped to spans by `observer`."""
-    return cast(Store, _InstrumentedStore(store, observer))
-
-
-async def export_run(store: Store, run_id: str, observer: TelemetryObserver) -> int:
-    """Send the spans of a stored run (up to its head) and flush; returns the spans ended."""
-    before = observer.spans_ended
-    events = await read_events(store, run_id)
-    for event in events:
-        observer.observe(event)
-    if events:
-        observer.end_segment(run_id, reason="exported", end_ns=_ns(events[-1].ts))
-    await asyncio.to_thread(observer.flush)
-    return observer.spans_ended - before
-
-
-# -- from the environment (the command line) ---------------------------------------------
-
-
-def observer_from_env(environ: Mapping[str, str] | None = None) -> TelemetryObserver | None:
-    """An observer exporting spans as `TETHER_OTEL` asks (`environ` defaults to os.environ).
-
-    - unset or empty: None (no telemetry; OpenTelemetry is not even imported);
-    - `console`: spans on stderr, one JSON object a line (stdout stays clean for --json);
-    - `otlp`: the OTLP exporter (`opentelemetry-exporter-otlp-proto-http`, or `-grpc` when
-      `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL=grpc`), configured by the standard
-      `OTEL_EXPORTER_OTLP_*` variables (the exporter reads them from os.environ).
-
-    The provider is an SDK `TracerProvider` of its own (not the global one) with a
-    `BatchSpanProcessor`, its resource `service.name` from `OTEL_SERVICE_NAME` (default
-    `tether`, plus `OTEL_RESOURCE_ATTRIBUTES`). The observer owns it: call `close()` when
-    the process is done (an atexit hook of the SDK shuts it down otherwise). Anything else
-    in `TETHER_OTEL`, or a missing package, is a UsageError saying what to do.
-    """
-    env = os.environ if environ is None else environ
-    value = env.get(OTEL_ENV, "")
-    mode = value.strip().lower()
-    if not mode:
-        return None
-    if mode not in ("console", "otlp"):
-        raise UsageError(
-            f"unknown {OTEL_ENV}={value!r}: use console (spans on stderr) or otlp "
-            "(OTEL_EXPORTER_OTLP_* settings), or leave it unset"
-        )
-    try:
-        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-        from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-    except ImportError:
-        raise UsageError(_INSTALL_OTEL) from None
-    exporter: SpanExporter
-    if mode == "console":
-        exporter = ConsoleSpanExporter(
-            out=sys.stderr, formatter=lambda span: span.to_json(indent=None) + "\n"
-        )
-    else:
-        exporter = _otlp_exporter(env)
-    service = env.get("OTEL_SERVICE_NAME", "").strip() or INSTRUMENTATION_NAME
-    provider = SdkTracerProvider(resource=Resource.create({SERVICE_NAME: service}))
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    return TelemetryObserver(provider, owns_provider=True)
-
-
-_OTLP_EXPORTERS = {
-    "http/protobuf": (
-        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-        "opentelemetry-exporter-otlp-proto-http",
-    ),
-    "grpc": (
-        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
-        "opentelemetry-exporter-otlp-proto-grpc",
-    ),
-}
-
-
-def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter:
-    protocol = (
-        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "").strip()
-        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
-        or "http/protobuf"
-    ).lower()
-    if protocol not in _OTLP_EXPORTERS:
-        raise UsageError(
-            f"OTLP protocol {protocol!r} is not supported with {OTEL_ENV}=otlp: "
-            "set OTEL_EXPORTER_OTLP_PROTOCOL to http/protobuf or grpc"
-        )
-    module, package = _OTLP_EXPORTERS[protocol]
-    try:
-        exporter_class = importlib.import_module(module).OTLPSpanExporter
-    except ImportError:
-        raise UsageError(
-            f"{OTEL_ENV}=otlp ({protocol}) needs the OTLP exporter: pip install {package}"
-        ) from None
-    return cast("SpanExporter", exporter_class())

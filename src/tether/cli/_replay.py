@@ -1,0 +1,79 @@
+"""`tether replay FILE`: re-drive an agent on what an exported journal recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from ..errors import TetherError, UsageError
+from ._app import JsonOpt, _print_json, app, err, out
+
+
+def _agent_for(path: Path, spec: str | None) -> Any:
+    from ..testing._replay import load_journal
+    from ._agents import load_agent
+
+    created = load_journal(path)[0]
+    meta = created.payload.get("metadata") or {}
+    chosen = spec or meta.get("agent_spec")
+    if not chosen:
+        raise UsageError(f"{path} does not record where its agent lives: pass --agent module:attr")
+    return load_agent(chosen, meta.get("agent_args") or {})
+
+
+@app.command()
+def replay(
+    file: Annotated[
+        Path, typer.Argument(help="A journal exported with `tether export RUN --view audit`.")
+    ],
+    agent: Annotated[
+        str | None,
+        typer.Option(help="The agent to replay (module:attr); default: the one the run recorded."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-drive the agent on the model answers and tool results a journal recorded.
+
+    Nothing is called: the recorded answers and results are fed back in a fresh memory
+    store, recorded crashes and approval decisions are replayed where they happened, and
+    the new journal is compared event by event with the recording (type, tool name,
+    arguments, idempotency key, decision, reason). Exit 0 when the run reproduces, 1 at
+    the first divergence (printed), 2 when the file cannot be replayed.
+    """
+    from ..testing import replay as replay_run
+
+    try:
+        target = _agent_for(file, agent)
+        report = asyncio.run(replay_run(target, file))
+    except UsageError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    except TetherError as exc:
+        err.print(f"[red]error:[/red] replaying {escape(str(file))}: {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    if as_json:
+        _print_json(report.to_json(), role="audit")
+    elif report.ok:
+        out.print(
+            f"{report.run_id} replays: {report.replayed_events} events, "
+            f"{report.replayed_status}, as recorded"
+        )
+    else:
+        d = report.divergence
+        assert d is not None
+        where = f"event {d.recorded_seq}" if d.recorded_seq else "the recording's end"
+        kind = (d.recorded or d.now or {}).get("type", "?")
+        out.print(f"[red]{report.run_id} diverges at {where} ({kind})[/red]")
+        out.print(f"  recorded: {escape(json.dumps(d.recorded, ensure_ascii=False))}")
+        out.print(f"  now:      {escape(json.dumps(d.now, ensure_ascii=False))}")
+        out.print(
+            f"  recorded run: {report.recorded_events} events, {report.recorded_status}; "
+            f"replay: {report.replayed_events} events, {report.replayed_status}"
+        )
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,43 @@
+"""Registered secrets recorded in the store, so every later reader redacts them.
+
+`register_secret` in the process that drives a run (or `TETHER_SECRETS` in its
+environment) would otherwise protect only that process: a `tether show` elsewhere, without
+the value, would print it. So a writer records its secrets in the store before it journals
+anything that may hold them, and every store loads the recorded values into the reading
+process's redactor when it is opened. The values sit in the same file as the journal,
+which holds them unredacted for the audit view anyway: nothing is exposed that was not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from typing import Any
+
+from .._redact import process_secrets, secrets_generation
+
+SECRET_KEY_PREFIX = "secret "
+"""`tether_meta` keys of recorded secrets: the prefix and the value's SHA-256."""
+
+_kept: weakref.WeakKeyDictionary[Any, tuple[int, frozenset[str]]] = weakref.WeakKeyDictionary()
+
+
+def secret_key(value: str) -> str:
+    return SECRET_KEY_PREFIX + hashlib.sha256(value.encode()).hexdigest()
+
+
+async def keep_secrets(store: Any) -> None:
+    """Record in `store` the secrets this process knows and it does not; constant time
+    when nothing was registered since the last call."""
+    save = getattr(store, "store_secrets", None)
+    if save is None:
+        return
+    generation = secrets_generation()
+    kept = _kept.get(store)
+    if kept is not None and kept[0] == generation:
+        return
+    values = process_secrets()
+    new = values - (kept[1] if kept is not None else frozenset())
+    if new:
+        await save(sorted(new))
+    _kept[store] = (generation, values | (kept[1] if kept is not None else frozenset()))

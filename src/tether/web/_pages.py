@@ -1,0 +1,405 @@
+"""What each console page shows, as plain dictionaries: the HTML page and its JSON twin
+render the same dictionary.
+
+Nothing here decides visibility. Run contents come from `tether.views` (`Viewer`), causal
+chains from `tether.audit.why`, searches from `tether.audit.audit_events`, approvals from
+`tether.approvals` (`Approval.to_json`, the CLI's redaction), spend from the budget
+ledger, and list rows from the same helper `tether ls` uses. The role passed in is the
+audience (`tokens.view_of`), never the console role.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .._clock import SystemClock
+from ..agent import Agent, Limits
+from ..approvals import expire_approvals, pending_approvals
+from ..audit import AuditFilter, audit_events, index_of, why
+from ..budget import ledger_for
+from ..budget._verify import verify_ledger
+from ..cli._agents import agent_of_run
+from ..cli._audit import artifacts_of, event_line, parse_when, pins_of
+from ..cli._hints import listed
+from ..errors import CorruptionError, StoreUnavailable, TetherError, UsageError
+from ..events import EVENT_TYPES, GENESIS_HASH, Event, EventDecodeError
+from ..journal import Store, load_run, read_events, verify_run
+from ..journal._base import RunRecord
+from ..journal._index import AuditIndex, RowQuery
+from ..journal._integrity import verify_row, walk
+from ..loop._awareness import runway
+from ..state import RUN_STATUSES, RunState
+from ..views import _TERMINAL, Role, Viewer
+
+__all__ = [
+    "MINOR_TYPES",
+    "RunFilter",
+    "audit_data",
+    "budgets_data",
+    "doctor_data",
+    "health_data",
+    "inbox_data",
+    "run_data",
+    "runs_data",
+    "why_data",
+]
+
+MINOR_TYPES = frozenset(
+    {
+        "cycle.started", "model.requested", "tool.started", "budget.reserved",
+        "budget.settled", "run.resumed", "snapshot.taken",
+    }
+)  # fmt: skip
+"""Bookkeeping events a timeline folds away (still there, one click to open)."""
+
+SCAN_LIMIT = 10_000
+"""Runs read from the run index when filtering by agent, tenant or time (newest first)."""
+
+HEALTH_TYPES = ("health.warning", "limit.warning", "limit.reached", "budget.denied")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunFilter:
+    status: str | None = None
+    agent: str | None = None
+    tenant: str | None = None
+    since: str | None = None
+    """ISO-8601 or a duration ago (30m, 2h, 7d), as `tether audit --since`."""
+    until: str | None = None
+    limit: int = 100
+
+    def checked(self) -> RunFilter:
+        if self.status is not None and self.status not in RUN_STATUSES:
+            raise UsageError(
+                f"unknown status {self.status!r}; use one of {', '.join(RUN_STATUSES)}"
+            )
+        if not 1 <= self.limit <= SCAN_LIMIT:
+            raise UsageError(f"limit must be between 1 and {SCAN_LIMIT}")
+        return self
+
+
+def _runway(
+    summary: dict[str, Any], limits: dict[str, Any], *, active_s: float | None = None
+) -> dict[str, Any] | None:
+    """Steps, tokens and cost left: the run's status line (`tether.loop`'s), without the
+    context fill, and without time when the active seconds are not at hand (the list)."""
+    try:
+        bounds = Limits.from_json(
+            limits if active_s is not None else {**limits, "max_time_s": None}
+        )
+    except (TypeError, ValueError):
+        return None
+    state = RunState(
+        cycle=summary["steps"], input_tokens=summary["input_tokens"],
+        output_tokens=summary["output_tokens"], cost_usd=summary["cost_usd"],
+    )  # fmt: skip
+    line = runway(state, bounds, elapsed_s=active_s or 0.0, context_fill=None)
+    text = line.line.splitlines()[0]
+    if active_s is None:
+        text = text.rpartition(" · ")[0] + "]"  # the time part, which is last
+    return {
+        "line": text,
+        "level": line.level,
+        "tightest": line.tightest,
+        "left": line.left,
+    }
+
+
+async def runs_data(store: Store, role: Role, where: RunFilter) -> dict[str, Any]:
+    """The runs list: status, steps, tokens, cost, runway and health per run."""
+    where = where.checked()
+    since = parse_when(where.since, option="since") if where.since else None
+    until = parse_when(where.until, option="until") if where.until else None
+    narrowed = any(v is not None for v in (where.agent, where.tenant, since, until))
+    records = await store.list_runs(
+        status=where.status,  # type: ignore[arg-type]  # checked against RUN_STATUSES
+        limit=SCAN_LIMIT if narrowed else where.limit,
+    )
+    records = [
+        r for r in records
+        if (where.agent is None or r.agent == where.agent)
+        and (where.tenant is None or r.tenant == where.tenant)
+        and (since is None or r.created_at >= since)
+        and (until is None or r.created_at < until)
+    ][: where.limit]  # fmt: skip
+    health: Counter[str] = Counter()
+    if records:
+        # Health events of these runs come after their creation (a fork counts from its
+        # own): one indexed query.
+        oldest = min(r.created_at for r in records)
+        found, _ = await audit_events(
+            store, AuditFilter(types=HEALTH_TYPES, since=oldest, limit=SCAN_LIMIT), role=role
+        )
+        health.update(e["run_id"] for e in found)
+    now = SystemClock().time()
+    viewer = Viewer(store, role)
+    creations = await _creations(store, records)
+    rows = []
+    for record in records:
+        status, waiting = await listed(store, record, now=now)
+        first = creations.get(record.run_id) or await read_events(store, record.run_id, until_seq=1)
+        # Only the limits and tenant are needed here: the view of a copy that carries just
+        # them (the role's rules still decide) costs far less than redacting the whole task.
+        created = viewer.events(
+            replace(e, payload={k: e.payload.get(k) for k in ("limits", "tenant")}) for e in first
+        )
+        s = record.summary
+        summary = {
+            "steps": s.steps, "input_tokens": s.input_tokens,
+            "output_tokens": s.output_tokens, "cost_usd": s.cost_usd,
+        }  # fmt: skip
+        limits = created[0]["payload"].get("limits") if created else None
+        rows.append(
+            {
+                "run_id": record.run_id,
+                "agent": record.agent,
+                "tenant": created[0]["payload"].get("tenant") if created else None,
+                "status": status,
+                "steps": s.steps,
+                "tokens": s.input_tokens + s.output_tokens,
+                "cost_usd": round(s.cost_usd, 6),
+                "created_at": record.created_at,
+                "updated_at": s.updated_at,
+                # What a run waits for names its queue and agent version (the creation's
+                # operator-level metadata): not for users.
+                "waiting_for": (waiting or None) if role != "user" else None,
+                # The runway line is the model's and the operator's (as in tool results).
+                "runway": _runway(summary, limits)
+                if role != "user" and isinstance(limits, dict)
+                else None,
+                "health_events": health[record.run_id],
+            }
+        )
+    moving = any(r["status"] in ("queued", "running") for r in rows)
+    return {"runs": rows, "filter": where_json(where), "moving": moving}
+
+
+async def _creations(store: Store, records: list[RunRecord]) -> dict[str, list[Event]]:
+    """The `run.created` events of these runs, verified, from one indexed query over their
+    creation times (a fork's copies its parent's time, so a miss is read one by one)."""
+    if not records or not isinstance(store, AuditIndex):
+        return {}
+    wanted = {r.run_id for r in records}
+    since = min(r.created_at for r in records)
+    rows = await store.query_rows(RowQuery(types=("run.created",), since=since))
+    found: dict[str, list[Event]] = {}
+    for row in rows:
+        if row.run_id in wanted and row.seq == 1:
+            # The same check as `read_events(until_seq=1)`: the chain's first link.
+            checked = walk([row], start_seq=1, prev_hash=GENESIS_HASH)
+            if checked.fault is not None:
+                raise CorruptionError(row.run_id, 1, checked.fault.what)
+            found[row.run_id] = checked.events
+    return found
+
+
+def where_json(where: RunFilter) -> dict[str, Any]:
+    return {
+        "status": where.status, "agent": where.agent, "tenant": where.tenant,
+        "since": where.since, "until": where.until, "limit": where.limit,
+    }  # fmt: skip
+
+
+def _groups(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive events of one cycle (correlation id) as one group, minor ones marked."""
+    groups: list[dict[str, Any]] = []
+    for e in events:
+        e["line"] = event_line(e)
+        e["minor"] = e["type"] in MINOR_TYPES
+        key = e["correlation_id"]
+        if not groups or groups[-1]["correlation_id"] != key:
+            groups.append({"correlation_id": key, "events": [], "minor": 0})
+        groups[-1]["events"].append(e)
+        groups[-1]["minor"] += e["minor"]
+    return groups
+
+
+TIMELINE_WINDOW = 400
+"""Events a run page shows at once (older ones a link away): its work stays bounded
+however long the run grows."""
+
+_SUMMARY_TYPES = ("run.created", *sorted(_TERMINAL), "approval.requested")
+"""The events `state_view` reads to decide what of the summary a role may see."""
+_SECTIONS = ("approval.requested", "approval.resolved", "context.compacted", *HEALTH_TYPES,
+             "fact.pinned", "fact.unpinned")  # fmt: skip
+
+
+async def _summary_events(store: Store, run_id: str) -> list[Event]:
+    """The run's events of `_SUMMARY_TYPES`, verified, by an indexed query (not a scan)."""
+    rows = await index_of(store).query_rows(RowQuery(run_id=run_id, types=_SUMMARY_TYPES))
+    events = []
+    for row in rows:
+        try:
+            events.append(verify_row(row))
+        except EventDecodeError as exc:
+            raise CorruptionError(run_id, row.seq, str(exc)) from None
+    return events
+
+
+async def run_data(
+    store: Store, role: Role, run_id: str, *, before: int | None = None
+) -> dict[str, Any]:
+    """A run as `role` may see it: summary, runway, approvals, health, compactions, pins,
+    and a window of its timeline (the newest `TIMELINE_WINDOW` events before `before`),
+    grouped by cycle. Each part is read by a bounded or indexed query, never the whole
+    journal; the summary is `state_view` of the loaded state, as `tether show` has it."""
+    state = (await load_run(store, run_id)).state
+    viewer = Viewer(store, role)
+    summary = viewer.state(state, await _summary_events(store, run_id))
+    head = state.last_seq
+    until = head if before is None else max(0, min(before - 1, head))
+    after = max(0, until - TIMELINE_WINDOW)
+    events = viewer.events(await read_events(store, run_id, after_seq=after, until_seq=until))
+    found, _ = await audit_events(
+        store, AuditFilter(run_id=run_id, types=_SECTIONS, limit=SCAN_LIMIT), role=role
+    )
+    for e in found:
+        e["line"] = event_line(e)
+    of: dict[str, list[dict[str, Any]]] = {}
+    for e in found:
+        of.setdefault(e["type"], []).append(e)
+    created = await read_events(store, run_id, until_seq=1)
+    shown = viewer.events(created)
+    # The runway reads the limits in force (the fold applies `limit.changed`), as the
+    # loop's status line does; it is only shown to roles that see the creation.
+    limits = state.limits if shown else None
+    return {
+        "run": summary,
+        "tenant": shown[0]["payload"].get("tenant") if shown else None,
+        "parent_event": summary["parent_event"],
+        "runway": _runway(summary, limits, active_s=summary["active_s"])
+        if role != "user" and isinstance(limits, dict)
+        else None,
+        "pins": pins_of([e for e in found if e["type"] in ("fact.pinned", "fact.unpinned")]),
+        "artifacts": artifacts_of(events),
+        "compactions": of.get("context.compacted", []),
+        "health": [e for e in found if e["type"] in HEALTH_TYPES],
+        "approvals": [e for e in found if e["type"].startswith("approval.")],
+        "window": {
+            "after_seq": after,
+            "until_seq": until,
+            "head_seq": head,
+            "size": TIMELINE_WINDOW,
+            "older": after > 0,
+            "newer": until < head,
+        },
+        "groups": _groups(events),
+        "events": len(events),
+        "moving": summary["status"] in ("queued", "running"),
+    }
+
+
+async def why_data(store: Store, role: Role, event_id: str) -> dict[str, Any]:
+    """`tether why`: the causal chain of one event."""
+    data = await why(store, event_id.removeprefix("apr:"), role=role)
+    for step in data["chain"]:
+        step["line"] = event_line(step)
+    return data
+
+
+async def inbox_data(store: Store, role: Role) -> dict[str, Any]:
+    """Every pending approval across runs, as `tether approvals` shows it (expired ones
+    first get their default); the audit view adds the context excerpt, unredacted. Each
+    carries its tool's parameters (the JSON schema an edit is checked against) when the
+    run's agent can be rebuilt here, as `tether approve --args` rebuilds it."""
+    await expire_approvals(store)
+    pending = await pending_approvals(store)
+    agents: dict[str, Agent | None] = {}
+    out = []
+    for approval in pending:
+        shown = approval.to_json(redact=role != "audit")
+        shown["parameters"] = None
+        if role == "audit":  # auditors edit nothing: no agent code is imported for them
+            out.append(shown)
+            continue
+        if approval.run_id not in agents:
+            try:
+                agents[approval.run_id] = await agent_of_run(store, approval.run_id)
+            except TetherError:
+                agents[approval.run_id] = None  # validated when decided, as in the CLI
+        agent = agents[approval.run_id]
+        tool = agent.tool(approval.tool) if agent is not None else None
+        shown["parameters"] = tool.parameters if tool is not None else None
+        out.append(shown)
+    return {"approvals": out}
+
+
+async def budgets_data(store: Store) -> dict[str, Any]:
+    """`tether budget`: limit, spent, reserved and remaining per scope and window."""
+    ledger = ledger_for(store)
+    rows = await ledger.status()
+    limits = await ledger.limits()
+    return {
+        "windows": [r.to_json() for r in rows],
+        "limits": {scope: lim.to_json() for scope, lim in sorted(limits.items())},
+    }
+
+
+def audit_filter(
+    *,
+    run_id: str | None,
+    correlation: str | None,
+    types: list[str],
+    tool: str | None,
+    actor: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+) -> AuditFilter:
+    """The `tether audit` filters, checked as the CLI checks them."""
+    unknown = sorted(set(types) - EVENT_TYPES)
+    if unknown:
+        raise UsageError(f"unknown event type {unknown[0]!r}; e.g. tool.completed")
+    return AuditFilter(
+        run_id=run_id or None, correlation_id=correlation or None, types=tuple(types),
+        tool=tool or None, actor=actor or None,
+        since=parse_when(since, option="since") if since else None,
+        until=parse_when(until, option="until") if until else None, limit=limit,
+    )  # fmt: skip
+
+
+async def audit_data(store: Store, role: Role, where: AuditFilter) -> dict[str, Any]:
+    """`tether audit`: indexed search of every journal."""
+    if where.run_id is not None:
+        await store.get_run(where.run_id)  # RunNotFound, as the CLI
+    events, more = await audit_events(store, where, role=role)
+    for e in events:
+        e["line"] = event_line(e)
+    return {"events": events, "more": more}
+
+
+async def health_data(store: Store, role: Role, *, limit: int = 200) -> dict[str, Any]:
+    """Health warnings, limits reached and budget denials across runs, newest last."""
+    events, more = await audit_events(
+        store, AuditFilter(types=HEALTH_TYPES, limit=limit), role=role
+    )
+    for e in events:
+        e["line"] = event_line(e)
+    return {"events": events, "more": more}
+
+
+async def doctor_data(store: Store) -> dict[str, Any]:
+    """What `tether doctor` checks, without repairs: chains, snapshots, indexes, ledger."""
+    reports = [await verify_run(store, r) for r in await store.run_ids()]
+    out: dict[str, Any] = {
+        "at": SystemClock().time(),
+        "runs": len(reports),
+        "damaged": [
+            {"run_id": r.run_id, "problems": [p.to_json() for p in r.problems]}
+            for r in reports
+            if not r.ok
+        ],
+    }
+    check = getattr(store, "check_audit_index", None)
+    out["audit_index"] = await check() if check is not None else None
+    pages = getattr(store, "check_file_integrity", None)
+    out["file"] = await pages() if pages is not None else None
+    try:
+        problems, _ = await verify_ledger(store)
+        out["ledger"] = [p.to_json() for p in problems]
+    except StoreUnavailable as exc:
+        out["ledger"] = [{"where": "ledger", "what": f"not checked: {exc}"}]
+    out["ok"] = not (out["damaged"] or out["audit_index"] or out["file"] or out["ledger"])
+    return out

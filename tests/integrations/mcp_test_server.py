@@ -1,0 +1,62 @@
+"""A small MCP server for the tests, built with the `mcp` SDK.
+
+`python mcp_test_server.py` serves stdio; `--fail-start` writes to stderr and exits before
+the handshake. `http_app()` is the same server as a streamable-HTTP ASGI app.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+
+server = MCPServer("tether-test")
+SEEN_HEADERS: list[dict[str, str]] = []
+"""Headers of every HTTP request `http_app()` received."""
+
+
+def http_app() -> Any:
+    """The server over streamable HTTP, recording each request's headers."""
+    inner = server.streamable_http_app()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            SEEN_HEADERS.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        await inner(scope, receive, send)
+
+    return app
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+def pid() -> str:
+    """The server's process id."""
+    return str(os.getpid())
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False))
+def crash() -> str:
+    """Exit the server process in the middle of the call."""
+    os._exit(3)
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+def add(a: int, b: int) -> str:
+    """Add two integers."""
+    return str(a + b)
+
+
+@server.tool()
+def fails() -> str:
+    """Always fails: the result is an MCP error result."""
+    raise ToolError("the disk is full")
+
+
+if __name__ == "__main__":
+    if "--fail-start" in sys.argv:
+        print("fatal: config file /etc/nowhere.toml not found", file=sys.stderr, flush=True)
+        sys.exit(2)
+    server.run("stdio")

@@ -1,0 +1,96 @@
+"""An OpenAI Agents SDK agent run by Tether, with a fake model implementing the SDK's
+`Model` interface (the kill/resume test is in test_agent_crash.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integrations.conftest import lines, need, tether_cli
+
+need("agents")
+
+from agents import Agent as SDKAgent  # noqa: E402
+from agents import WebSearchTool  # noqa: E402
+
+from tests.integrations.agents_under_test import fake_agents_model, openai_agent  # noqa: E402
+from tether import Runtime  # noqa: E402
+from tether.approvals import pending_approvals  # noqa: E402
+from tether.budget import BudgetLimits  # noqa: E402
+from tether.errors import UsageError  # noqa: E402
+from tether.integrations.openai_agents import TetherRunner, tether_agent  # noqa: E402
+from tether.journal import SQLiteStore, read_events  # noqa: E402
+
+
+async def test_tether_runner_is_a_drop_in_runner(tmp_path: Path, effects: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    result = await TetherRunner.run(openai_agent(), "Do both steps.", store=url)
+    assert result.status == "completed"
+    assert result.final_output == "step_one:a + step_two:b"
+    assert lines(effects) == ["step_one a", "step_two b"]
+    store = SQLiteStore(tmp_path / "t.db")
+    events = await read_events(store, result.run_id)
+    await store.close()
+    kinds = [e.type for e in events]
+    assert kinds.count("model.completed") == 3 and kinds.count("tool.completed") == 2
+    system = next(e for e in events if e.type == "message.system")
+    assert system.payload["content"] == "Do both steps."
+
+
+async def test_a_needs_approval_tool_pauses_and_tether_approve_continues_it(
+    tmp_path: Path, effects: Path
+) -> None:
+    db = tmp_path / "t.db"
+    url = f"sqlite:///{db}"
+    first = await TetherRunner.run(openai_agent(approval=True), "Do both steps.", store=url)
+    assert first.status == "waiting_approval" and first.final_output is None
+    assert lines(effects) == []
+    store = SQLiteStore(db)
+    (pending,) = await pending_approvals(store, run_id=first.run_id)
+    await store.close()
+    assert pending.tool == "step_one"
+    approve = tether_cli("approve", pending.request_id, "--store", url)
+    assert approve.returncode == 0, approve.stderr
+    done = await TetherRunner.run(
+        openai_agent(approval=True), "Do both steps.", store=url, run_id=first.run_id
+    )
+    assert done.status == "completed" and done.final_output == "step_one:a + step_two:b"
+    assert lines(effects) == ["step_one a", "step_two b"]
+
+
+async def test_a_budget_limit_stops_the_run_before_the_model_is_called(tmp_path: Path) -> None:
+    calls: list[object] = []
+    model = fake_agents_model()
+    real = model.get_response
+
+    async def counted(*args: object, **kw: object) -> object:
+        calls.append(args)
+        return await real(*args, **kw)
+
+    model.get_response = counted
+    agent = SDKAgent(name="budgeted", instructions="Answer.", model=model)
+    runtime = Runtime(
+        SQLiteStore(tmp_path / "t.db"), budgets={"global": BudgetLimits(per_run=1e-9)}
+    )
+    result = await TetherRunner.run(agent, "Hello?", runtime=runtime)
+    assert result.status == "stopped" and calls == []
+    events = await read_events(runtime.store, result.run_id)
+    assert any(e.type == "budget.denied" for e in events)
+    await runtime.close()
+
+
+def test_what_tether_cannot_run_yet_is_refused_with_a_reason() -> None:
+    helper = SDKAgent(name="helper", instructions="Help.", model=fake_agents_model())
+    with pytest.raises(UsageError, match="handoffs"):
+        tether_agent(SDKAgent(name="a", handoffs=[helper], model=fake_agents_model()))
+    with pytest.raises(UsageError, match="WebSearchTool"):
+        tether_agent(SDKAgent(name="a", tools=[WebSearchTool()], model=fake_agents_model()))
+    with pytest.raises(UsageError, match="text output"):
+        tether_agent(SDKAgent(name="a", output_type=int, model=fake_agents_model()))
+    with pytest.raises(UsageError, match="instructions="):
+        tether_agent(SDKAgent(name="a", instructions=lambda ctx, agent: "hi"))
+    with pytest.raises(UsageError, match=r"agents\.Agent"):
+        tether_agent(object())
+    with pytest.raises(UsageError, match="as text"):
+        TetherRunner.run_sync(helper, [{"role": "user", "content": "hi"}])  # type: ignore[arg-type]

@@ -1,0 +1,61 @@
+"""Agents for the test-kit tests, loaded by path (`tests/kit/agents.py:NAME`) by the CLI.
+
+`payments(folder)` pays a bill each turn and records every payment in `folder/world.jsonl`
+(and with `record_effect`). `broken_payments` is the same agent with `pay` wrongly
+declared idempotent: a crash that hides a payment's outcome makes the runtime pay again.
+The demo variants change what the demo's code does, for replays to catch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from tether import Agent, Limits, ToolContext, tool
+from tether.demo import demo_agent
+from tether.models import ScriptedModel, Turn
+from tether.testing import record_effect
+
+TURNS = 12
+
+
+def payments(folder: str = ".", *, idempotent: bool = False) -> Agent:
+    world = Path(folder) / "world.jsonl"
+
+    @tool(idempotent=idempotent)
+    def pay(n: int, ctx: ToolContext) -> str:
+        """Pay bill n: every call pays (no check for a key it has seen)."""
+        with world.open("a") as f:
+            f.write(json.dumps({"n": n, "key": ctx.idempotency_key}) + "\n")
+        record_effect(ctx, f"paid {n}")
+        return f"paid {n}"
+
+    script: list[Turn | str] = [Turn(calls=(("pay", {"n": i}),)) for i in range(TURNS)]
+    return Agent(
+        name="payments",
+        instructions="Pay the bills.",
+        tools=[pay],
+        model=ScriptedModel([*script, "all paid"]),
+        limits=Limits(max_steps=TURNS + 5),
+    )
+
+
+def broken_payments(folder: str = ".") -> Agent:
+    return payments(folder, idempotent=True)
+
+
+def demo_publish_unguarded(out: str = "tether-demo") -> Agent:
+    """The demo with its publish step no longer waiting for a human."""
+    agent = demo_agent(out)
+    tools = [dataclasses.replace(t, requires_approval=False) if t.name == "publish" else t
+             for t in agent.tools]  # fmt: skip
+    return dataclasses.replace(agent, tools=tools)
+
+
+def demo_search_renamed(out: str = "tether-demo") -> Agent:
+    """The demo with its search tool renamed (the recorded model still calls `search`)."""
+    agent = demo_agent(out)
+    tools = [dataclasses.replace(t, name="find") if t.name == "search" else t
+             for t in agent.tools]  # fmt: skip
+    return dataclasses.replace(agent, tools=tools)
