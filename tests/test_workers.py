@@ -163,6 +163,32 @@ async def test_a_run_submitted_with_yes_is_approved_by_the_worker_and_finishes(
     assert len(resolved) == 1 and resolved[0].actor.endswith(":auto-approve")
 
 
+async def test_a_worker_that_dies_while_approving_frees_the_run_within_its_own_lease_time(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's decision lease lasts the worker's lease time, not the CLI's default: a
+    worker killed mid-approval (here: its release never reaches the store) leaves the run
+    to the others as soon as a killed worker's runs are, not 30 s later."""
+    [run_id] = await submit(store, approve=True, auto_approve=True)
+    release = store.release_lease
+
+    async def dies_before_releasing(lease: Any) -> None:
+        if ":approver-" not in lease.owner:
+            await release(lease)
+
+    monkeypatch.setattr(store, "release_lease", dies_before_releasing)
+    w = worker(store, lease_ttl_s=1.0, local_takeover=False)
+    start = time.monotonic()
+    await serve_until_idle(w, within=60)
+    # The run paused, was approved under a lease left behind, and was taken over when
+    # that lease ran out: within about a second, not the 30 s an operator's decision gets.
+    assert time.monotonic() - start < 10
+    assert w.stats.taken_over == 1
+    assert await statuses(store, [run_id]) == ["completed"]
+    resolved = [e for e in await read_events(store, run_id) if e.type == "approval.resolved"]
+    assert len(resolved) == 1
+
+
 async def test_a_run_waiting_for_a_human_is_claimed_again_once_the_approval_resolves(
     store: Store,
 ) -> None:

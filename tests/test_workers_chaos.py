@@ -364,8 +364,8 @@ def test_four_workers_drive_forty_runs_through_kills_and_a_database_restart(
     others = 0
     for match in _TAKEOVER.finditer(logs):
         _, _, previous, expired_ago, at = match.groups()
-        # host:pid:nonce, or approver:worker:host:pid:nonce:auto-approve (a worker killed
-        # while it approved a run).
+        # host:pid:nonce, or host:pid:approver-worker:host:pid:nonce:auto-approve (a
+        # worker killed while it approved a run: that lease lasts the worker's lease time).
         found = re.search(r":(\d+):", previous)
         killed = workers.kills.get(int(found.group(1))) if found else None
         if killed is None or float(at) < killed:

@@ -18,7 +18,7 @@ from ._clock import Clock, SystemClock, iso
 from .errors import HumanInputRequired, UsageError
 from .events import Event, EventDraft, Visibility
 from .journal import Store, read_events
-from .journal._leases import brief_journal
+from .journal._leases import BRIEF_LEASE_TTL_S, brief_journal
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -222,6 +222,7 @@ async def resolve_approval(
     comment: str | None = None,
     actor: str = "user",
     clock: Clock | None = None,
+    lease_ttl_s: float = BRIEF_LEASE_TTL_S,
     _expired: bool = False,
 ) -> Approval:
     """Journal a decision. Repeating the same decision is a no-op; a different one is refused.
@@ -237,7 +238,9 @@ async def resolve_approval(
     if arguments is not None and agent is None:
         raise UsageError("edited arguments are checked against the tool's schema: pass the agent")
     run_id, _ = parse_request_id(request_id)
-    async with brief_journal(store, run_id, role=f"approver-{actor}", clock=clock) as journal:
+    async with brief_journal(
+        store, run_id, role=f"approver-{actor}", clock=clock, ttl_s=lease_ttl_s
+    ) as journal:
         approvals = await _approvals_of_run(store, run_id)
         approval = approvals.get(request_id)
         if approval is None:
@@ -297,7 +300,11 @@ async def resolve_approval(
 
 
 async def expire_approvals(
-    store: Store, *, clock: Clock | None = None, run_id: str | None = None
+    store: Store,
+    *,
+    clock: Clock | None = None,
+    run_id: str | None = None,
+    lease_ttl_s: float = BRIEF_LEASE_TTL_S,
 ) -> list[Approval]:
     """Apply the expiry default to every pending approval whose deadline has passed."""
     clock = clock or SystemClock()
@@ -316,6 +323,7 @@ async def expire_approvals(
                 comment=f"expired unanswered at {iso(now)}",
                 actor="expiry",
                 clock=clock,
+                lease_ttl_s=lease_ttl_s,
                 _expired=True,
             )
         )

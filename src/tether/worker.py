@@ -495,6 +495,7 @@ class Worker:
             await resolve_approval(
                 self.store, approval.request_id, decision="approved",
                 actor=f"worker:{self.owner}:auto-approve", clock=self.clock,
+                lease_ttl_s=self.lease_ttl_s,
             )  # fmt: skip
             log.info("auto-approved %s", approval.request_id)
 
@@ -502,7 +503,9 @@ class Worker:
         """Apply approval expiries, and auto-approve submitted runs left waiting (say, by a
         worker that died between the pause and the approval)."""
         try:
-            for approval in await expire_approvals(self.store, clock=self.clock):
+            for approval in await expire_approvals(
+                self.store, clock=self.clock, lease_ttl_s=self.lease_ttl_s
+            ):
                 log.info("approval %s expired: %s", approval.request_id, approval.action)
             waiting = await self.store.list_runs(status="waiting_approval", limit=1000)
             for record in waiting:

@@ -13,7 +13,11 @@ from ..errors import LeaseHeld, UsageError
 from ._base import Store
 from ._journal import RunJournal
 
-__all__ = ["brief_journal", "holder_is_dead"]
+__all__ = ["BRIEF_LEASE_TTL_S", "brief_journal", "holder_is_dead"]
+
+BRIEF_LEASE_TTL_S = 30.0
+"""How long a decision's lease lasts if its process dies holding it (it is released as
+soon as the decision is journaled, normally within milliseconds)."""
 
 
 def holder_is_dead(owner: str) -> bool:
@@ -40,18 +44,25 @@ def holder_is_dead(owner: str) -> bool:
 
 @asynccontextmanager
 async def brief_journal(
-    store: Store, run_id: str, *, role: str, clock: Clock | None = None
+    store: Store,
+    run_id: str,
+    *,
+    role: str,
+    clock: Clock | None = None,
+    ttl_s: float = BRIEF_LEASE_TTL_S,
 ) -> AsyncIterator[RunJournal]:
     """The run's journal under a short lease of this process's own, released on the way
     out. A dead holder's lease (same host) is taken over; a live one makes the run busy.
 
     The owner is `host:pid:ROLE`, like a worker id, so a resume can tell when this process
-    has died holding it."""
+    has died holding it. A worker passes its own lease time as `ttl_s`: if it is killed
+    mid-decision, the run must be free again as soon as its other runs are, not after
+    the default."""
     owner = f"{socket.gethostname()}:{os.getpid()}:{role}"
     holder = (await store.get_run(run_id)).lease_owner
     takeover = holder if holder and holder_is_dead(holder) else None
     try:
-        lease = await store.acquire_lease(run_id, owner=owner, ttl_s=30, takeover_from=takeover)
+        lease = await store.acquire_lease(run_id, owner=owner, ttl_s=ttl_s, takeover_from=takeover)
     except LeaseHeld:
         raise UsageError(
             f"run {run_id} is busy (a worker holds it); try again in a moment"
