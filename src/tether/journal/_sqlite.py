@@ -217,6 +217,19 @@ def _stored(r: Sequence[Any]) -> StoredRow:
     )
 
 
+def _copied(r: Sequence[Any]) -> StoredRow:
+    """A row whose query columns come from its copy in `audit_rows` (see `SQLiteStore._rows`);
+    verifying it checks the copy against the bytes."""
+    return StoredRow(
+        run_id=r[0],
+        seq=r[1],
+        type=r[3],
+        correlation_id=r[4],
+        raw=r[2],
+        audit=AuditColumns(ts=r[5], actor=r[6], tool=r[7], visibility=r[8]),
+    )
+
+
 class SQLiteStore:
     """Journals in one SQLite file. `synchronous="full"` also survives power loss."""
 
@@ -887,8 +900,8 @@ class SQLiteStore:
         tail = "id > (SELECT COALESCE(MAX(id), 0) FROM audit_rows)"
         if query.run_id is not None and query.correlation_id is None:
             if _bounds_only(query):
-                # By the run's (run, seq) key alone: SQL orders and cuts.
-                return self._rows(f"WHERE {where} ORDER BY {order}{limit}", params)
+                # By the run's (run, seq) key alone: SQL cuts (the join may reorder).
+                return _ordered(self._rows(f"WHERE {where} ORDER BY {order}{limit}", params), query)
             if _context_only(query):
                 # `why`'s context lookups: the copied rows by the per-run context index,
                 # and the run's rows not copied yet.
@@ -912,7 +925,7 @@ class SQLiteStore:
                         0 if query.after_seq is None else query.after_seq,
                         2**62 if query.before_seq is None else query.before_seq,
                     ),
-                    keep=_type_filter(query.types),
+                    types=query.types,
                 )
             return _ordered([r for r in found if row_matches(r, query)], query)
         # Across runs: the indexed copies in `audit_rows` (filtered, ordered and cut in
@@ -927,10 +940,33 @@ class SQLiteStore:
         return _ordered([*copied, *(r for r in newest if row_matches(r, query))], query)
 
     def _rows(
-        self, sql: str, params: Sequence[Any] = (), *, keep: Callable[[Any], bool] | None = None
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        types: Sequence[str] = (),
     ) -> list[StoredRow]:
-        found = self._read(f"SELECT {_EVENT_COLUMNS} FROM events {sql}", params)
-        return [_stored(r) for r in found if keep is None or keep(r[2])]
+        """Events selected from the `events` view by `sql`, with their query columns.
+
+        Rows already copied to `audit_rows` take their columns from there (no parse: a
+        `why` lists dozens of rows by type and visibility and verifies only a few); the
+        newest rows, not copied yet, are parsed. `types` filters on those columns.
+        """
+        found = self._read(
+            "SELECT v.run_id, v.seq, v.data, a.type, a.correlation_id, a.ts, a.actor, a.tool,"
+            f" a.visibility FROM (SELECT id, {_EVENT_COLUMNS} FROM events {sql}) v"
+            " LEFT JOIN audit_rows a ON a.id = v.id",
+            params,
+        )
+        keep = _type_filter(types)
+        out: list[StoredRow] = []
+        for r in found:
+            if r[3] is None:  # not copied yet, or its bytes were unreadable when copied
+                if keep is None or keep(r[2]):
+                    out.append(_stored(r))
+            elif not types or r[3] in types:
+                out.append(_copied(r))
+        return out
 
     async def put_snapshot(
         self, lease: Lease, run_id: str, seq: int, raw: bytes, *, keep: int
