@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -128,16 +129,37 @@ def _append_sql(count: int) -> str:
     return found
 
 
+@functools.lru_cache(maxsize=128)
+def _numbered(statement: str) -> str:
+    """`statement` with its `%s` placeholders as PostgreSQL's `$1, $2, …`.
+
+    psycopg parses a query's placeholders in Python on every call once the query is over
+    4 KB or 50 parameters (its own cache stops there), and a step's append with the
+    ledger's clauses is both: ~0.2 ms of CPU per step. Numbered here once, it goes to a raw
+    cursor, which sends it as it is."""
+    parts = statement.split("%s")
+    if any("%" in part for part in parts):
+        raise ValueError("only %s placeholders can be numbered")
+    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], start=1)) + parts[-1]
+
+
 async def _execute(
-    conn: psycopg.AsyncConnection[Any], statement: str, params: Any, *, sync: bool
-) -> psycopg.AsyncCursor[Any]:
+    conn: psycopg.AsyncConnection[Any],
+    statement: str,
+    params: Sequence[Any] | dict[str, Any],
+    *,
+    sync: bool,
+) -> psycopg.AsyncCursor[Any] | psycopg.AsyncRawCursor[Any]:
     """Run one write statement; with `sync`, its commit waits for the WAL flush whatever
-    the session's `synchronous_commit` (a user may run the database with it off)."""
-    if not sync:
+    the session's `synchronous_commit` (a user may run the database with it off).
+    Positional (`%s`) statements go numbered to a raw cursor (see `_numbered`)."""
+    if sync:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit TO on")
+            return await _execute(conn, statement, params, sync=False)
+    if isinstance(params, dict):
         return await conn.execute(statement, params)
-    async with conn.transaction():
-        await conn.execute("SET LOCAL synchronous_commit TO on")
-        return await conn.execute(statement, params)
+    return await psycopg.AsyncRawCursor(conn).execute(_numbered(statement), params)
 
 
 _CREATE = f"""
