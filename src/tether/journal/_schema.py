@@ -18,6 +18,7 @@ ever add, and a store newer than the code is refused with a clear message.
 
 from __future__ import annotations
 
+from ._audit_rows import MIGRATE_TO_V7
 from ._index import ACTOR_INDEX_TERM, CONTEXT_INDEX_TERM, TYPE_INDEX_TERM
 
 
@@ -213,7 +214,7 @@ SQLITE_EVENTS_V6 = [
     *SQLITE_AUDIT_ROWS_V6,
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
     (
@@ -290,6 +291,8 @@ SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
     (4, TYPE_INDEX_V4),
     (5, SQLITE_EVENTS_V5),
     (6, SQLITE_EVENTS_V6),
+    # Schema 7 (SQLite): `audit_rows` in its compact form (see `_audit_rows`).
+    (7, MIGRATE_TO_V7),
 ]
 
 NOTIFY_CHANNEL = "tether_runnable"
@@ -409,6 +412,7 @@ POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
     (4, TYPE_INDEX_V4),
     (5, []),  # schema 5 changes only SQLite's layout
     (6, []),  # so does schema 6 (PostgreSQL stores the v2 envelope in the same columns)
+    (7, []),  # and 7 (SQLite's compact audit copy)
 ]
 
 

@@ -33,6 +33,16 @@ from ..errors import (
 )
 from ..events import Event, EventDecodeError, peek_fields
 from ..state import RUN_STATUSES, RunStatus
+from ._audit_rows import (
+    AUDIT_COLUMNS,
+    AUDIT_ROWS,
+    COPY_FROM_EVENTS,
+    DISAGREEING,
+    audit_order,
+    audit_row,
+    audit_where,
+    copied_row,
+)
 from ._base import (
     DEFAULT_QUEUE,
     RUNNABLE_STATUSES,
@@ -60,8 +70,6 @@ from ._index import (
 from ._integrity import verify_row
 from ._schema import (
     SCHEMA_VERSION,
-    SQLITE_AUDIT_COLUMNS_V6,
-    SQLITE_AUDIT_ROWS_V6,
     SQLITE_MIGRATIONS,
     TOKEN_COLUMNS,
     TOKENS_TABLE,
@@ -161,11 +169,6 @@ def _context_only(q: RowQuery) -> bool:
     return bool(q.types) and set(q.types) <= set(CONTEXT_INDEX_TYPES)
 
 
-def _audit_tail(e: Event) -> tuple[Any, ...]:
-    a = audit_columns(e)
-    return (a.ts, a.actor, a.tool, a.visibility)
-
-
 def _lease_columns(run_id: str, row: Sequence[Any]) -> tuple[str | None, int, float | None]:
     """A run's lease columns, refused by name when damaged (see `SQLiteStore._record`)."""
     holder, epoch, expires = row
@@ -214,19 +217,6 @@ def _stored(r: Sequence[Any]) -> StoredRow:
             tool=tool_in(f["type"], f["payload"]),
             visibility=f["visibility"],
         ),
-    )
-
-
-def _copied(r: Sequence[Any]) -> StoredRow:
-    """A row whose query columns come from its copy in `audit_rows` (see `SQLiteStore._rows`);
-    verifying it checks the copy against the bytes."""
-    return StoredRow(
-        run_id=r[0],
-        seq=r[1],
-        type=r[3],
-        correlation_id=r[4],
-        raw=r[2],
-        audit=AuditColumns(ts=r[5], actor=r[6], tool=r[7], visibility=r[8]),
     )
 
 
@@ -796,10 +786,12 @@ class SQLiteStore:
             return marked
         # One INSERT gives its rows consecutive ids (this transaction holds the write lock).
         first_id = last_id - len(events) + 1
+        run_id = lease.run_id
         self._audit_new = [
-            (first_id + i, key, e.seq, e.type, e.correlation_id, *_audit_tail(e), e.raw)
+            (*audit_row(first_id + i, key, run_id, e.seq, e.type, e.correlation_id,
+                        audit_columns(e)), e.raw)
             for i, e in enumerate(events)
-        ]
+        ]  # fmt: skip
         if last_id - marked >= AUDIT_BATCH:
             try:
                 self._copy_audit(db, marked)
@@ -816,17 +808,12 @@ class SQLiteStore:
         # Each row only if its event is still the one sealed (a run cut and written again
         # by another holder reuses ids).
         db.executemany(
-            f"INSERT OR IGNORE INTO audit_rows ({SQLITE_AUDIT_COLUMNS_V6}) "
+            f"INSERT OR IGNORE INTO audit_rows ({AUDIT_COLUMNS}) "
             "SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9 WHERE EXISTS (SELECT 1 FROM event_rows "
             "WHERE id=?1 AND run=?2 AND seq=?3 AND data=?10)",
             [r for r in (*self._audit_pending, *self._audit_new) if r[0] > marked],
         )
-        db.execute(
-            f"INSERT INTO audit_rows ({SQLITE_AUDIT_COLUMNS_V6}) "
-            f"SELECT {SQLITE_AUDIT_COLUMNS_V6} FROM events WHERE id > ? "
-            "AND id NOT IN (SELECT id FROM audit_rows WHERE id > ?) ORDER BY id",
-            (marked, marked),
-        )
+        db.execute(COPY_FROM_EVENTS, (marked, marked))
         self._audit_new = []
         self._audit_pending = []
 
@@ -905,10 +892,11 @@ class SQLiteStore:
             if _context_only(query):
                 # `why`'s context lookups: the copied rows by the per-run context index,
                 # and the run's rows not copied yet.
+                copied_where, copied_params = audit_where(query)
                 found = self._rows(
-                    "WHERE id IN (SELECT a.id FROM audit_rows a INDEXED BY "
-                    f"audit_by_run_context JOIN run_keys k ON k.key = a.run WHERE {where})",
-                    params,
+                    "WHERE id IN (SELECT a.id FROM audit_rows a INDEXED BY audit_by_run_context "
+                    f"JOIN run_keys k ON k.key = a.run WHERE {copied_where})",
+                    copied_params,
                 )
                 seen = {r.seq for r in found}
                 found += [
@@ -930,11 +918,12 @@ class SQLiteStore:
             return _ordered([r for r in found if row_matches(r, query)], query)
         # Across runs: the indexed copies in `audit_rows` (filtered, ordered and cut in
         # SQL), plus the newest events no append has copied yet (about AUDIT_BATCH).
+        copied_where, copied_params = audit_where(query)
         copied = self._rows(
             "WHERE id IN (SELECT id FROM (SELECT a.id AS id FROM audit_rows a "
             f"{sqlite_audit_hint(query)}JOIN run_keys k ON k.key = a.run "
-            f"WHERE {where} ORDER BY {order}{limit}))",
-            params,
+            f"WHERE {copied_where} ORDER BY {audit_order(query)}{limit}))",
+            copied_params,
         )
         newest = self._rows(f"WHERE {tail}")
         return _ordered([*copied, *(r for r in newest if row_matches(r, query))], query)
@@ -953,7 +942,7 @@ class SQLiteStore:
         newest rows, not copied yet, are parsed. `types` filters on those columns.
         """
         found = self._read(
-            "SELECT v.run_id, v.seq, v.data, a.type, a.correlation_id, a.ts, a.actor, a.tool,"
+            "SELECT v.run_id, v.seq, v.data, a.type, a.corr, a.ts, a.actor, a.tool,"
             f" a.visibility FROM (SELECT id, {_EVENT_COLUMNS} FROM events {sql}) v"
             " LEFT JOIN audit_rows a ON a.id = v.id",
             params,
@@ -965,7 +954,7 @@ class SQLiteStore:
                 if keep is None or keep(r[2]):
                     out.append(_stored(r))
             elif not types or r[3] in types:
-                out.append(_copied(r))
+                out.append(copied_row(r))
         return out
 
     async def put_snapshot(
@@ -1048,13 +1037,7 @@ class SQLiteStore:
             damage = [r[0] for r in self._db.execute("PRAGMA quick_check('audit_rows')")]
             if damage != ["ok"]:
                 return f"damaged pages: {'; '.join(damage[:3])}"
-            (wrong,) = self._db.execute(
-                "SELECT COUNT(*) FROM audit_rows a LEFT JOIN events e ON e.id = a.id "
-                "WHERE e.id IS NULL OR a.run IS NOT e.run OR a.seq IS NOT e.seq "
-                "OR a.type IS NOT e.type OR a.correlation_id IS NOT e.correlation_id "
-                "OR a.ts IS NOT e.ts OR a.actor IS NOT e.actor OR a.tool IS NOT e.tool "
-                "OR a.visibility IS NOT e.visibility"
-            ).fetchone()
+            (wrong,) = self._db.execute(DISAGREEING).fetchone()
             (missing,) = self._db.execute(
                 "SELECT COUNT(*) FROM event_rows WHERE id <= "
                 "(SELECT COALESCE(MAX(id), 0) FROM audit_rows) "
@@ -1102,7 +1085,7 @@ class SQLiteStore:
         return int(self._read("SELECT COUNT(*) FROM audit_rows")[0][0])
 
     def _create_audit_rows(self, db: sqlite3.Connection) -> None:
-        for statement in SQLITE_AUDIT_ROWS_V6:
+        for statement in AUDIT_ROWS:
             db.execute(statement)
 
     def joins_ledger(self, tables: object) -> bool:
