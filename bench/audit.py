@@ -52,12 +52,10 @@ from tether.audit import AuditFilter, audit_events, why  # noqa: E402
 from tether.events import GENESIS_HASH, EventDraft, Usage  # noqa: E402
 from tether.journal import RunJournal, SQLiteStore, create_run  # noqa: E402
 from tether.journal import _sqlite as sqlite_store  # noqa: E402
+from tether.journal._audit_rows import AUDIT_INDEXES, AUDIT_ROWS  # noqa: E402
 from tether.journal._index import audit_columns  # noqa: E402
 from tether.journal._schema import (  # noqa: E402
     SCHEMA_VERSION,
-    SQLITE_AUDIT_INDEXES,
-    SQLITE_AUDIT_ROWS_V6,
-    SQLITE_INDEX_TAIL_V6,
 )
 from tether.state import fold  # noqa: E402
 
@@ -477,7 +475,7 @@ def build(path: Path, runs: int) -> float:
                 db.execute("BEGIN")
                 print(f"  {done * EVENTS_PER_RUN:,} events", file=sys.stderr)
         db.execute("COMMIT")
-    for statement in (*rebuild, SQLITE_INDEX_TAIL_V6, *SQLITE_AUDIT_ROWS_V6[2:]):
+    for statement in (*rebuild, *AUDIT_ROWS[1:]):
         db.execute(statement)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
@@ -486,7 +484,7 @@ def build(path: Path, runs: int) -> float:
 
 def store_path(runs: int, folder: Path) -> Path:
     key = hashlib.sha256(
-        f"{GENERATOR}:{SCHEMA_VERSION}:{runs}:{SQLITE_AUDIT_INDEXES}".encode()
+        f"{GENERATOR}:{SCHEMA_VERSION}:{runs}:{AUDIT_INDEXES}".encode()
     ).hexdigest()[:10]
     return folder / f"tether-bench-audit-{runs}x{EVENTS_PER_RUN}-{key}.db"
 
@@ -590,7 +588,7 @@ async def measure_queries(path: Path, runs: int, samples: int) -> dict[str, Any]
 
 async def append_cost(rounds: int, appends: int) -> dict[str, dict[str, float]]:
     """Median durable append (one tool result) with and without the audit index."""
-    audit_names = [s.split()[2] for s in SQLITE_AUDIT_INDEXES]
+    audit_names = [s.split()[2] for s in AUDIT_INDEXES]
     results: dict[str, list[float]] = {"with audit indexes": [], "without": []}
     variants: list[tuple[str, list[str]]] = [("with audit indexes", []), ("without", audit_names)]
     batch = sqlite_store.AUDIT_BATCH

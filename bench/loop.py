@@ -1846,9 +1846,7 @@ def sync_boundary(args: argparse.Namespace, argv: list[str]) -> int:
         for i in range(args.rounds):
             for store, sync, effects in plan if i % 2 == 0 else list(reversed(plan)):
                 run = bench.tether(store, n, sync=sync, effects=effects, round_no=i)
-                figures[(store, sync, effects)].append(
-                    (run["ms_per_step"], run["cpu_ms_per_step"])
-                )
+                figures[(store, sync, effects)].append((run["ms_per_step"], run["cpu_ms_per_step"]))
     base_wall = med([w for w, _ in figures[plan[0]]])
     base_cpu = med([c for _, c in figures[plan[0]]])
     rows = []
@@ -1880,7 +1878,8 @@ def sync_boundary(args: argparse.Namespace, argv: list[str]) -> int:
         f"Non-idempotent calls minus idempotent ones: {eff[1] - idem[1]:+.3f} ms of wall "
         f"time per step ({eff[2] - idem[2]:+.3f} ms CPU), the price of two syncs before "
         "each call with effects: the WAL's, and the sync log's beside the store (which lets "
-        "a resume refuse a run whose synced commit a damaged WAL lost). Idempotent calls and model calls keep the cheap path "
+        "a resume refuse a run whose synced commit a damaged WAL lost). Idempotent calls and "
+        "model calls keep the cheap path "
         "(their commits are synced only by checkpoints), so a workload of idempotent calls "
         "pays nothing for it. The sync is wall time spent waiting for the disk, so this "
         "figure depends on the disk more than any other here.",

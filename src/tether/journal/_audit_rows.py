@@ -43,6 +43,7 @@ from ._index import (
 __all__ = [
     "ACTOR_TERM",
     "AUDIT_COLUMNS",
+    "AUDIT_INDEXES",
     "AUDIT_ROWS",
     "COPY_FROM_EVENTS",
     "DISAGREEING",
@@ -70,7 +71,7 @@ _TABLE = """CREATE TABLE audit_rows (
     tool TEXT,
     visibility TEXT
 )"""
-_INDEXES = [
+AUDIT_INDEXES = [
     "CREATE INDEX audit_by_correlation ON audit_rows (corr, run) WHERE corr IS NOT NULL",
     f"CREATE INDEX audit_by_type ON audit_rows (type, ts) WHERE {TYPE_INDEX_TERM}",
     "CREATE INDEX audit_by_tool ON audit_rows (tool, ts) WHERE tool IS NOT NULL",
@@ -128,7 +129,7 @@ computing their columns from their bytes: events another process appended, a reb
 AUDIT_ROWS = [
     _TABLE,
     COPY_FROM_EVENTS.replace("?", "0"),
-    *_INDEXES,
+    *AUDIT_INDEXES,
 ]
 """`audit_rows` made and filled from `events` (a new store, a rebuild)."""
 
@@ -148,7 +149,7 @@ MIGRATE_TO_V7 = [
     f"INSERT INTO audit_rows ({AUDIT_COLUMNS}) SELECT {_encoded('a', 'k.run_id')} "
     "FROM audit_rows_v6 a JOIN run_keys k ON k.key = a.run ORDER BY a.id",
     "DROP TABLE audit_rows_v6",
-    *_INDEXES,
+    *AUDIT_INDEXES,
 ]
 
 DISAGREEING = (
