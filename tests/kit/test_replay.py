@@ -1,7 +1,8 @@
 """`tether replay` and `tether.testing.replay`: recorded runs re-driven with nothing called.
 
-Claims: the golden incidents (a clean demo, a crash-resumed demo, a demo under faults)
-replay without divergence on today's code; an exported demo journal replays from the
+Claims: the golden incidents (a clean demo, a crash-resumed demo, a demo under faults,
+the incidents demo) replay without divergence on today's code, recorded failures with
+their kind; an exported demo journal replays from the
 command line (exit 0); a change to what the agent's code does (an approval dropped, a
 tool renamed) makes the replay exit 1 naming the first diverging event; a damaged or
 foreign file is refused in one line (exit 2); no model and no tool is called.
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tether import Runtime
+from tether import Agent, Runtime
+from tether.cli._agents import load_agent
 from tether.demo import demo_agent
 from tether.errors import UsageError
 from tether.events import decode_event
@@ -24,6 +26,7 @@ from tether.journal import MemoryStore
 from tether.journal._base import StoredRow
 from tether.models import ScriptedModel
 from tether.testing import ReplayError, assert_replays, replay, run_to_end
+from tether.testing._replay import load_journal
 
 from .agents import TURNS, demo_publish_unguarded, demo_search_renamed, payments
 
@@ -46,17 +49,32 @@ def tether(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
 
 def test_the_golden_incidents_are_there() -> None:
     names = {p.stem for p in INCIDENTS}
-    assert {"demo", "demo_crash_resumed", "demo_faults"} <= names
+    assert {"demo", "demo_crash_resumed", "demo_faults", "incidents"} <= names
+
+
+def _recorded_agent(path: Path, out: Path) -> Agent:
+    """The agent the incident recorded (`metadata.agent_spec`), writing under `out`."""
+    meta = load_journal(path)[0].payload["metadata"]
+    return load_agent(meta["agent_spec"], {**meta["agent_args"], "out": str(out)})
 
 
 @pytest.mark.parametrize("path", INCIDENTS, ids=lambda p: p.stem)
 async def test_golden_incident_replays_on_todays_code(path: Path, tmp_path: Path) -> None:
-    report = await assert_replays(demo_agent(tmp_path / "never-written"), path)
+    report = await assert_replays(_recorded_agent(path, tmp_path / "never-written"), path)
     # Journals recorded before a health policy existed replay with its events added
     # (`health.*` is not compared); every other event is the same, in the same order.
     assert report.replayed_events >= report.recorded_events
     assert report.replayed_status == "completed"
     assert not (tmp_path / "never-written").exists()  # no tool ran
+
+
+async def test_the_incidents_demo_replays_with_its_health_events(tmp_path: Path) -> None:
+    """Recorded with today's policies, the incidents demo replays event for event, health
+    included: the breaker opens on the recorded failures (counted by their kind), the
+    guardrail sends the first publish back, and no clock jump reopens the breaker."""
+    path = HERE.parent / "golden" / "incidents" / "incidents.jsonl"
+    report = await assert_replays(_recorded_agent(path, tmp_path / "never-written"), path)
+    assert report.replayed_events == report.recorded_events == 416
 
 
 async def test_crash_resumed_incident_is_replayed_with_its_crashes() -> None:
@@ -334,3 +352,61 @@ async def test_a_tool_that_asked_a_human_replays_with_the_recorded_answer(
     assert b"savings" in journal.read_bytes()
     await assert_replays(agent, journal)
     assert asked == ["asked"]  # the tool was not called again
+
+
+async def test_recorded_failures_replay_with_their_kind_and_text(tmp_path: Path) -> None:
+    """A recorded exception, timeout and refusal come back as the same outcome (kind and
+    text), so a policy counting failures by kind (a circuit breaker) decides as it did."""
+    import asyncio
+
+    from tether import tool
+    from tether.errors import ToolRetry
+    from tether.models import call
+    from tether.policies import CircuitBreaker
+
+    @tool(idempotent=True)
+    def down() -> str:
+        """An upstream that is down."""
+        raise ConnectionError("upstream unreachable (HTTP 503)")
+
+    @tool(idempotent=True)
+    def picky() -> str:
+        """Asks for another try."""
+        raise ToolRetry("try a smaller n")
+
+    @tool(idempotent=True, timeout_s=0.01)
+    async def slow() -> str:
+        """Never answers in time."""
+        await asyncio.sleep(5)
+        return "late"
+
+    agent = Agent(
+        name="failing", instructions="Call.", tools=[down, picky, slow],
+        model=ScriptedModel([call("down"), call("picky"), call("slow"), "done"]),
+        policies=[CircuitBreaker(failures=1, backoff_s=600)],
+    )  # fmt: skip
+    store = MemoryStore()
+    result = await run_to_end(agent, "go", store=store)
+    rows = await store.read_rows(result.run_id)
+    events = [decode_event(r.raw, run_id=r.run_id, seq=r.seq) for r in rows]
+    kinds = [e.payload["error"] for e in events if e.type == "tool.failed"]
+    assert kinds == ["exception", "retry_requested", "timeout"]
+    assert sum(e.type == "health.breaker" for e in events) == 2  # `down` and `slow` opened it
+    journal = tmp_path / "run.jsonl"
+    journal.write_bytes(b"".join(_line(r) + b"\n" for r in rows))
+    report = await assert_replays(agent, journal)
+    assert report.replayed_events == report.recorded_events  # the breaker opened twice again
+
+
+async def test_run_to_end_dates_decisions_by_the_runtimes_clock(tmp_path: Path) -> None:
+    from tether._clock import FakeClock
+    from tether.demo import demo_plan
+
+    clock = FakeClock(1_790_000_000.0)
+    store = MemoryStore(clock=clock)
+    runtime = Runtime(store, clock=clock)
+    done = await run_to_end(demo_agent(tmp_path / "out"), demo_plan()["task"], runtime=runtime)
+    rows = await store.read_rows(done.run_id)
+    events = [decode_event(r.raw, run_id=r.run_id, seq=r.seq) for r in rows]
+    (resolved,) = [e for e in events if e.type == "approval.resolved"]
+    assert resolved.ts == events[0].ts  # the fake clock never moved

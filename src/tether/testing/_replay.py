@@ -9,11 +9,13 @@ as a crash at the same position followed by a resume; what came from outside the
 (approval decisions, new limits, an operator's pins) is applied where the recording has
 it; a fork's copied history (up to its `run.forked`) is imported as it is. Then the two
 journals are compared event by event (type, tool name, arguments, idempotency key,
-decision, reason) and the first divergence is named.
+decision, reason, error) and the first divergence is named.
 
 What a replay cannot reproduce: limits stored in the original store (budget events are
-not compared for that reason), and an operator's pin made while the loop was running
-(it is applied at the next pause instead, which shows as a divergence).
+not compared for that reason), an operator's pin made while the loop was running (it is
+applied at the next pause instead, which shows as a divergence), and a policy that reads
+the world a tool changed (a file it wrote) rather than the journal: no tool runs, so that
+world stays as it is.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ the agent did (a replay runs without the original store's limits)."""
 IGNORED_PREFIXES = ("health.",)
 """Health events are the loop's observations (a new policy adds some to an old journal);
 when one changes what the run does, the events that follow show it."""
-COMPARED_FIELDS = ("name", "arguments", "idempotency_key", "decision", "reason")
+COMPARED_FIELDS = ("name", "arguments", "idempotency_key", "decision", "reason", "error")
 _CTX = "_tether_replay_ctx"
 
 
@@ -253,9 +255,14 @@ class _ReplayModel:
 
 
 def _recorded_tool(tool: Tool, recorded: _Recorded, clock: FakeClock) -> Tool:
-    """The tool with its body replaced by the recorded result for the call's key."""
+    """The tool with its body replaced by the recorded result for the call's key.
 
-    async def answer(**kwargs: Any) -> Any:
+    A recorded failure is raised so that the executor gives it the recorded kind
+    (`exception`, `timeout`, `retry_requested`) and text: policies such as a circuit
+    breaker count failures by kind, so a replay that changed the kind would diverge
+    silently. A sync tool stays sync (a timeout's text says whether it was abandoned)."""
+
+    def answer(**kwargs: Any) -> Any:
         key = kwargs[_CTX].idempotency_key
         question = recorded.questions.pop(key, None)
         if question is not None:
@@ -266,11 +273,35 @@ def _recorded_tool(tool: Tool, recorded: _Recorded, clock: FakeClock) -> Tool:
         event = queue.popleft()
         clock.now = max(clock.now, _epoch(event.ts))
         output = str(event.payload.get("output", ""))
-        if event.payload.get("error"):
-            raise ToolRetry(output.removeprefix("error: "))
+        error = event.payload.get("error")
+        if error:
+            raise _recorded_failure(tool.name, str(error), output)
         return output
 
-    return dataclasses.replace(tool, fn=answer, context_param=_CTX, retries=0, timeout_s=None)
+    async def answer_async(**kwargs: Any) -> Any:
+        return answer(**kwargs)
+
+    return dataclasses.replace(tool, fn=answer if tool.is_sync else answer_async,
+                               context_param=_CTX, retries=0)  # fmt: skip
+
+
+def _recorded_failure(name: str, kind: str, output: str) -> BaseException:
+    """The exception the executor turns into the recorded failure: `error: NAME failed:
+    TYPE: MESSAGE` for an exception (TYPE named as recorded, and not transient, so it is
+    not retried), a TimeoutError for a timeout, a ToolRetry otherwise."""
+    if kind == "timeout":
+        return TimeoutError()
+    if kind == "exception":
+        prefix = f"error: {name} failed: "
+        type_name, sep, message = output.removeprefix(prefix).partition(": ")
+        if output.startswith(prefix) and sep and type_name.isidentifier():
+            recorded_type: type[_RecordedException] = type(type_name, (_RecordedException,), {})
+            return recorded_type(message)
+    return ToolRetry(output.removeprefix("error: "))
+
+
+class _RecordedException(Exception):
+    """A recorded tool exception, raised again under its recorded type name."""
 
 
 class _CrashAt:
