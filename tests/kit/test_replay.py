@@ -410,3 +410,38 @@ async def test_run_to_end_dates_decisions_by_the_runtimes_clock(tmp_path: Path) 
     events = [decode_event(r.raw, run_id=r.run_id, seq=r.seq) for r in rows]
     (resolved,) = [e for e in events if e.type == "approval.resolved"]
     assert resolved.ts == events[0].ts  # the fake clock never moved
+
+
+async def _journal_naming(tmp_path: Path, spec: str, args: dict[str, object]) -> Path:
+    """A valid journal whose run.created names `spec` (anyone can write such a file)."""
+    store = MemoryStore()
+    run_id = await Runtime(store).create(
+        payments(str(tmp_path)), "pay", metadata={"agent_spec": spec, "agent_args": args}
+    )
+    path = tmp_path / f"named-{abs(hash(spec))}.jsonl"
+    path.write_bytes(b"".join(_line(r) + b"\n" for r in await store.read_rows(run_id)))
+    return path
+
+
+async def test_cli_calls_only_an_agent_the_journal_names(tmp_path: Path) -> None:
+    """A journal is data: its spec is loaded only when it names an Agent or a factory
+    declared to return one, in an installed module or a file under the current folder."""
+    marker = tmp_path / "pwned"
+    evil = await _journal_naming(tmp_path, "os:system", {"command": f"touch {marker}"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "agent.py").write_text(
+        "from tether import Agent\nfrom tether.demo import demo_agent\n\n"
+        "def make() -> Agent:\n    return demo_agent('out')\n"
+    )
+    outside = await _journal_naming(tmp_path, f"{elsewhere}/agent.py:make", {})
+    here = tmp_path / "here"
+    here.mkdir()
+    for path in (evil, outside):
+        done = tether("replay", str(path), cwd=here)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "pass --agent" in done.stderr and "Traceback" not in done.stderr
+    assert not marker.exists()
+    # Named by the user, the agent is loaded and driven (past the one recorded event).
+    chosen = tether("replay", str(outside), "--agent", f"{AGENTS}:payments", cwd=here)
+    assert chosen.returncode == 1 and "diverges at the recording's end" in chosen.stdout

@@ -20,10 +20,45 @@ def _agent_for(path: Path, spec: str | None) -> Any:
 
     created = load_journal(path)[0]
     meta = created.payload.get("metadata") or {}
-    chosen = spec or meta.get("agent_spec")
-    if not chosen:
+    if spec:
+        return load_agent(spec, meta.get("agent_args") or {})
+    recorded = meta.get("agent_spec")
+    if not recorded:
         raise UsageError(f"{path} does not record where its agent lives: pass --agent module:attr")
-    return load_agent(chosen, meta.get("agent_args") or {})
+    return _recorded_agent(str(recorded), meta.get("agent_args") or {})
+
+
+def _recorded_agent(spec: str, args: dict[str, Any]) -> Any:
+    """The agent a journal names, loaded only if it is one: a file can be written by
+    anyone, so its spec must name an Agent, or a factory declared to return one, in an
+    installed module or a file under the current folder; never any other callable (with
+    the file's arguments)."""
+    import typing
+
+    from .._agent_sources import import_target
+    from ..agent import Agent
+
+    trust = "; pass --agent module:attr to choose the agent yourself"
+    target = spec.rpartition(":")[0]
+    if target.endswith(".py") and not Path(target).resolve().is_relative_to(Path.cwd()):
+        raise UsageError(
+            f"the journal names its agent in a file outside this folder ({spec}){trust}"
+        )
+    value = import_target(spec)
+    if isinstance(value, Agent):
+        return value
+    try:
+        returns = typing.get_type_hints(value).get("return") if callable(value) else None
+    except Exception:
+        returns = None
+    if not (isinstance(returns, type) and issubclass(returns, Agent)):
+        raise UsageError(
+            f"the journal names {spec}, which is neither an Agent nor a function declared "
+            f"to return one{trust}"
+        )
+    if not isinstance(args, dict):
+        raise UsageError(f"the journal's agent arguments are not an object{trust}")
+    return value(**args)
 
 
 @app.command()
