@@ -442,6 +442,10 @@ async def test_cli_calls_only_an_agent_the_journal_names(tmp_path: Path) -> None
         assert done.returncode == 2, done.stdout + done.stderr
         assert "pass --agent" in done.stderr and "Traceback" not in done.stderr
     assert not marker.exists()
-    # Named by the user, the agent is loaded and driven (past the one recorded event).
+    # Named by the user, the agent is loaded (given the recorded arguments it takes:
+    # `payments` has no `out`) and driven past the one recorded event.
+    demo = HERE.parent / "golden" / "incidents" / "demo.jsonl"
+    other = tether("replay", str(demo), "--agent", f"{AGENTS}:payments", cwd=here)
+    assert other.returncode == 1 and "diverges at event" in other.stdout, other.stderr
     chosen = tether("replay", str(outside), "--agent", f"{AGENTS}:payments", cwd=here)
     assert chosen.returncode == 1 and "diverges at the recording's end" in chosen.stdout

@@ -20,15 +20,33 @@ def _agent_for(path: Path, spec: str | None) -> Any:
 
     created = load_journal(path)[0]
     meta = created.payload.get("metadata") or {}
+    meta = meta if isinstance(meta, dict) else {}
+    args = meta.get("agent_args") or {}
     if spec:
-        return load_agent(spec, meta.get("agent_args") or {})
+        return load_agent(spec, _accepted(spec, args) if isinstance(args, dict) else {})
     recorded = meta.get("agent_spec")
     if not recorded:
         raise UsageError(f"{path} does not record where its agent lives: pass --agent module:attr")
-    return _recorded_agent(str(recorded), meta.get("agent_args") or {})
+    return _recorded_agent(str(recorded), args)
 
 
-def _recorded_agent(spec: str, args: dict[str, Any]) -> Any:
+def _accepted(spec: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The recorded arguments the chosen agent's factory takes (it may be another one)."""
+    import inspect
+
+    from .._agent_sources import import_target
+
+    value = import_target(spec)
+    try:
+        params = inspect.signature(value).parameters.values()
+    except (TypeError, ValueError):
+        return args
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return args
+    return {k: v for k, v in args.items() if k in {p.name for p in params}}
+
+
+def _recorded_agent(spec: str, args: Any) -> Any:
     """The agent a journal names, loaded only if it is one: a file can be written by
     anyone, so its spec must name an Agent, or a factory declared to return one, in an
     installed module or a file under the current folder; never any other callable (with
@@ -37,6 +55,7 @@ def _recorded_agent(spec: str, args: dict[str, Any]) -> Any:
 
     from .._agent_sources import import_target
     from ..agent import Agent
+    from ._agents import load_agent
 
     trust = "; pass --agent module:attr to choose the agent yourself"
     target = spec.rpartition(":")[0]
@@ -58,7 +77,7 @@ def _recorded_agent(spec: str, args: dict[str, Any]) -> Any:
         )
     if not isinstance(args, dict):
         raise UsageError(f"the journal's agent arguments are not an object{trust}")
-    return value(**args)
+    return load_agent(spec, args)
 
 
 @app.command()
