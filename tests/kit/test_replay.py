@@ -28,7 +28,13 @@ from tether.models import ScriptedModel
 from tether.testing import ReplayError, assert_replays, replay, run_to_end
 from tether.testing._replay import load_journal
 
-from .agents import TURNS, demo_publish_unguarded, demo_search_renamed, payments
+from .agents import (
+    TURNS,
+    demo_plan_changed,
+    demo_publish_unguarded,
+    demo_search_renamed,
+    payments,
+)
 
 HERE = Path(__file__).parent
 
@@ -153,6 +159,15 @@ def test_cli_replays_an_exported_demo_and_names_the_divergence_of_a_changed_one(
     divergence = json.loads(changed.stdout)["divergence"]
     assert divergence["recorded"]["type"] == "approval.requested"
     assert divergence["now"]["type"] == "tool.completed"
+
+    # The demo's plan is its script: with --script it answers, and a changed plan shows.
+    scripted = tether("replay", str(tmp_path / "run.jsonl"), "--script")
+    assert scripted.returncode == 0, scripted.stdout + scripted.stderr
+    plan = tether("replay", str(tmp_path / "run.jsonl"), "--script",
+                  "--agent", f"{AGENTS}:demo_plan_changed")  # fmt: skip
+    assert plan.returncode == 1, plan.stdout + plan.stderr
+    assert "diverges at event" in plan.stdout and "(model.completed)" in plan.stdout
+    assert "orrimek retention claims" in plan.stdout
 
     text = tether("replay", str(tmp_path / "run.jsonl"), "--agent", f"{AGENTS}:demo_search_renamed")
     assert text.returncode == 1
@@ -449,3 +464,23 @@ async def test_cli_calls_only_an_agent_the_journal_names(tmp_path: Path) -> None
     assert other.returncode == 1 and "diverges at event" in other.stdout, other.stderr
     chosen = tether("replay", str(outside), "--agent", f"{AGENTS}:payments", cwd=here)
     assert chosen.returncode == 1 and "diverges at the recording's end" in chosen.stdout
+
+
+async def test_a_changed_script_diverges_only_when_the_script_answers() -> None:
+    """The demo's plan is its script. Fed the recorded answers, a replay does not see a
+    changed plan; with `script=True` the agent's own script answers, and the first answer
+    that differs is named (a recorded outage is still replayed where it happened)."""
+    golden = HERE.parent / "golden" / "incidents"
+    await assert_replays(demo_plan_changed("unused"), golden / "demo.jsonl")
+    await assert_replays(demo_agent("unused"), golden / "demo.jsonl", script=True)
+    await assert_replays(demo_agent("unused"), golden / "demo_crash_resumed.jsonl", script=True)
+    report = await replay(demo_plan_changed("unused"), golden / "demo.jsonl", script=True)
+    d = report.divergence
+    assert d is not None and d.recorded is not None and d.now is not None
+    assert d.recorded["type"] == d.now["type"] == "model.completed"
+    assert "orrimek retention claims" in json.dumps(d.now["tool_calls"])
+    with pytest.raises(UsageError, match="needs a ScriptedModel"):
+        from tether.models.openai import OpenAIModel
+
+        model = OpenAIModel("m", base_url="http://127.0.0.1:9/v1", api_key="x")
+        await replay(demo_agent("unused", model=model), golden / "demo.jsonl", script=True)

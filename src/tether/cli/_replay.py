@@ -89,6 +89,14 @@ def replay(
         str | None,
         typer.Option(help="The agent to replay (module:attr); default: the one the run recorded."),
     ] = None,
+    script: Annotated[
+        bool,
+        typer.Option(
+            "--script",
+            help="Let the agent's own ScriptedModel answer instead of the recording, so a "
+            "change to its script shows (recorded model failures are still replayed).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-drive the agent on the model answers and tool results a journal recorded.
@@ -96,14 +104,15 @@ def replay(
     Nothing is called: the recorded answers and results are fed back in a fresh memory
     store, recorded crashes and approval decisions are replayed where they happened, and
     the new journal is compared event by event with the recording (type, tool name,
-    arguments, idempotency key, decision, reason). Exit 0 when the run reproduces, 1 at
-    the first divergence (printed), 2 when the file cannot be replayed.
+    arguments, idempotency key, decision, reason, error; a model answer's text and
+    calls). Exit 0 when the run reproduces, 1 at the first divergence (printed), 2 when
+    the file cannot be replayed.
     """
     from ..testing import replay as replay_run
 
     try:
         target = _agent_for(file, agent)
-        report = asyncio.run(replay_run(target, file))
+        report = asyncio.run(replay_run(target, file, script=script))
     except UsageError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None

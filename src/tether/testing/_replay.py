@@ -9,7 +9,9 @@ as a crash at the same position followed by a resume; what came from outside the
 (approval decisions, new limits, an operator's pins) is applied where the recording has
 it; a fork's copied history (up to its `run.forked`) is imported as it is. Then the two
 journals are compared event by event (type, tool name, arguments, idempotency key,
-decision, reason, error) and the first divergence is named.
+decision, reason, error; a model answer's text and calls) and the first divergence is
+named. With `script=True` an agent's own `ScriptedModel` answers instead of the recording
+(recorded model failures are still replayed), so a change to its script shows.
 
 What a replay cannot reproduce: limits stored in the original store (budget events are
 not compared for that reason), an operator's pin made while the loop was running (it is
@@ -51,6 +53,7 @@ from ..models import (
     ModelRequest,
     ModelResponse,
     ModelUsage,
+    ScriptedModel,
     ToolCall,
     ToolSpec,
 )
@@ -68,6 +71,7 @@ IGNORED_PREFIXES = ("health.",)
 """Health events are the loop's observations (a new policy adds some to an old journal);
 when one changes what the run does, the events that follow show it."""
 COMPARED_FIELDS = ("name", "arguments", "idempotency_key", "decision", "reason", "error")
+MODEL_FIELDS = ("content", "tool_calls")
 _CTX = "_tether_replay_ctx"
 
 
@@ -201,15 +205,24 @@ def _seq_of(event_id: str | None) -> int:
 class _ReplayModel:
     """Answers with the recorded model outcomes, in order; calls nothing. Window, output
     bound and token counts are the agent's own model's (counted locally), so context and
-    budget decisions are taken as they were."""
+    budget decisions are taken as they were. With `script`, the agent's own scripted model
+    answers instead (recorded failures still come back where they happened: they were
+    the provider's, not the script's)."""
 
     def __init__(
-        self, name: str, recorded: _Recorded, clock: FakeClock, counter: Model | None
+        self,
+        name: str,
+        recorded: _Recorded,
+        clock: FakeClock,
+        counter: Model | None,
+        *,
+        script: ScriptedModel | None = None,
     ) -> None:
         self.name = name
         self.recorded = recorded
         self.clock = clock
         self.counter = counter
+        self.script = script
         self.context_window = counter.context_window if counter else 128_000
         self.max_output_tokens = counter.max_output_tokens if counter else 4_096
 
@@ -233,6 +246,8 @@ class _ReplayModel:
     ) -> ModelResponse:
         queue = self.recorded.summaries if request.purpose == "summary" else self.recorded.turns
         if not queue:
+            if self.script is not None:  # past the recording: the script goes on
+                return await self.script.complete(request, on_text=on_text)
             raise ModelError("replay: the recording has no more model answers")
         event = queue.popleft()
         self.clock.now = max(self.clock.now, _epoch(event.ts))
@@ -241,6 +256,8 @@ class _ReplayModel:
             raise {"ModelUnavailable": ModelUnavailable, "ContextOverflow": ContextOverflow}.get(
                 str(kind), ModelError
             )(text)
+        if self.script is not None:
+            return await self.script.complete(request, on_text=on_text)
         p, usage = event.payload, event.usage
         return ModelResponse(
             content=p.get("content", ""),
@@ -439,9 +456,11 @@ async def _import(store: Store, events: Sequence[Event]) -> None:
 
 
 def project(event: Event) -> dict[str, Any]:
-    """What is compared: the type and the fields that say what the agent did."""
+    """What is compared: the type and the fields that say what the agent did (for a model
+    answer, its text and calls)."""
     shown: dict[str, Any] = {"type": event.type}
-    for name in COMPARED_FIELDS:
+    fields = MODEL_FIELDS if event.type == "model.completed" else COMPARED_FIELDS
+    for name in fields:
         if name in event.payload:
             shown[name] = event.payload[name]
     return shown
@@ -451,8 +470,19 @@ def _compared(events: Sequence[Event]) -> list[Event]:
     return [e for e in events if not _ignored(e)]
 
 
-async def replay(agent: Agent, path: Path | str) -> ReplayReport:
-    """Re-drive `agent` on what the exported journal at `path` recorded; see the module."""
+async def replay(agent: Agent, path: Path | str, *, script: bool = False) -> ReplayReport:
+    """Re-drive `agent` on what the exported journal at `path` recorded; see the module.
+
+    `script=True` lets the agent's own `ScriptedModel` (and scripted summariser) answer
+    instead of the recording, so a change to the script shows as a divergence; a model
+    that is not a script is refused, since it would be called."""
+    own = agent.model if isinstance(agent.model, ScriptedModel) else None
+    if script and own is None:
+        name = agent.model.name if agent.model is not None else "no model"
+        raise UsageError(
+            f"a replay with the agent's script needs a ScriptedModel, not {name!r} "
+            "(it would be called)"
+        )
     recorded_events = load_journal(Path(path))
     created = recorded_events[0]
     forked_at = next((e.seq for e in recorded_events if e.type == "run.forked"), 0)
@@ -460,13 +490,14 @@ async def replay(agent: Agent, path: Path | str) -> ReplayReport:
     clock = FakeClock(_epoch(created.ts))
     store = MemoryStore(clock=clock)
     model = _ReplayModel(str(created.payload.get("model", "replay")), recorded, clock,
-                         agent.model)  # fmt: skip
+                         agent.model, script=own if script else None)  # fmt: skip
     summarizer = agent.summary_model
     agent = dataclasses.replace(
         agent,
         model=model,
         summary_model=None if summarizer is None else _ReplayModel(
-            summarizer.name, recorded, clock, summarizer
+            summarizer.name, recorded, clock, summarizer,
+            script=summarizer if script and isinstance(summarizer, ScriptedModel) else None,
         ),
         tools=[_recorded_tool(t, recorded, clock) for t in agent.tools],
     )  # fmt: skip
@@ -530,9 +561,9 @@ def first_divergence(recorded: Sequence[Event], now: Sequence[Event]) -> Diverge
     return None
 
 
-async def assert_replays(agent: Agent, path: Path | str) -> ReplayReport:
+async def assert_replays(agent: Agent, path: Path | str, *, script: bool = False) -> ReplayReport:
     """`replay`, failing the test with the first divergence when there is one."""
-    report = await replay(agent, path)
+    report = await replay(agent, path, script=script)
     if report.divergence is not None:
         raise AssertionError(f"{path} no longer replays: {report.divergence}")
     return report
