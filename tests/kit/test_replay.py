@@ -11,6 +11,7 @@ foreign file is refused in one line (exit 2); no model and no tool is called.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -484,3 +485,33 @@ async def test_a_changed_script_diverges_only_when_the_script_answers() -> None:
 
         model = OpenAIModel("m", base_url="http://127.0.0.1:9/v1", api_key="x")
         await replay(demo_agent("unused", model=model), golden / "demo.jsonl", script=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("agent", "outcome"), [("demo_agent", "1 passed"), ("demo_publish_unguarded", "1 failed")]
+)
+def test_the_readme_incident_test_runs_as_written(tmp_path: Path, agent: str, outcome: str) -> None:
+    """The README's three lines, run by a pytest with no plugins: the incident replays
+    (or, for a changed agent, fails naming the divergence), never silently skipped."""
+    readme = (HERE.parent.parent / "README.md").read_text()
+    block = next(b for b in readme.split("```python\n")[1:] if "assert_replays" in b)
+    code = block.split("```")[0]
+    incident = HERE.parent / "golden" / "incidents" / "demo.jsonl"
+    (tmp_path / "my_agent.py").write_text(
+        f"from tests.kit.agents import {agent}\nagent = {agent}('out')\n"
+    )
+    (tmp_path / "test_incident.py").write_text(
+        code.replace("tests/incidents/1234.jsonl", str(incident))
+    )
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(HERE.parent.parent),
+                                          os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull,
+         str(tmp_path / "test_incident.py")],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert outcome in done.stdout, done.stdout[-2000:] + done.stderr
+    if outcome == "1 failed":
+        assert "no longer replays" in done.stdout
