@@ -152,7 +152,7 @@ def test_cli_replays_an_exported_demo_and_names_the_divergence_of_a_changed_one(
 
     same = tether("replay", str(tmp_path / "run.jsonl"))
     assert same.returncode == 0, same.stdout + same.stderr
-    assert f"{run_id} replays" in same.stdout
+    assert f"{run_id} replays" in same.stdout and "--script checks it too" in same.stdout
 
     changed = tether("replay", str(tmp_path / "run.jsonl"),
                      "--agent", f"{AGENTS}:demo_publish_unguarded", "--json")  # fmt: skip

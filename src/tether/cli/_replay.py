@@ -108,6 +108,7 @@ def replay(
     calls). Exit 0 when the run reproduces, 1 at the first divergence (printed), 2 when
     the file cannot be replayed.
     """
+    from ..models import ScriptedModel
     from ..testing import replay as replay_run
 
     try:
@@ -126,6 +127,11 @@ def replay(
             f"{report.run_id} replays: {report.replayed_events} events, "
             f"{report.replayed_status}, as recorded"
         )
+        if not script and isinstance(getattr(target, "model", None), ScriptedModel):
+            out.print(
+                "  the answers came from the recording; the agent's model is a script, "
+                "and --script checks it too"
+            )
     else:
         d = report.divergence
         assert d is not None
