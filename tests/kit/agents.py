@@ -8,13 +8,16 @@ The demo variants change what the demo's code does, for replays to catch.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
+from unittest import mock
 
 from tether import Agent, Limits, ToolContext, tool
-from tether.demo import demo_agent
-from tether.models import ScriptedModel, Turn
+from tether.demo import _agent as demo_module
+from tether.demo import demo_agent, demo_plan
+from tether.models import ModelRequest, ScriptedModel, Turn
 from tether.testing import record_effect
 
 TURNS = 12
@@ -59,3 +62,16 @@ def demo_search_renamed(out: str = "tether-demo") -> Agent:
     tools = [dataclasses.replace(t, name="find") if t.name == "search" else t
              for t in agent.tools]  # fmt: skip
     return dataclasses.replace(agent, tools=tools)
+
+
+def demo_plan_changed(out: str = "tether-demo") -> Agent:
+    """The demo with one step of its plan (`plan.json`) changed: step 6 searches for other
+    words. The plan is the demo's script, so only a replay with `--script` sees it."""
+    plan = copy.deepcopy(demo_plan())
+    plan["steps"][5]["args"]["query"] = "orrimek retention claims"
+
+    def policy(request: ModelRequest) -> Turn:
+        with mock.patch.object(demo_module, "demo_plan", lambda: plan):
+            return demo_module.scripted_policy(request)
+
+    return dataclasses.replace(demo_agent(out), model=ScriptedModel(policy, name="scripted"))

@@ -123,9 +123,14 @@ def test_a_tool_wrongly_declared_idempotent_fails_with_a_reproducing_command(
         (["no_such_module:agent", "--task", "x"], "cannot import module"),
         ([f"{AGENTS}:payments"], "give the task"),
         (["--demo", "--keep", "{tmp}"], "is not empty"),
+        (["--demo", "--keep", "{tmp}/plan.toml"], "is not a folder"),
         (["--demo", "--plan", "{tmp}/plan.toml"], "unknown chaos plan key 'kill_rate'"),
         (["--demo", "--plan", "{tmp}/missing.json"], "cannot read the chaos plan"),
         (["--demo", "--agent-args", "[1]"], "must be a JSON object"),
+        (
+            [f"{AGENTS}:payments", "--task", "x", "--agent-args", '{"nope": 1}'],
+            "cannot be called with",
+        ),
     ],
 )
 def test_user_mistakes_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:

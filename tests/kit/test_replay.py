@@ -1,7 +1,8 @@
 """`tether replay` and `tether.testing.replay`: recorded runs re-driven with nothing called.
 
-Claims: the golden incidents (a clean demo, a crash-resumed demo, a demo under faults)
-replay without divergence on today's code; an exported demo journal replays from the
+Claims: the golden incidents (a clean demo, a crash-resumed demo, a demo under faults,
+the incidents demo) replay without divergence on today's code, recorded failures with
+their kind; an exported demo journal replays from the
 command line (exit 0); a change to what the agent's code does (an approval dropped, a
 tool renamed) makes the replay exit 1 naming the first diverging event; a damaged or
 foreign file is refused in one line (exit 2); no model and no tool is called.
@@ -10,13 +11,15 @@ foreign file is refused in one line (exit 2); no model and no tool is called.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tether import Runtime
+from tether import Agent, Runtime
+from tether.cli._agents import load_agent
 from tether.demo import demo_agent
 from tether.errors import UsageError
 from tether.events import decode_event
@@ -24,8 +27,15 @@ from tether.journal import MemoryStore
 from tether.journal._base import StoredRow
 from tether.models import ScriptedModel
 from tether.testing import ReplayError, assert_replays, replay, run_to_end
+from tether.testing._replay import load_journal
 
-from .agents import TURNS, demo_publish_unguarded, demo_search_renamed, payments
+from .agents import (
+    TURNS,
+    demo_plan_changed,
+    demo_publish_unguarded,
+    demo_search_renamed,
+    payments,
+)
 
 HERE = Path(__file__).parent
 
@@ -46,17 +56,32 @@ def tether(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
 
 def test_the_golden_incidents_are_there() -> None:
     names = {p.stem for p in INCIDENTS}
-    assert {"demo", "demo_crash_resumed", "demo_faults"} <= names
+    assert {"demo", "demo_crash_resumed", "demo_faults", "incidents"} <= names
+
+
+def _recorded_agent(path: Path, out: Path) -> Agent:
+    """The agent the incident recorded (`metadata.agent_spec`), writing under `out`."""
+    meta = load_journal(path)[0].payload["metadata"]
+    return load_agent(meta["agent_spec"], {**meta["agent_args"], "out": str(out)})
 
 
 @pytest.mark.parametrize("path", INCIDENTS, ids=lambda p: p.stem)
 async def test_golden_incident_replays_on_todays_code(path: Path, tmp_path: Path) -> None:
-    report = await assert_replays(demo_agent(tmp_path / "never-written"), path)
+    report = await assert_replays(_recorded_agent(path, tmp_path / "never-written"), path)
     # Journals recorded before a health policy existed replay with its events added
     # (`health.*` is not compared); every other event is the same, in the same order.
     assert report.replayed_events >= report.recorded_events
     assert report.replayed_status == "completed"
     assert not (tmp_path / "never-written").exists()  # no tool ran
+
+
+async def test_the_incidents_demo_replays_with_its_health_events(tmp_path: Path) -> None:
+    """Recorded with today's policies, the incidents demo replays event for event, health
+    included: the breaker opens on the recorded failures (counted by their kind), the
+    guardrail sends the first publish back, and no clock jump reopens the breaker."""
+    path = HERE.parent / "golden" / "incidents" / "incidents.jsonl"
+    report = await assert_replays(_recorded_agent(path, tmp_path / "never-written"), path)
+    assert report.replayed_events == report.recorded_events == 416
 
 
 async def test_crash_resumed_incident_is_replayed_with_its_crashes() -> None:
@@ -127,7 +152,7 @@ def test_cli_replays_an_exported_demo_and_names_the_divergence_of_a_changed_one(
 
     same = tether("replay", str(tmp_path / "run.jsonl"))
     assert same.returncode == 0, same.stdout + same.stderr
-    assert f"{run_id} replays" in same.stdout
+    assert f"{run_id} replays" in same.stdout and "--script checks it too" in same.stdout
 
     changed = tether("replay", str(tmp_path / "run.jsonl"),
                      "--agent", f"{AGENTS}:demo_publish_unguarded", "--json")  # fmt: skip
@@ -135,6 +160,15 @@ def test_cli_replays_an_exported_demo_and_names_the_divergence_of_a_changed_one(
     divergence = json.loads(changed.stdout)["divergence"]
     assert divergence["recorded"]["type"] == "approval.requested"
     assert divergence["now"]["type"] == "tool.completed"
+
+    # The demo's plan is its script: with --script it answers, and a changed plan shows.
+    scripted = tether("replay", str(tmp_path / "run.jsonl"), "--script")
+    assert scripted.returncode == 0, scripted.stdout + scripted.stderr
+    plan = tether("replay", str(tmp_path / "run.jsonl"), "--script",
+                  "--agent", f"{AGENTS}:demo_plan_changed")  # fmt: skip
+    assert plan.returncode == 1, plan.stdout + plan.stderr
+    assert "diverges at event" in plan.stdout and "(model.completed)" in plan.stdout
+    assert "orrimek retention claims" in plan.stdout
 
     text = tether("replay", str(tmp_path / "run.jsonl"), "--agent", f"{AGENTS}:demo_search_renamed")
     assert text.returncode == 1
@@ -334,3 +368,150 @@ async def test_a_tool_that_asked_a_human_replays_with_the_recorded_answer(
     assert b"savings" in journal.read_bytes()
     await assert_replays(agent, journal)
     assert asked == ["asked"]  # the tool was not called again
+
+
+async def test_recorded_failures_replay_with_their_kind_and_text(tmp_path: Path) -> None:
+    """A recorded exception, timeout and refusal come back as the same outcome (kind and
+    text), so a policy counting failures by kind (a circuit breaker) decides as it did."""
+    import asyncio
+
+    from tether import tool
+    from tether.errors import ToolRetry
+    from tether.models import call
+    from tether.policies import CircuitBreaker
+
+    @tool(idempotent=True)
+    def down() -> str:
+        """An upstream that is down."""
+        raise ConnectionError("upstream unreachable (HTTP 503)")
+
+    @tool(idempotent=True)
+    def picky() -> str:
+        """Asks for another try."""
+        raise ToolRetry("try a smaller n")
+
+    @tool(idempotent=True, timeout_s=0.01)
+    async def slow() -> str:
+        """Never answers in time."""
+        await asyncio.sleep(5)
+        return "late"
+
+    agent = Agent(
+        name="failing", instructions="Call.", tools=[down, picky, slow],
+        model=ScriptedModel([call("down"), call("picky"), call("slow"), "done"]),
+        policies=[CircuitBreaker(failures=1, backoff_s=600)],
+    )  # fmt: skip
+    store = MemoryStore()
+    result = await run_to_end(agent, "go", store=store)
+    rows = await store.read_rows(result.run_id)
+    events = [decode_event(r.raw, run_id=r.run_id, seq=r.seq) for r in rows]
+    kinds = [e.payload["error"] for e in events if e.type == "tool.failed"]
+    assert kinds == ["exception", "retry_requested", "timeout"]
+    assert sum(e.type == "health.breaker" for e in events) == 2  # `down` and `slow` opened it
+    journal = tmp_path / "run.jsonl"
+    journal.write_bytes(b"".join(_line(r) + b"\n" for r in rows))
+    report = await assert_replays(agent, journal)
+    assert report.replayed_events == report.recorded_events  # the breaker opened twice again
+
+
+async def test_run_to_end_dates_decisions_by_the_runtimes_clock(tmp_path: Path) -> None:
+    from tether._clock import FakeClock
+    from tether.demo import demo_plan
+
+    clock = FakeClock(1_790_000_000.0)
+    store = MemoryStore(clock=clock)
+    runtime = Runtime(store, clock=clock)
+    done = await run_to_end(demo_agent(tmp_path / "out"), demo_plan()["task"], runtime=runtime)
+    rows = await store.read_rows(done.run_id)
+    events = [decode_event(r.raw, run_id=r.run_id, seq=r.seq) for r in rows]
+    (resolved,) = [e for e in events if e.type == "approval.resolved"]
+    assert resolved.ts == events[0].ts  # the fake clock never moved
+
+
+async def _journal_naming(tmp_path: Path, spec: str, args: dict[str, object]) -> Path:
+    """A valid journal whose run.created names `spec` (anyone can write such a file)."""
+    store = MemoryStore()
+    run_id = await Runtime(store).create(
+        payments(str(tmp_path)), "pay", metadata={"agent_spec": spec, "agent_args": args}
+    )
+    path = tmp_path / f"named-{abs(hash(spec))}.jsonl"
+    path.write_bytes(b"".join(_line(r) + b"\n" for r in await store.read_rows(run_id)))
+    return path
+
+
+async def test_cli_calls_only_an_agent_the_journal_names(tmp_path: Path) -> None:
+    """A journal is data: its spec is loaded only when it names an Agent or a factory
+    declared to return one, in an installed module or a file under the current folder."""
+    marker = tmp_path / "pwned"
+    evil = await _journal_naming(tmp_path, "os:system", {"command": f"touch {marker}"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "agent.py").write_text(
+        "from tether import Agent\nfrom tether.demo import demo_agent\n\n"
+        "def make() -> Agent:\n    return demo_agent('out')\n"
+    )
+    outside = await _journal_naming(tmp_path, f"{elsewhere}/agent.py:make", {})
+    here = tmp_path / "here"
+    here.mkdir()
+    for path in (evil, outside):
+        done = tether("replay", str(path), cwd=here)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "pass --agent" in done.stderr and "Traceback" not in done.stderr
+    assert not marker.exists()
+    # Named by the user, the agent is loaded (given the recorded arguments it takes:
+    # `payments` has no `out`) and driven past the one recorded event.
+    demo = HERE.parent / "golden" / "incidents" / "demo.jsonl"
+    other = tether("replay", str(demo), "--agent", f"{AGENTS}:payments", cwd=here)
+    assert other.returncode == 1 and "diverges at event" in other.stdout, other.stderr
+    chosen = tether("replay", str(outside), "--agent", f"{AGENTS}:payments", cwd=here)
+    assert chosen.returncode == 1 and "diverges at the recording's end" in chosen.stdout
+
+
+async def test_a_changed_script_diverges_only_when_the_script_answers() -> None:
+    """The demo's plan is its script. Fed the recorded answers, a replay does not see a
+    changed plan; with `script=True` the agent's own script answers, and the first answer
+    that differs is named (a recorded outage is still replayed where it happened)."""
+    golden = HERE.parent / "golden" / "incidents"
+    await assert_replays(demo_plan_changed("unused"), golden / "demo.jsonl")
+    await assert_replays(demo_agent("unused"), golden / "demo.jsonl", script=True)
+    await assert_replays(demo_agent("unused"), golden / "demo_crash_resumed.jsonl", script=True)
+    report = await replay(demo_plan_changed("unused"), golden / "demo.jsonl", script=True)
+    d = report.divergence
+    assert d is not None and d.recorded is not None and d.now is not None
+    assert d.recorded["type"] == d.now["type"] == "model.completed"
+    assert "orrimek retention claims" in json.dumps(d.now["tool_calls"])
+    with pytest.raises(UsageError, match="needs a ScriptedModel"):
+        from tether.models.openai import OpenAIModel
+
+        model = OpenAIModel("m", base_url="http://127.0.0.1:9/v1", api_key="x")
+        await replay(demo_agent("unused", model=model), golden / "demo.jsonl", script=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("agent", "outcome"), [("demo_agent", "1 passed"), ("demo_publish_unguarded", "1 failed")]
+)
+def test_the_readme_incident_test_runs_as_written(tmp_path: Path, agent: str, outcome: str) -> None:
+    """The README's three lines, run by a pytest with no plugins: the incident replays
+    (or, for a changed agent, fails naming the divergence), never silently skipped."""
+    readme = (HERE.parent.parent / "README.md").read_text()
+    block = next(b for b in readme.split("```python\n")[1:] if "assert_replays" in b)
+    code = block.split("```")[0]
+    incident = HERE.parent / "golden" / "incidents" / "demo.jsonl"
+    (tmp_path / "my_agent.py").write_text(
+        f"from tests.kit.agents import {agent}\nagent = {agent}('out')\n"
+    )
+    (tmp_path / "test_incident.py").write_text(
+        code.replace("tests/incidents/1234.jsonl", str(incident))
+    )
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(HERE.parent.parent),
+                                          os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull,
+         str(tmp_path / "test_incident.py")],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert outcome in done.stdout, done.stdout[-2000:] + done.stderr
+    if outcome == "1 failed":
+        assert "no longer replays" in done.stdout

@@ -184,3 +184,11 @@ async def test_fresh_sources_can_be_required() -> None:
     events = await read_events(rt.store, result.run_id)
     (rejected,) = [e.payload for e in events if e.type == "health.guardrail"]
     assert rejected["problems"] == ["cites sources read too long ago (stale): q1"]
+
+
+def test_a_subclass_keeps_its_overrides_in_each_run() -> None:
+    class Stricter(PublicationGuardrail):
+        pass
+
+    fresh = Stricter(required_sections=["Findings"]).for_run()
+    assert type(fresh) is Stricter and fresh.sections == ("Findings",)

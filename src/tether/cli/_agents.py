@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from .._agent_sources import import_target
@@ -16,6 +17,12 @@ def load_agent(spec: str, args: dict[str, Any] | None = None) -> Agent:
     """The Agent a spec names; a callable is called (with `args`) to build it."""
     value = import_target(spec)
     if not isinstance(value, Agent) and callable(value):
+        try:
+            inspect.signature(value).bind(**(args or {}))
+        except TypeError as exc:  # wrong arguments: a user mistake, not a traceback
+            raise UsageError(f"{spec} cannot be called with {args or {}}: {exc}") from None
+        except ValueError:
+            pass  # no signature to check (a builtin): the call says what is wrong
         value = value(**(args or {}))
     if not isinstance(value, Agent):
         raise UsageError(f"{spec} is not an Agent (got {type(value).__name__})")

@@ -116,8 +116,9 @@ def chaos(
     except UsageError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    if keep is not None and keep.exists() and any(keep.iterdir()):
-        err.print(f"[red]error:[/red] --keep {escape(str(keep))} is not empty: give a new folder")
+    if keep is not None and keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+        what = "is not empty" if keep.is_dir() else "is not a folder"
+        err.print(f"[red]error:[/red] --keep {escape(str(keep))} {what}: give a new folder")
         raise typer.Exit(2)
     workdir = keep or Path(tempfile.mkdtemp(prefix="tether-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)

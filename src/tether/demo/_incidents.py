@@ -18,21 +18,25 @@ turn, so every run is identical; the incidents come from the tools, not the scri
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from ..agent import Agent, Limits
+from ..events import Event
 from ..models import Model, ModelRequest, ScriptedModel, Turn
 from ..policies import (
+    BeforeTool,
     CircuitBreaker,
     DegradationMonitor,
     Freshness,
     PublicationGuardrail,
     SameCallDifferentData,
     TruncatedAnswers,
+    Verdict,
 )
+from ..policies._base import CONTINUE
 from ..tools import Tool, ToolContext, tool
 from ._agent import DEMO_INSTRUCTIONS, demo_plan, demo_tools
 from ._workspace import Workspace
@@ -146,30 +150,56 @@ def incident_tools(out: Path) -> list[Tool]:
     return [market_feed, citation_index]
 
 
-def _report_text(ws: Workspace) -> Any:
-    """What a publish call would publish: the drafted sections it names, as Markdown."""
+class _ReportGuardrail(PublicationGuardrail):
+    """The guardrail on what a publish call would write: the drafted sections it names.
 
-    def text_of(arguments: Mapping[str, Any]) -> str:
-        drafts = {e["section"]: e["text"] for e in ws.of("draft")}
-        sections = [s for s in arguments.get("sections", []) if isinstance(s, str)]
-        parts = [f"# {arguments.get('title', '')}"]
+    The drafts are read from the run's journal (its completed `draft` calls), not from
+    the workspace: the journal is what a replay reproduces (it runs no tool, so its
+    workspace stays empty), and a publish is rare enough to read the journal for."""
+
+    async def before_tool(self, call: BeforeTool) -> Verdict:
+        if call.tool.name != self.publish_tool:
+            return CONTINUE
+        drafts = _drafts(await call.history()) if call.history is not None else {}
+        sections = [s for s in call.arguments.get("sections", []) if isinstance(s, str)]
+        parts = [f"# {call.arguments.get('title', '')}"]
         parts += [f"## {s}\n\n{drafts[s]}" for s in sections if s in drafts]
-        return "\n\n".join(parts)
+        text = "\n\n".join(parts)
+        return self.verdict(
+            await self.problems(text, call.history, call.now), action="refuse", where=call.tool.name
+        )
 
-    return text_of
+
+def _drafts(events: list[Event]) -> dict[str, str]:
+    """Section → text of the run's completed `draft` calls (a rewrite replaces)."""
+    asked: dict[tuple[str | None, str], dict[str, Any]] = {}
+    drafts: dict[str, str] = {}
+    for e in events:
+        p = e.payload
+        if e.type == "tool.requested" and p.get("name") == "draft":
+            try:
+                args = json.loads(p.get("arguments") or "{}")
+            except ValueError:
+                continue
+            if isinstance(args, dict):
+                asked[(e.correlation_id, p["call_id"])] = args
+        elif e.type == "tool.completed":
+            args = asked.pop((e.correlation_id, p.get("call_id", "")), {})
+            if isinstance(args.get("section"), str) and isinstance(args.get("text"), str):
+                drafts[args["section"]] = args["text"]
+    return drafts
 
 
 def incidents_agent(out: str | Path = "tether-demo", model: Model | None = None) -> Agent:
     """The incidents demo; `out` is where report.md and its workspace go."""
     folder = Path(out).resolve()
     sections = incidents_plan()[-1]["args"]["sections"]
-    guardrail = PublicationGuardrail(
+    guardrail = _ReportGuardrail(
         required_sections=sections,
         source_tools={"read": "doc_id"},
         citations=r"\[(d\d\d-[a-z0-9-]+)\]",
         require_citations=True,
         publish_tool="publish",
-        text_of=_report_text(Workspace(folder)),
     )
     return Agent(
         name="research-incidents",

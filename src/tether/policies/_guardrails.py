@@ -92,7 +92,8 @@ class PublicationGuardrail(Policy):
 
     def for_run(self) -> PublicationGuardrail:
         # Custom checks and `text_of` may be closures over a workspace: share them.
-        fresh = PublicationGuardrail.__new__(PublicationGuardrail)
+        # The same class as this one, so a subclass keeps its overrides.
+        fresh = type(self).__new__(type(self))
         fresh.__dict__.update(self.__dict__)
         fresh.read, fresh.open_reads, fresh.rejections = set(), {}, 0
         fresh.expires = {}

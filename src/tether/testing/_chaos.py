@@ -4,7 +4,7 @@ Each run lives in its own folder with its own SQLite store. Its processes are re
 child (`_child.py`) drives the run under the run's fault plan, which SIGKILLs it at drawn
 journal positions; the harness then resumes the run in a fresh child, until the run ends.
 After the run, the harness checks the invariants on the journal and the effect log, then
-damages a copy of the store and checks that the damage is detected. See `docs/chaos.md`.
+damages a copy of the store and checks that the damage is detected. See `docs/TESTING.md`.
 """
 
 from __future__ import annotations

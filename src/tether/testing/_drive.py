@@ -48,7 +48,8 @@ async def run_to_end(
     approve: bool = True,
 ) -> RunResult:
     """`run_to_pause`, then decide every approval it asks for (`approve=False` rejects
-    them) and drive on, until a terminal status; questions get an empty answer."""
+    them) and drive on, until a terminal status; questions get an empty answer. Decisions
+    are dated by the runtime's clock, so a run on a fake clock stays on it."""
     rt = _runtime(store, runtime)
     result = await run_to_pause(agent, task, run_id=run_id, runtime=rt, limits=limits)
     while result.status == "waiting_approval":
@@ -58,7 +59,7 @@ async def run_to_end(
                 rt.store, approval.request_id,
                 decision="approved" if approve or question else "rejected",
                 comment="" if question else (None if approve else "rejected by the test"),
-                actor="test",
+                actor="test", clock=rt.clock,
             )  # fmt: skip
         result = await rt.resume(agent, result.run_id)
     return result

@@ -9,11 +9,15 @@ as a crash at the same position followed by a resume; what came from outside the
 (approval decisions, new limits, an operator's pins) is applied where the recording has
 it; a fork's copied history (up to its `run.forked`) is imported as it is. Then the two
 journals are compared event by event (type, tool name, arguments, idempotency key,
-decision, reason) and the first divergence is named.
+decision, reason, error; a model answer's text and calls) and the first divergence is
+named. With `script=True` an agent's own `ScriptedModel` answers instead of the recording
+(recorded model failures are still replayed), so a change to its script shows.
 
 What a replay cannot reproduce: limits stored in the original store (budget events are
-not compared for that reason), and an operator's pin made while the loop was running
-(it is applied at the next pause instead, which shows as a divergence).
+not compared for that reason), an operator's pin made while the loop was running (it is
+applied at the next pause instead, which shows as a divergence), and a policy that reads
+the world a tool changed (a file it wrote) rather than the journal: no tool runs, so that
+world stays as it is.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from ..models import (
     ModelRequest,
     ModelResponse,
     ModelUsage,
+    ScriptedModel,
     ToolCall,
     ToolSpec,
 )
@@ -65,7 +70,8 @@ the agent did (a replay runs without the original store's limits)."""
 IGNORED_PREFIXES = ("health.",)
 """Health events are the loop's observations (a new policy adds some to an old journal);
 when one changes what the run does, the events that follow show it."""
-COMPARED_FIELDS = ("name", "arguments", "idempotency_key", "decision", "reason")
+COMPARED_FIELDS = ("name", "arguments", "idempotency_key", "decision", "reason", "error")
+MODEL_FIELDS = ("content", "tool_calls")
 _CTX = "_tether_replay_ctx"
 
 
@@ -199,15 +205,24 @@ def _seq_of(event_id: str | None) -> int:
 class _ReplayModel:
     """Answers with the recorded model outcomes, in order; calls nothing. Window, output
     bound and token counts are the agent's own model's (counted locally), so context and
-    budget decisions are taken as they were."""
+    budget decisions are taken as they were. With `script`, the agent's own scripted model
+    answers instead (recorded failures still come back where they happened: they were
+    the provider's, not the script's)."""
 
     def __init__(
-        self, name: str, recorded: _Recorded, clock: FakeClock, counter: Model | None
+        self,
+        name: str,
+        recorded: _Recorded,
+        clock: FakeClock,
+        counter: Model | None,
+        *,
+        script: ScriptedModel | None = None,
     ) -> None:
         self.name = name
         self.recorded = recorded
         self.clock = clock
         self.counter = counter
+        self.script = script
         self.context_window = counter.context_window if counter else 128_000
         self.max_output_tokens = counter.max_output_tokens if counter else 4_096
 
@@ -231,6 +246,8 @@ class _ReplayModel:
     ) -> ModelResponse:
         queue = self.recorded.summaries if request.purpose == "summary" else self.recorded.turns
         if not queue:
+            if self.script is not None:  # past the recording: the script goes on
+                return await self.script.complete(request, on_text=on_text)
             raise ModelError("replay: the recording has no more model answers")
         event = queue.popleft()
         self.clock.now = max(self.clock.now, _epoch(event.ts))
@@ -239,6 +256,8 @@ class _ReplayModel:
             raise {"ModelUnavailable": ModelUnavailable, "ContextOverflow": ContextOverflow}.get(
                 str(kind), ModelError
             )(text)
+        if self.script is not None:
+            return await self.script.complete(request, on_text=on_text)
         p, usage = event.payload, event.usage
         return ModelResponse(
             content=p.get("content", ""),
@@ -253,9 +272,14 @@ class _ReplayModel:
 
 
 def _recorded_tool(tool: Tool, recorded: _Recorded, clock: FakeClock) -> Tool:
-    """The tool with its body replaced by the recorded result for the call's key."""
+    """The tool with its body replaced by the recorded result for the call's key.
 
-    async def answer(**kwargs: Any) -> Any:
+    A recorded failure is raised so that the executor gives it the recorded kind
+    (`exception`, `timeout`, `retry_requested`) and text: policies such as a circuit
+    breaker count failures by kind, so a replay that changed the kind would diverge
+    silently. A sync tool stays sync (a timeout's text says whether it was abandoned)."""
+
+    def answer(**kwargs: Any) -> Any:
         key = kwargs[_CTX].idempotency_key
         question = recorded.questions.pop(key, None)
         if question is not None:
@@ -266,11 +290,35 @@ def _recorded_tool(tool: Tool, recorded: _Recorded, clock: FakeClock) -> Tool:
         event = queue.popleft()
         clock.now = max(clock.now, _epoch(event.ts))
         output = str(event.payload.get("output", ""))
-        if event.payload.get("error"):
-            raise ToolRetry(output.removeprefix("error: "))
+        error = event.payload.get("error")
+        if error:
+            raise _recorded_failure(tool.name, str(error), output)
         return output
 
-    return dataclasses.replace(tool, fn=answer, context_param=_CTX, retries=0, timeout_s=None)
+    async def answer_async(**kwargs: Any) -> Any:
+        return answer(**kwargs)
+
+    return dataclasses.replace(tool, fn=answer if tool.is_sync else answer_async,
+                               context_param=_CTX, retries=0)  # fmt: skip
+
+
+def _recorded_failure(name: str, kind: str, output: str) -> BaseException:
+    """The exception the executor turns into the recorded failure: `error: NAME failed:
+    TYPE: MESSAGE` for an exception (TYPE named as recorded, and not transient, so it is
+    not retried), a TimeoutError for a timeout, a ToolRetry otherwise."""
+    if kind == "timeout":
+        return TimeoutError()
+    if kind == "exception":
+        prefix = f"error: {name} failed: "
+        type_name, sep, message = output.removeprefix(prefix).partition(": ")
+        if output.startswith(prefix) and sep and type_name.isidentifier():
+            recorded_type: type[_RecordedException] = type(type_name, (_RecordedException,), {})
+            return recorded_type(message)
+    return ToolRetry(output.removeprefix("error: "))
+
+
+class _RecordedException(Exception):
+    """A recorded tool exception, raised again under its recorded type name."""
 
 
 class _CrashAt:
@@ -408,9 +456,11 @@ async def _import(store: Store, events: Sequence[Event]) -> None:
 
 
 def project(event: Event) -> dict[str, Any]:
-    """What is compared: the type and the fields that say what the agent did."""
+    """What is compared: the type and the fields that say what the agent did (for a model
+    answer, its text and calls)."""
     shown: dict[str, Any] = {"type": event.type}
-    for name in COMPARED_FIELDS:
+    fields = MODEL_FIELDS if event.type == "model.completed" else COMPARED_FIELDS
+    for name in fields:
         if name in event.payload:
             shown[name] = event.payload[name]
     return shown
@@ -420,8 +470,19 @@ def _compared(events: Sequence[Event]) -> list[Event]:
     return [e for e in events if not _ignored(e)]
 
 
-async def replay(agent: Agent, path: Path | str) -> ReplayReport:
-    """Re-drive `agent` on what the exported journal at `path` recorded; see the module."""
+async def replay(agent: Agent, path: Path | str, *, script: bool = False) -> ReplayReport:
+    """Re-drive `agent` on what the exported journal at `path` recorded; see the module.
+
+    `script=True` lets the agent's own `ScriptedModel` (and scripted summariser) answer
+    instead of the recording, so a change to the script shows as a divergence; a model
+    that is not a script is refused, since it would be called."""
+    own = agent.model if isinstance(agent.model, ScriptedModel) else None
+    if script and own is None:
+        name = agent.model.name if agent.model is not None else "no model"
+        raise UsageError(
+            f"a replay with the agent's script needs a ScriptedModel, not {name!r} "
+            "(it would be called)"
+        )
     recorded_events = load_journal(Path(path))
     created = recorded_events[0]
     forked_at = next((e.seq for e in recorded_events if e.type == "run.forked"), 0)
@@ -429,13 +490,14 @@ async def replay(agent: Agent, path: Path | str) -> ReplayReport:
     clock = FakeClock(_epoch(created.ts))
     store = MemoryStore(clock=clock)
     model = _ReplayModel(str(created.payload.get("model", "replay")), recorded, clock,
-                         agent.model)  # fmt: skip
+                         agent.model, script=own if script else None)  # fmt: skip
     summarizer = agent.summary_model
     agent = dataclasses.replace(
         agent,
         model=model,
         summary_model=None if summarizer is None else _ReplayModel(
-            summarizer.name, recorded, clock, summarizer
+            summarizer.name, recorded, clock, summarizer,
+            script=summarizer if script and isinstance(summarizer, ScriptedModel) else None,
         ),
         tools=[_recorded_tool(t, recorded, clock) for t in agent.tools],
     )  # fmt: skip
@@ -499,9 +561,9 @@ def first_divergence(recorded: Sequence[Event], now: Sequence[Event]) -> Diverge
     return None
 
 
-async def assert_replays(agent: Agent, path: Path | str) -> ReplayReport:
+async def assert_replays(agent: Agent, path: Path | str, *, script: bool = False) -> ReplayReport:
     """`replay`, failing the test with the first divergence when there is one."""
-    report = await replay(agent, path)
+    report = await replay(agent, path, script=script)
     if report.divergence is not None:
         raise AssertionError(f"{path} no longer replays: {report.divergence}")
     return report

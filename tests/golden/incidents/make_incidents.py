@@ -14,6 +14,11 @@ that test pass; a deliberate change of behaviour or format adds new files beside
   open, once with a tool call requested and not finished) and resumed by a new worker.
 - `demo_faults.jsonl`: the demo under tool failures, corrupted tool results, malformed
   model answers and model outages (a seeded fault plan).
+- `incidents.jsonl`: `tether demo --incidents` (a looping search, a feed that revises its
+  data, a citation index whose breaker opens, a publish the guardrail sends back).
+
+The first three were written as stored v1 bytes; files written now are v2 portable lines,
+as `tether export --view audit` writes them. Both must keep replaying.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from pathlib import Path
 from tether import Runtime
 from tether._clock import FakeClock
 from tether.chaos import FaultPlan
-from tether.demo import demo_agent, demo_plan
+from tether.demo import demo_agent, demo_plan, incidents_agent, incidents_task
 from tether.errors import SimulatedCrash
+from tether.events import decode_event
 from tether.journal import Lease, MemoryStore
 from tether.testing import run_to_end
 from tether.testing._replay import _CrashAt
@@ -42,7 +48,8 @@ META = {"agent_spec": "tether.demo:demo_agent", "agent_args": {"out": "tether-de
 
 async def _export(store: MemoryStore, run_id: str) -> bytes:
     rows = await store.read_rows(run_id)
-    return b"".join(row.raw + b"\n" for row in rows)
+    events = [decode_event(row.raw, run_id=row.run_id, seq=row.seq) for row in rows]
+    return b"".join(e.portable() + b"\n" for e in events)
 
 
 async def demo() -> bytes:
@@ -99,7 +106,21 @@ async def faults() -> bytes:
     return await _export(store, run_id)
 
 
-MAKERS = {"demo": demo, "demo_crash_resumed": crash_resumed, "demo_faults": faults}
+async def incidents() -> bytes:
+    clock = FakeClock(START)
+    store = MemoryStore(clock=clock)
+    runtime = Runtime(store, clock=clock, worker_id="golden-0")
+    agent = incidents_agent("tether-demo")
+    meta = {"agent_spec": "tether.demo:incidents_agent", "agent_args": {"out": "tether-demo"}}
+    run_id = await runtime.create(agent, incidents_task(), run_id="run_incident_incidents",
+                                  metadata=meta)  # fmt: skip
+    result = await run_to_end(agent, runtime=runtime, run_id=run_id)
+    assert result.status == "completed", result
+    return await _export(store, run_id)
+
+
+MAKERS = {"demo": demo, "demo_crash_resumed": crash_resumed, "demo_faults": faults,
+          "incidents": incidents}  # fmt: skip
 
 
 def main() -> None:
