@@ -152,7 +152,10 @@ def test_cli_replays_an_exported_demo_and_names_the_divergence_of_a_changed_one(
 
     same = tether("replay", str(tmp_path / "run.jsonl"))
     assert same.returncode == 0, same.stdout + same.stderr
-    assert f"{run_id} replays" in same.stdout and "--script checks it too" in same.stdout
+    assert f"{run_id} replays" in same.stdout and "its answers were checked" in same.stdout
+    recorded = tether("replay", str(tmp_path / "run.jsonl"), "--recorded")
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    assert "--script checks the script too" in recorded.stdout
 
     changed = tether("replay", str(tmp_path / "run.jsonl"),
                      "--agent", f"{AGENTS}:demo_publish_unguarded", "--json")  # fmt: skip
@@ -161,14 +164,16 @@ def test_cli_replays_an_exported_demo_and_names_the_divergence_of_a_changed_one(
     assert divergence["recorded"]["type"] == "approval.requested"
     assert divergence["now"]["type"] == "tool.completed"
 
-    # The demo's plan is its script: with --script it answers, and a changed plan shows.
-    scripted = tether("replay", str(tmp_path / "run.jsonl"), "--script")
-    assert scripted.returncode == 0, scripted.stdout + scripted.stderr
-    plan = tether("replay", str(tmp_path / "run.jsonl"), "--script",
+    # The demo's plan is its script: by default it answers, and a changed plan shows;
+    # fed the recorded answers instead, the change is invisible.
+    plan = tether("replay", str(tmp_path / "run.jsonl"),
                   "--agent", f"{AGENTS}:demo_plan_changed")  # fmt: skip
     assert plan.returncode == 1, plan.stdout + plan.stderr
     assert "diverges at event" in plan.stdout and "(model.completed)" in plan.stdout
-    assert "orrimek retention claims" in plan.stdout
+    assert "orrimek retention claims" in plan.stdout and "--recorded" in plan.stdout
+    blind = tether("replay", str(tmp_path / "run.jsonl"), "--recorded",
+                   "--agent", f"{AGENTS}:demo_plan_changed")  # fmt: skip
+    assert blind.returncode == 0, blind.stdout + blind.stderr
 
     text = tether("replay", str(tmp_path / "run.jsonl"), "--agent", f"{AGENTS}:demo_search_renamed")
     assert text.returncode == 1

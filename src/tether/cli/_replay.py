@@ -90,13 +90,15 @@ def replay(
         typer.Option(help="The agent to replay (module:attr); default: the one the run recorded."),
     ] = None,
     script: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--script",
-            help="Let the agent's own ScriptedModel answer instead of the recording, so a "
-            "change to its script shows (recorded model failures are still replayed).",
+            "--script/--recorded",
+            help="Whether the agent's own ScriptedModel answers (so a change to its script "
+            "shows; recorded model failures are still replayed) or the recorded answers "
+            "are fed back. Default: --script when the agent's model is a script.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-drive the agent on the model answers and tool results a journal recorded.
@@ -105,14 +107,18 @@ def replay(
     store, recorded crashes and approval decisions are replayed where they happened, and
     the new journal is compared event by event with the recording (type, tool name,
     arguments, idempotency key, decision, reason, error; a model answer's text and
-    calls). Exit 0 when the run reproduces, 1 at the first divergence (printed), 2 when
-    the file cannot be replayed.
+    calls). An agent whose model is a script (the demo's plan) answers from its script,
+    so a change to the script shows too. Exit 0 when the run reproduces, 1 at the first
+    divergence (printed), 2 when the file cannot be replayed.
     """
     from ..models import ScriptedModel
     from ..testing import replay as replay_run
 
     try:
         target = _agent_for(file, agent)
+        scripted = isinstance(getattr(target, "model", None), ScriptedModel)
+        if script is None:
+            script = scripted
         report = asyncio.run(replay_run(target, file, script=script))
     except UsageError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
@@ -127,10 +133,11 @@ def replay(
             f"{report.run_id} replays: {report.replayed_events} events, "
             f"{report.replayed_status}, as recorded"
         )
-        if not script and isinstance(getattr(target, "model", None), ScriptedModel):
+        if scripted:
             out.print(
-                "  the answers came from the recording; the agent's model is a script, "
-                "and --script checks it too"
+                "  the agent's model is a script: its answers were checked against the recording"
+                if script
+                else "  the answers came from the recording; --script checks the script too"
             )
     else:
         d = report.divergence
@@ -144,5 +151,10 @@ def replay(
             f"  recorded run: {report.recorded_events} events, {report.recorded_status}; "
             f"replay: {report.replayed_events} events, {report.replayed_status}"
         )
+        if script and kind == "model.completed":
+            out.print(
+                "  the agent's script answered differently from the recording (a changed "
+                "script, or answers injected by chaos); --recorded feeds the recorded answers"
+            )
     if not report.ok:
         raise typer.Exit(1)
