@@ -115,6 +115,8 @@ class Approval:
             hidden = "[hidden: the tool's data is audit-only]"
             data["arguments"] = hidden
             data["reason"] = hidden  # the model's words on a turn that called the tool
+            if data["question"] is not None:
+                data["question"] = hidden  # the tool's own words (its reason, repeated)
             if data["resolved_arguments"] is not None:
                 data["resolved_arguments"] = hidden
         from ._redact import default_redactor

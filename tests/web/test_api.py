@@ -491,3 +491,58 @@ async def test_the_run_pages_runway_reads_the_limits_in_force(console: Console) 
     await change_limits(console.store, run, {"max_steps": 40}, actor="test")
     after = (await console.api("operator").get(f"/api/runs/{run}")).json()["runway"]
     assert "/40 " in after["line"], after
+
+
+async def test_out_of_range_times_limits_and_fork_points_are_bad_requests(
+    console: Console,
+) -> None:
+    api = console.api("operator")
+    for url in (
+        "/api/runs?since=99999999999d",  # before year 1
+        "/api/runs?until=9999-12-31T23:59:59-01:00",  # after year 9999 in UTC
+        "/api/audit?since=1e308h",
+    ):
+        r = await api.get(url)
+        assert r.status_code == 400 and "is not a time" in r.json()["error"]["message"], url
+    r = await api.get("/api/audit?limit=10001")
+    assert r.status_code == 400 and "at most 10000" in r.json()["error"]["message"]
+    run = console.runs[0]
+    for at in (True, 1.9, "1.9", "²", None, [1]):
+        r = await api.post(f"/api/runs/{run}/fork", json={"at": at})
+        assert r.status_code == 400 and "whole number" in r.json()["error"]["message"], at
+    assert (await api.post(f"/api/runs/{run}/fork", json={"at": "2"})).status_code == 200
+
+
+async def test_an_always_hidden_tools_question_is_audit_only_in_the_inbox() -> None:
+    from tether import Agent, Runtime, tool
+    from tether.agent import Limits
+    from tether.approvals import ask_human
+    from tether.journal import MemoryStore
+    from tether.models.scripted import ScriptedModel, call
+
+    @tool(visibility="always_hidden")
+    def vault_question() -> str:
+        """Asks about the vault."""
+        ask_human("Is «vault-combination-1234» still right?")
+        return "unreachable"
+
+    agent = Agent(
+        name="q", instructions="x", tools=[vault_question], limits=Limits(),
+        model=ScriptedModel([call("vault_question"), "ok"]),
+    )  # fmt: skip
+    store = MemoryStore()
+    await Runtime(store).start(agent, "check")
+    app = create_app(store=store)
+    seen = {}
+    for role in ("operator", "audit"):
+        token, _ = await create_token(store, role=role, name=role)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://c",
+            headers={"authorization": f"Bearer {token}"},
+        ) as client:  # fmt: skip
+            seen[role] = (await client.get("/api/approvals")).text + (
+                await client.get("/approvals")
+            ).text
+    assert "vault-combination" not in seen["operator"]
+    assert "audit-only" in seen["operator"]
+    assert "vault-combination" in seen["audit"]

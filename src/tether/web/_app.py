@@ -319,6 +319,8 @@ def create_app(
             tool=q(request, "tool"), actor=q(request, "actor"), since=q(request, "since"),
             until=q(request, "until"), limit=q_int(request, "limit", 100),
         )  # fmt: skip
+        if where.limit > _pages.SCAN_LIMIT:  # one request reads at most this many events
+            raise UsageError(f"limit must be at most {_pages.SCAN_LIMIT}")
         data = await _pages.audit_data(console.store(), reader.view, where)
         return {**data, "query": {k: v for k, v in request.query_params.items() if v}}
 
@@ -378,7 +380,7 @@ def create_app(
             "actor": "actor; end with * for a prefix",
             "since": when,
             "until": when,
-            "limit": "at most this many events, oldest first (default 100)",
+            "limit": "at most this many events, oldest first (default 100, at most 10,000)",
         },
     )
     pair("/health", "health.html", "Health events and the last doctor result", load_health)
@@ -469,10 +471,9 @@ def create_app(
         reader = await reader_of(request)
         reader.require("operator", "admin")
         data = await body_of(request, reader)
-        try:
-            at = int(data.get("at"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise UsageError("give the seq to fork at as a whole number") from None
+        at = _whole(data.get("at"))
+        if at is None:
+            raise UsageError("give the seq to fork at as a whole number")
         store = console.store()
         new_id = await fork_run(store, run_id, at_seq=at, owner=reader.actor)
         await _note(store, new_id, reader.actor, f"forked from {run_id} at seq {at}")
@@ -578,6 +579,15 @@ def _body(properties: dict[str, Any], required: list[str] | None = None) -> dict
     if required:
         schema["required"] = required
     return {"requestBody": {"content": {"application/json": {"schema": schema}}}}
+
+
+def _whole(value: Any) -> int | None:
+    """A whole number from JSON (an int, never a bool or 1.9) or a form field (digits)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,18}\s*", value):
+        return int(value)
+    return None
 
 
 def _edited(text: str, original: Any) -> dict[str, Any] | None:
