@@ -189,6 +189,14 @@ async def test_only_operators_and_admins_act_and_only_admins_set_budgets(
     shown = (await console.api("operator").get("/api/budgets")).json()
     assert shown["limits"]["tenant:acme"]["daily"] == 5.0
     assert any(w["scope"] == "tenant:acme" for w in shown["windows"])
+    # Who changed them is kept (the ledger's history of its limits), newest first.
+    admin = (await console.api("admin").get("/api/me")).json()["token_id"]
+    assert [(c["scope"], c["actor"], c["limits"]["hourly"]) for c in shown["changes"]] == [
+        ("tenant:acme", f"console:admin-tester({admin})", 1.0),
+        ("tenant:acme", f"console:admin-tester({admin})", None),
+    ]
+    page = (await console.api("audit").get("/budgets")).text
+    assert f"console:admin-tester({admin})" in page and "daily $5.0000" in page
     for body, words in (
         ({"scope": "planet:mars", "daily": 1}, "bad budget scope"),
         ({"scope": "global", "daily": "lots"}, "must be a number"),
@@ -546,3 +554,27 @@ async def test_an_always_hidden_tools_question_is_audit_only_in_the_inbox() -> N
     assert "vault-combination" not in seen["operator"]
     assert "audit-only" in seen["operator"]
     assert "vault-combination" in seen["audit"]
+
+
+async def test_the_inbox_shows_what_came_before_each_request_in_the_readers_view(
+    console: Console,
+) -> None:
+    pages = {}
+    for role in ("operator", "audit"):
+        [first, *_] = (await console.api(role).get("/api/approvals")).json()["approvals"]
+        pages[role] = (first, (await console.api(role).get("/approvals")).text)
+    operator, html = pages["operator"]
+    # The task and the turn that asked to ship: the turn that called the vault and its
+    # result are the auditor's alone (an always-hidden tool).
+    assert [c["type"] for c in operator["context"]] == ["message.user", "model.completed"]
+    assert operator["context"][-1]["line"].startswith("shipping batch 1 → ship(")
+    assert "excerpt" not in operator and "vault-output" not in html
+    assert f'href="/why/{operator["context"][-1]["id"]}"' in html
+    audit, html = pages["audit"]
+    assert [c["type"] for c in audit["context"]] == [
+        "message.user",
+        "model.completed",
+        "tool.completed",
+        "model.completed",
+    ]
+    assert "vault-output" in audit["excerpt"] and "vault-output" in html

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .._clock import Clock, SystemClock
+from .._clock import Clock, SystemClock, iso
 from .._redact import default_redactor
 from ..approvals import ApprovalConflict, parse_request_id, resolve_approval
 from ..budget import BudgetLimits, check_scope
@@ -118,6 +118,7 @@ def create_app(
     templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True)
     templates.env.filters["money"] = lambda v: f"${v:.4f}" if isinstance(v, int | float) else "-"
     templates.env.filters["when"] = lambda v: str(v or "")[:19].replace("T", " ")
+    templates.env.filters["epoch"] = lambda v: iso(v)[:19].replace("T", " ")
 
     # -- who is asking ------------------------------------------------------------------
 
@@ -537,7 +538,9 @@ def create_app(
             values["daily_tz"] = str(data["daily_tz"])
         if not values:
             raise UsageError("nothing to set: give per_call, per_run, hourly, daily or daily_tz")
-        limits = await update_limits(console.store(), scope, BudgetLimits(**values))
+        limits = await update_limits(
+            console.store(), scope, BudgetLimits(**values), actor=reader.actor
+        )
         log.info("budget %s set to %s by %s", scope, limits.to_json(), reader.actor)
         return done(request, {"scope": scope, **limits.to_json(), "by": reader.actor}, "/budgets")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._clock import SystemClock
 from ..agent import Agent, Limits
-from ..approvals import expire_approvals, pending_approvals
+from ..approvals import Approval, expire_approvals, pending_approvals
 from ..audit import AuditFilter, audit_events, index_of, why
 from ..budget import ledger_for
 from ..budget._verify import verify_ledger
@@ -299,17 +299,42 @@ async def why_data(store: Store, role: Role, event_id: str) -> dict[str, Any]:
     return data
 
 
+CONTEXT_EVENTS = 4
+"""Events of the run before a request that its inbox card shows (the reader's view)."""
+_CONTEXT_TYPES = ("message.user", "model.completed", "tool.completed", "tool.failed",
+                  "tool.unknown", "context.compacted")  # fmt: skip
+_CONTEXT_SCAN = 40
+"""Journal events read back from a request to find them: bounded, whatever the run's length."""
+
+
+async def _context_before(viewer: Viewer, approval: Approval) -> list[dict[str, Any]]:
+    """What the agent had just seen and said before it asked, as the reader may see it
+    (the stored excerpt copies the whole context, so it is the auditor's alone)."""
+    until = approval.requested_seq - 1
+    events = await read_events(
+        viewer.store, approval.run_id, after_seq=max(0, until - _CONTEXT_SCAN), until_seq=until
+    )
+    shown = [e for e in viewer.events(events) if e["type"] in _CONTEXT_TYPES]
+    return [
+        {"id": e["id"], "seq": e["seq"], "type": e["type"], "line": event_line(e)}
+        for e in shown[-CONTEXT_EVENTS:]
+    ]
+
+
 async def inbox_data(store: Store, role: Role) -> dict[str, Any]:
     """Every pending approval across runs, as `tether approvals` shows it (expired ones
-    first get their default); the audit view adds the context excerpt, unredacted. Each
+    first get their default), with the last events before it in the reader's view
+    (`context`); the audit view adds the stored context excerpt, unredacted. Each
     carries its tool's parameters (the JSON schema an edit is checked against) when the
     run's agent can be rebuilt here, as `tether approve --args` rebuilds it."""
     await expire_approvals(store)
     pending = await pending_approvals(store)
+    viewer = Viewer(store, role)
     agents: dict[str, Agent | None] = {}
     out = []
     for approval in pending:
         shown = approval.to_json(redact=role != "audit")
+        shown["context"] = await _context_before(viewer, approval)
         shown["parameters"] = None
         if role == "audit":  # auditors edit nothing: no agent code is imported for them
             out.append(shown)
@@ -326,14 +351,20 @@ async def inbox_data(store: Store, role: Role) -> dict[str, Any]:
     return {"approvals": out}
 
 
+BUDGET_CHANGES = 20
+"""Limit changes the budgets page lists (newest first; `tether budget changes` has more)."""
+
+
 async def budgets_data(store: Store) -> dict[str, Any]:
-    """`tether budget`: limit, spent, reserved and remaining per scope and window."""
+    """`tether budget`: limit, spent, reserved and remaining per scope and window, and
+    who changed which limits lately (`tether budget changes`)."""
     ledger = ledger_for(store)
     rows = await ledger.status()
     limits = await ledger.limits()
     return {
         "windows": [r.to_json() for r in rows],
         "limits": {scope: lim.to_json() for scope, lim in sorted(limits.items())},
+        "changes": [c.to_json() for c in await ledger.limit_changes(BUDGET_CHANGES)],
     }
 
 
