@@ -168,8 +168,9 @@ async def test_approve_edits_arguments_checked_against_the_tools_schema(
 
 
 async def test_only_operators_and_admins_act_and_only_admins_set_budgets(
-    console: Console,
+    any_console: Console,
 ) -> None:
+    console = any_console
     rid = (await console.api("audit").get("/api/approvals")).json()["approvals"][0]["request_id"]
     for role in ("user", "audit"):
         r = await console.api(role).post(f"/api/approvals/{rid}/approve", json={})
@@ -208,8 +209,9 @@ async def test_only_operators_and_admins_act_and_only_admins_set_budgets(
 
 
 async def test_reject_needs_a_reason_and_fork_and_queue_call_the_library(
-    console: Console,
+    any_console: Console,
 ) -> None:
+    console = any_console
     api = console.api("admin")
     rid = (await api.get("/api/approvals")).json()["approvals"][0]["request_id"]
     r = await api.post(f"/api/approvals/{rid}/reject", json={"reason": "  "})
