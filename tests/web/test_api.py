@@ -580,3 +580,21 @@ async def test_the_inbox_shows_what_came_before_each_request_in_the_readers_view
         "model.completed",
     ]
     assert "vault-output" in audit["excerpt"] and "vault-output" in html
+
+
+async def test_the_health_page_lists_the_newest_events_first(console: Console) -> None:
+    from tether.events import EventDraft
+    from tether.journal._leases import brief_journal
+    from tether.web import _pages
+
+    for i, run in enumerate([*console.runs, console.runs[0]]):
+        async with brief_journal(console.store, run, role="test") as journal:
+            await journal.append(
+                EventDraft(type="health.warning", payload={"message": f"warning {i}"})
+            )
+    shown = (await console.api("operator").get("/api/health")).json()
+    assert [e["line"] for e in shown["events"]] == ["warning 2", "warning 1", "warning 0"]
+    assert shown["more"] is False
+    # Bounded: the newest of many, and a word that older ones exist.
+    newest = await _pages.health_data(console.store, "operator", limit=2)
+    assert [e["line"] for e in newest["events"]] == ["warning 2", "warning 1"] and newest["more"]

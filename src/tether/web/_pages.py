@@ -402,9 +402,10 @@ async def audit_data(store: Store, role: Role, where: AuditFilter) -> dict[str, 
 
 
 async def health_data(store: Store, role: Role, *, limit: int = 200) -> dict[str, Any]:
-    """Health warnings, limits reached and budget denials across runs, newest last."""
+    """The newest health warnings, limits reached and budget denials across runs, newest
+    first (`more`: older ones exist; the audit search finds them)."""
     events, more = await audit_events(
-        store, AuditFilter(types=HEALTH_TYPES, limit=limit), role=role
+        store, AuditFilter(types=HEALTH_TYPES, limit=limit, newest_first=True), role=role
     )
     for e in events:
         e["line"] = event_line(e)
