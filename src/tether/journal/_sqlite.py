@@ -51,6 +51,7 @@ from ._index import (
     RowQuery,
     audit_columns,
     row_matches,
+    runs_where,
     sort_key,
     sql_order,
     sql_where,
@@ -515,19 +516,22 @@ class SQLiteStore:
         return self._record(rows[0])
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        agent: str | None = None,
+        tenant: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
     ) -> list[RunRecord]:
-        if status is None:
-            rows = self._read(
-                f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at DESC, run_id DESC LIMIT ?",
-                (limit,),
-            )
-        else:
-            rows = self._read(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE status=? "
-                "ORDER BY created_at DESC, run_id DESC LIMIT ?",
-                (status, limit),
-            )
+        where, params = runs_where(
+            status=status, agent=agent, tenant=tenant, since=since, until=until
+        )
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY created_at DESC, run_id DESC LIMIT ?",
+            (*params, limit),
+        )
         return [self._record(r) for r in rows]
 
     async def acquire_lease(

@@ -55,7 +55,7 @@ MINOR_TYPES = frozenset(
 """Bookkeeping events a timeline folds away (still there, one click to open)."""
 
 SCAN_LIMIT = 10_000
-"""Runs read from the run index when filtering by agent, tenant or time (newest first)."""
+"""The most runs a list, or events a search or a page's sections, read in one request."""
 
 HEALTH_TYPES = ("health.warning", "limit.warning", "limit.reached", "budget.denied")
 
@@ -112,18 +112,10 @@ async def runs_data(store: Store, role: Role, where: RunFilter) -> dict[str, Any
     where = where.checked()
     since = parse_when(where.since, option="since") if where.since else None
     until = parse_when(where.until, option="until") if where.until else None
-    narrowed = any(v is not None for v in (where.agent, where.tenant, since, until))
     records = await store.list_runs(
         status=where.status,  # type: ignore[arg-type]  # checked against RUN_STATUSES
-        limit=SCAN_LIMIT if narrowed else where.limit,
-    )
-    records = [
-        r for r in records
-        if (where.agent is None or r.agent == where.agent)
-        and (where.tenant is None or r.tenant == where.tenant)
-        and (since is None or r.created_at >= since)
-        and (until is None or r.created_at < until)
-    ][: where.limit]  # fmt: skip
+        agent=where.agent, tenant=where.tenant, since=since, until=until, limit=where.limit,
+    )  # fmt: skip
     health: Counter[str] = Counter()
     if records:
         # Health events of these runs come after their creation (a fork counts from its
