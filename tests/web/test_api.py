@@ -598,3 +598,30 @@ async def test_the_health_page_lists_the_newest_events_first(console: Console) -
     # Bounded: the newest of many, and a word that older ones exist.
     newest = await _pages.health_data(console.store, "operator", limit=2)
     assert [e["line"] for e in newest["events"]] == ["warning 2", "warning 1"] and newest["more"]
+
+
+async def test_forms_posted_from_another_site_are_refused(console: Console) -> None:
+    """A login from another site's page would sign the reader in with that site's token
+    (its actions then journaled in another name); the browser says where a form came from."""
+    client = console.anonymous()
+    for where in ("cross-site", "same-site"):
+        r = await client.post(
+            "/login", data={"token": console.tokens["operator"]},
+            headers={"sec-fetch-site": where},
+        )  # fmt: skip
+        assert r.status_code == 403 and "own pages" in r.text
+        assert "set-cookie" not in r.headers
+    r = await client.post(
+        "/login", data={"token": console.tokens["operator"]},
+        headers={"sec-fetch-site": "same-origin"},
+    )  # fmt: skip
+    assert r.status_code == 303
+    page = await client.get("/approvals")
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+    assert csrf is not None
+    rid = re.findall(r'data-request="([^"]+)"', page.text)[0]
+    r = await client.post(
+        f"/approvals/{rid}/reject", data={"reason": "x", "csrf": csrf.group(1)},
+        headers={"sec-fetch-site": "cross-site"},
+    )  # fmt: skip
+    assert r.status_code == 403

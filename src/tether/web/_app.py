@@ -209,6 +209,7 @@ def create_app(
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
+        _same_site_form(request)  # no other site logs a reader in with its own token
         form = await request.form()
         token = str(form.get("token") or "").strip()
         try:
@@ -413,6 +414,7 @@ def create_app(
             # A bearer token cannot be forged by another site; a cookie sent to the API can.
             reader.check_csrf(request.headers.get("x-csrf-token"))
             return data
+        _same_site_form(request)
         form = await request.form()
         reader.check_csrf(str(form.get("csrf") or ""))
         return {k: v for k, v in form.items() if isinstance(v, str)}
@@ -582,6 +584,13 @@ def _body(properties: dict[str, Any], required: list[str] | None = None) -> dict
     if required:
         schema["required"] = required
     return {"requestBody": {"content": {"application/json": {"schema": schema}}}}
+
+
+def _same_site_form(request: Request) -> None:
+    """A form posted from another site's page is refused, whatever it carries: the
+    browser says where it came from (`Sec-Fetch-Site`), which no page can forge."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise Forbidden("a console form must be sent from the console's own pages")
 
 
 def _whole(value: Any) -> int | None:
