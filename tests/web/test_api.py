@@ -625,3 +625,29 @@ async def test_forms_posted_from_another_site_are_refused(console: Console) -> N
         headers={"sec-fetch-site": "cross-site"},
     )  # fmt: skip
     assert r.status_code == 403
+
+
+async def test_the_inbox_reads_approval_events_not_whole_journals(
+    any_console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiting run of 10,000 events must not make the inbox read 10,000 events."""
+    import tether.approvals as approvals_module
+
+    console = any_console
+    before = (await console.api("operator").get("/api/approvals")).json()["approvals"]
+    reads: list[tuple[str, int, int | None]] = []
+    real = approvals_module.read_events
+
+    async def counted(store, run_id, *, after_seq=0, until_seq=None):  # type: ignore[no-untyped-def]
+        reads.append((run_id, after_seq, until_seq))
+        return await real(store, run_id, after_seq=after_seq, until_seq=until_seq)
+
+    monkeypatch.setattr(approvals_module, "read_events", counted)
+    after = (await console.api("operator").get("/api/approvals")).json()["approvals"]
+    assert after == before and len(after) == 2
+    assert reads == []  # the approval events came from the audit index
+    rid = after[0]["request_id"]
+    ok = await console.api("operator").post(f"/api/approvals/{rid}/approve", json={})
+    assert ok.status_code == 200 and ok.json()["decision"] == "approved"
+    again = await console.api("operator").post(f"/api/approvals/{rid}/reject", json={"reason": "x"})
+    assert again.status_code == 409
