@@ -218,9 +218,9 @@ _SECTIONS = ("approval.requested", "approval.resolved", "context.compacted", *HE
              "fact.pinned", "fact.unpinned")  # fmt: skip
 
 
-async def _summary_events(store: Store, run_id: str) -> list[Event]:
-    """The run's events of `_SUMMARY_TYPES`, verified, by an indexed query (not a scan)."""
-    rows = await index_of(store).query_rows(RowQuery(run_id=run_id, types=_SUMMARY_TYPES))
+async def _events_of_types(store: Store, run_id: str, types: tuple[str, ...]) -> list[Event]:
+    """The run's events of `types`, verified, by one indexed query (not a replay)."""
+    rows = await index_of(store).query_rows(RowQuery(run_id=run_id, types=types))
     events = []
     for row in rows:
         try:
@@ -239,14 +239,16 @@ async def run_data(
     journal; the summary is `state_view` of the loaded state, as `tether show` has it."""
     state = (await load_run(store, run_id)).state
     viewer = Viewer(store, role)
-    summary = viewer.state(state, await _summary_events(store, run_id))
+    # The summary's deciding events and the sections' in one query: on SQLite a query by
+    # type within a run reads the run's rows, so one read, not two. The viewer drops what
+    # the role may not see, exactly as an audit search of these types would.
+    deciding = await _events_of_types(store, run_id, tuple(sorted({*_SUMMARY_TYPES, *_SECTIONS})))
+    summary = viewer.state(state, [e for e in deciding if e.type in _SUMMARY_TYPES])
     head = state.last_seq
     until = head if before is None else max(0, min(before - 1, head))
     after = max(0, until - TIMELINE_WINDOW)
     events = viewer.events(await read_events(store, run_id, after_seq=after, until_seq=until))
-    found, _ = await audit_events(
-        store, AuditFilter(run_id=run_id, types=_SECTIONS, limit=SCAN_LIMIT), role=role
-    )
+    found = viewer.events([e for e in deciding if e.type in _SECTIONS])[:SCAN_LIMIT]
     for e in found:
         e["line"] = event_line(e)
     of: dict[str, list[dict[str, Any]]] = {}
