@@ -153,9 +153,10 @@ def main() -> int:
             "with a snapshot at its head, as the runtime writes one every 200 events.",
             "- **What a page reads:** the runs page reads the run index, each run's first "
             "event and one indexed health query; the run page reads the snapshot and tail, "
-            "the summary's deciding events and its sections by indexed queries, and one "
-            f"window of the timeline (the newest {TIMELINE_WINDOW} events; older ones are "
-            "a link away), so its cost does not grow with the run.",
+            "one window of the timeline (the newest "
+            f"{TIMELINE_WINDOW} events; older ones are a link away) and, by one query by "
+            "type, the summary's deciding events and its sections (on SQLite that query "
+            "reads the run's rows unparsed, so this part grows with the run).",
             f"- **Method:** {samples} timed requests per page after one warm-up, through the "
             "console's ASGI app with httpx (token check, `tether.views`, Jinja or JSON), "
             "operator token; time.perf_counter around each request (wall time, the target), "

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from ._clock import Clock, SystemClock, iso
-from .errors import HumanInputRequired, UsageError
-from .events import Event, EventDraft, Visibility
+from .errors import CorruptionError, HumanInputRequired, UsageError
+from .events import Event, EventDecodeError, EventDraft, Visibility
 from .journal import Store, read_events
+from .journal._index import AuditIndex, RowQuery
+from .journal._integrity import verify_row
 from .journal._leases import BRIEF_LEASE_TTL_S, brief_journal
 
 if TYPE_CHECKING:
@@ -115,6 +117,8 @@ class Approval:
             hidden = "[hidden: the tool's data is audit-only]"
             data["arguments"] = hidden
             data["reason"] = hidden  # the model's words on a turn that called the tool
+            if data["question"] is not None:
+                data["question"] = hidden  # the tool's own words (its reason, repeated)
             if data["resolved_arguments"] is not None:
                 data["resolved_arguments"] = hidden
         from ._redact import default_redactor
@@ -180,8 +184,22 @@ def approvals_in(events: list[Event]) -> dict[str, Approval]:
     return found
 
 
+_APPROVAL_TYPES = ("approval.requested", "approval.resolved")
+
+
 async def _approvals_of_run(store: Store, run_id: str, *, from_seq: int = 0) -> dict[str, Approval]:
-    return approvals_in(await read_events(store, run_id, after_seq=from_seq))
+    """The run's approvals, from its approval events alone where the store has an audit
+    index (each row verified), so an inbox of long runs does not read whole journals."""
+    if not isinstance(store, AuditIndex):
+        return approvals_in(await read_events(store, run_id, after_seq=from_seq))
+    query = RowQuery(run_id=run_id, types=_APPROVAL_TYPES, after_seq=from_seq)
+    events = []
+    for row in await store.query_rows(query):
+        try:
+            events.append(verify_row(row))
+        except EventDecodeError as exc:
+            raise CorruptionError(run_id, row.seq, str(exc)) from None
+    return approvals_in(events)
 
 
 async def pending_approvals(store: Store, *, run_id: str | None = None) -> list[Approval]:

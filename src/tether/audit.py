@@ -637,12 +637,15 @@ class AuditFilter:
     since: str | None = None
     until: str | None = None
     limit: int = 100
+    newest_first: bool = False
+    """The newest `limit` matches, newest first (a health list), instead of the oldest."""
 
 
 async def audit_events(
     store: Store, where: AuditFilter, *, role: Role, redactor: Redactor | None = None
 ) -> tuple[list[dict[str, Any]], bool]:
-    """Events matching `where` that `role` may see, oldest first; and whether more match."""
+    """Events matching `where` that `role` may see, oldest first (or newest first); and
+    whether more match."""
     if where.limit < 1:
         raise UsageError("--limit must be 1 or more")
     actor, prefix = where.actor, False
@@ -658,6 +661,7 @@ async def audit_events(
         since=where.since,
         until=where.until,
         visibilities=tuple(sorted(ROLE_VISIBILITIES[role])),
+        newest_first=where.newest_first,
         limit=where.limit + 1,
     )
     reader = _Reader(store)

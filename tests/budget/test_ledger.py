@@ -161,6 +161,26 @@ async def test_limits_are_stored_and_bad_input_is_refused(parts: Any) -> None:
         BudgetLimits(daily=1, daily_tz="Mars/Olympus")
 
 
+async def test_every_limit_change_is_kept_with_who_made_it(parts: Any) -> None:
+    store, ledger, clock = parts
+    assert await ledger.limit_changes() == []  # none yet (on PostgreSQL: no table yet)
+    await ledger.set_limits("global", BudgetLimits(daily=5.0), actor="console:ann(tok_1)")
+    clock.advance(60)
+    await ledger.set_limits("tenant:acme", BudgetLimits(hourly=1.0, daily_tz="Europe/Paris"))
+    clock.advance(60)
+    await ledger.set_limits("global", None, actor="cli:bob")
+    changes = await ledger_for(store, clock=clock).limit_changes()  # another ledger reads them
+    assert [(c.scope, c.actor, c.at) for c in changes] == [
+        ("global", "cli:bob", 1_800_000_120.0),
+        ("tenant:acme", "python", 1_800_000_060.0),
+        ("global", "console:ann(tok_1)", 1_800_000_000.0),
+    ]
+    assert changes[0].limits is None and changes[2].limits == BudgetLimits(daily=5.0)
+    assert changes[1].limits == BudgetLimits(hourly=1.0, daily_tz="Europe/Paris")
+    assert [c.scope for c in await ledger.limit_changes(1)] == ["global"]
+    assert changes[2].to_json()["limits"]["daily"] == 5.0
+
+
 # -- the loop and the ledger ---------------------------------------------------------------
 
 

@@ -168,8 +168,9 @@ async def test_approve_edits_arguments_checked_against_the_tools_schema(
 
 
 async def test_only_operators_and_admins_act_and_only_admins_set_budgets(
-    console: Console,
+    any_console: Console,
 ) -> None:
+    console = any_console
     rid = (await console.api("audit").get("/api/approvals")).json()["approvals"][0]["request_id"]
     for role in ("user", "audit"):
         r = await console.api(role).post(f"/api/approvals/{rid}/approve", json={})
@@ -189,6 +190,14 @@ async def test_only_operators_and_admins_act_and_only_admins_set_budgets(
     shown = (await console.api("operator").get("/api/budgets")).json()
     assert shown["limits"]["tenant:acme"]["daily"] == 5.0
     assert any(w["scope"] == "tenant:acme" for w in shown["windows"])
+    # Who changed them is kept (the ledger's history of its limits), newest first.
+    admin = (await console.api("admin").get("/api/me")).json()["token_id"]
+    assert [(c["scope"], c["actor"], c["limits"]["hourly"]) for c in shown["changes"]] == [
+        ("tenant:acme", f"console:admin-tester({admin})", 1.0),
+        ("tenant:acme", f"console:admin-tester({admin})", None),
+    ]
+    page = (await console.api("audit").get("/budgets")).text
+    assert f"console:admin-tester({admin})" in page and "daily $5.0000" in page
     for body, words in (
         ({"scope": "planet:mars", "daily": 1}, "bad budget scope"),
         ({"scope": "global", "daily": "lots"}, "must be a number"),
@@ -200,8 +209,9 @@ async def test_only_operators_and_admins_act_and_only_admins_set_budgets(
 
 
 async def test_reject_needs_a_reason_and_fork_and_queue_call_the_library(
-    console: Console,
+    any_console: Console,
 ) -> None:
+    console = any_console
     api = console.api("admin")
     rid = (await api.get("/api/approvals")).json()["approvals"][0]["request_id"]
     r = await api.post(f"/api/approvals/{rid}/reject", json={"reason": "  "})
@@ -491,3 +501,153 @@ async def test_the_run_pages_runway_reads_the_limits_in_force(console: Console) 
     await change_limits(console.store, run, {"max_steps": 40}, actor="test")
     after = (await console.api("operator").get(f"/api/runs/{run}")).json()["runway"]
     assert "/40 " in after["line"], after
+
+
+async def test_out_of_range_times_limits_and_fork_points_are_bad_requests(
+    console: Console,
+) -> None:
+    api = console.api("operator")
+    for url in (
+        "/api/runs?since=99999999999d",  # before year 1
+        "/api/runs?until=9999-12-31T23:59:59-01:00",  # after year 9999 in UTC
+        "/api/audit?since=1e308h",
+    ):
+        r = await api.get(url)
+        assert r.status_code == 400 and "is not a time" in r.json()["error"]["message"], url
+    r = await api.get("/api/audit?limit=10001")
+    assert r.status_code == 400 and "at most 10000" in r.json()["error"]["message"]
+    run = console.runs[0]
+    for at in (True, 1.9, "1.9", "²", None, [1]):
+        r = await api.post(f"/api/runs/{run}/fork", json={"at": at})
+        assert r.status_code == 400 and "whole number" in r.json()["error"]["message"], at
+    assert (await api.post(f"/api/runs/{run}/fork", json={"at": "2"})).status_code == 200
+
+
+async def test_an_always_hidden_tools_question_is_audit_only_in_the_inbox() -> None:
+    from tether import Agent, Runtime, tool
+    from tether.agent import Limits
+    from tether.approvals import ask_human
+    from tether.journal import MemoryStore
+    from tether.models.scripted import ScriptedModel, call
+
+    @tool(visibility="always_hidden")
+    def vault_question() -> str:
+        """Asks about the vault."""
+        ask_human("Is «vault-combination-1234» still right?")
+        return "unreachable"
+
+    agent = Agent(
+        name="q", instructions="x", tools=[vault_question], limits=Limits(),
+        model=ScriptedModel([call("vault_question"), "ok"]),
+    )  # fmt: skip
+    store = MemoryStore()
+    await Runtime(store).start(agent, "check")
+    app = create_app(store=store)
+    seen = {}
+    for role in ("operator", "audit"):
+        token, _ = await create_token(store, role=role, name=role)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://c",
+            headers={"authorization": f"Bearer {token}"},
+        ) as client:  # fmt: skip
+            seen[role] = (await client.get("/api/approvals")).text + (
+                await client.get("/approvals")
+            ).text
+    assert "vault-combination" not in seen["operator"]
+    assert "audit-only" in seen["operator"]
+    assert "vault-combination" in seen["audit"]
+
+
+async def test_the_inbox_shows_what_came_before_each_request_in_the_readers_view(
+    console: Console,
+) -> None:
+    pages = {}
+    for role in ("operator", "audit"):
+        [first, *_] = (await console.api(role).get("/api/approvals")).json()["approvals"]
+        pages[role] = (first, (await console.api(role).get("/approvals")).text)
+    operator, html = pages["operator"]
+    # The task and the turn that asked to ship: the turn that called the vault and its
+    # result are the auditor's alone (an always-hidden tool).
+    assert [c["type"] for c in operator["context"]] == ["message.user", "model.completed"]
+    assert operator["context"][-1]["line"].startswith("shipping batch 1 → ship(")
+    assert "excerpt" not in operator and "vault-output" not in html
+    assert f'href="/why/{operator["context"][-1]["id"]}"' in html
+    audit, html = pages["audit"]
+    assert [c["type"] for c in audit["context"]] == [
+        "message.user",
+        "model.completed",
+        "tool.completed",
+        "model.completed",
+    ]
+    assert "vault-output" in audit["excerpt"] and "vault-output" in html
+
+
+async def test_the_health_page_lists_the_newest_events_first(console: Console) -> None:
+    from tether.events import EventDraft
+    from tether.journal._leases import brief_journal
+    from tether.web import _pages
+
+    for i, run in enumerate([*console.runs, console.runs[0]]):
+        async with brief_journal(console.store, run, role="test") as journal:
+            await journal.append(
+                EventDraft(type="health.warning", payload={"message": f"warning {i}"})
+            )
+    shown = (await console.api("operator").get("/api/health")).json()
+    assert [e["line"] for e in shown["events"]] == ["warning 2", "warning 1", "warning 0"]
+    assert shown["more"] is False
+    # Bounded: the newest of many, and a word that older ones exist.
+    newest = await _pages.health_data(console.store, "operator", limit=2)
+    assert [e["line"] for e in newest["events"]] == ["warning 2", "warning 1"] and newest["more"]
+
+
+async def test_forms_posted_from_another_site_are_refused(console: Console) -> None:
+    """A login from another site's page would sign the reader in with that site's token
+    (its actions then journaled in another name); the browser says where a form came from."""
+    client = console.anonymous()
+    for where in ("cross-site", "same-site"):
+        r = await client.post(
+            "/login", data={"token": console.tokens["operator"]},
+            headers={"sec-fetch-site": where},
+        )  # fmt: skip
+        assert r.status_code == 403 and "own pages" in r.text
+        assert "set-cookie" not in r.headers
+    r = await client.post(
+        "/login", data={"token": console.tokens["operator"]},
+        headers={"sec-fetch-site": "same-origin"},
+    )  # fmt: skip
+    assert r.status_code == 303
+    page = await client.get("/approvals")
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+    assert csrf is not None
+    rid = re.findall(r'data-request="([^"]+)"', page.text)[0]
+    r = await client.post(
+        f"/approvals/{rid}/reject", data={"reason": "x", "csrf": csrf.group(1)},
+        headers={"sec-fetch-site": "cross-site"},
+    )  # fmt: skip
+    assert r.status_code == 403
+
+
+async def test_the_inbox_reads_approval_events_not_whole_journals(
+    any_console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiting run of 10,000 events must not make the inbox read 10,000 events."""
+    import tether.approvals as approvals_module
+
+    console = any_console
+    before = (await console.api("operator").get("/api/approvals")).json()["approvals"]
+    reads: list[tuple[str, int, int | None]] = []
+    real = approvals_module.read_events
+
+    async def counted(store, run_id, *, after_seq=0, until_seq=None):  # type: ignore[no-untyped-def]
+        reads.append((run_id, after_seq, until_seq))
+        return await real(store, run_id, after_seq=after_seq, until_seq=until_seq)
+
+    monkeypatch.setattr(approvals_module, "read_events", counted)
+    after = (await console.api("operator").get("/api/approvals")).json()["approvals"]
+    assert after == before and len(after) == 2
+    assert reads == []  # the approval events came from the audit index
+    rid = after[0]["request_id"]
+    ok = await console.api("operator").post(f"/api/approvals/{rid}/approve", json={})
+    assert ok.status_code == 200 and ok.json()["decision"] == "approved"
+    again = await console.api("operator").post(f"/api/approvals/{rid}/reject", json={"reason": "x"})
+    assert again.status_code == 409

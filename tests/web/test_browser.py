@@ -56,7 +56,8 @@ def _process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tether", *args], cwd=ROOT, stdout=out, stderr=out,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            # This checkout's package (not another one installed in the venv) and its tests.
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
         )  # fmt: skip
         try:
             yield proc

@@ -24,7 +24,15 @@ from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from .._clock import Clock, SystemClock
-from ._model import BudgetLimits, Denial, Reservation, Window, WindowStatus, scopes_for
+from ._model import (
+    BudgetLimits,
+    Denial,
+    LimitChange,
+    Reservation,
+    Window,
+    WindowStatus,
+    scopes_for,
+)
 
 __all__ = [
     "DEFAULT_RESERVATION_TTL_S",
@@ -104,6 +112,14 @@ class LedgerTables(Protocol):
     def open_of_run(self, run_id: str) -> list[ReservationRow]: ...
     def limits(self) -> dict[str, BudgetLimits]: ...
     def set_limits(self, scope: str, limits: BudgetLimits | None) -> None: ...
+    def record_limit_change(self, change: LimitChange) -> None:
+        """Keep `change` (in the transaction that stores its limits)."""
+        ...
+
+    def limit_changes(self, limit: int) -> list[LimitChange]:
+        """The newest `limit` changes, newest first."""
+        ...
+
     def known_scopes(self) -> list[str]: ...
 
 
@@ -436,12 +452,27 @@ class Ledger:
 
         return await self._off_loop(release)
 
-    async def set_limits(self, scope: str, limits: BudgetLimits | None) -> None:
+    async def set_limits(
+        self, scope: str, limits: BudgetLimits | None, *, actor: str = "python"
+    ) -> None:
+        """Store (or with None remove) a scope's limits, and who did it (`limit_changes`)."""
+        change = LimitChange(at=self.clock.time(), scope=scope, limits=limits, actor=actor)
+
         def store() -> None:
             with self.tables.transaction():
                 self.tables.set_limits(scope, limits)
+                self.tables.record_limit_change(change)
 
         await self._off_loop(store)
+
+    async def limit_changes(self, limit: int = 50) -> list[LimitChange]:
+        """Who changed which limits and when, newest first."""
+
+        def read() -> list[LimitChange]:
+            with self.tables.transaction():
+                return self.tables.limit_changes(limit)
+
+        return await self._off_loop(read)
 
     async def limits(self) -> dict[str, BudgetLimits]:
         def read() -> dict[str, BudgetLimits]:

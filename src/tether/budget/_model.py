@@ -84,6 +84,26 @@ class BudgetLimits:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class LimitChange:
+    """Who set a scope's limits, when, and to what (None: removed). The ledger keeps one
+    per change, so "who raised this budget?" has an answer, as a run's journal has for
+    approvals."""
+
+    at: float
+    scope: str
+    limits: BudgetLimits | None
+    actor: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "scope": self.scope,
+            "limits": self.limits.to_json() if self.limits is not None else None,
+            "actor": self.actor,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Reservation:
     id: str
     run_id: str

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ._ledger import LedgerTables, ReservationRow
-from ._model import BudgetLimits
+from ._model import BudgetLimits, LimitChange
 
 __all__ = ["FINISHED_STATES", "MemoryLedgerTables", "SQLiteLedgerTables"]
 
@@ -26,6 +26,7 @@ class MemoryLedgerTables:
         self.runs: dict[str, float] = defaultdict(float)
         self.rows: dict[str, tuple[ReservationRow, float]] = {}
         self.limit_table: dict[str, BudgetLimits] = {}
+        self.changes: list[LimitChange] = []
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -107,6 +108,12 @@ class MemoryLedgerTables:
             self.limit_table.pop(scope, None)
         else:
             self.limit_table[scope] = limits
+
+    def record_limit_change(self, change: LimitChange) -> None:
+        self.changes.append(change)
+
+    def limit_changes(self, limit: int) -> list[LimitChange]:
+        return self.changes[::-1][:limit]
 
     def known_scopes(self) -> list[str]:
         return sorted(set(self.buckets).union(*(r.scopes for r in self._open())))
@@ -190,6 +197,14 @@ LEDGER_SCHEMA = [
     # No secondary indexes: a hold's row is deleted when it is settled or released, so
     # the table only ever holds calls in flight and reclaimed ones, and every index would
     # cost each reservation one more page written at commit.
+    # Who changed which limits, and when: appended beside each change, never updated.
+    """CREATE TABLE IF NOT EXISTS budget_limit_changes (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        scope TEXT NOT NULL,
+        limits TEXT,
+        actor TEXT NOT NULL
+    )""",
 ]
 
 
@@ -379,6 +394,27 @@ class SQLLedgerTables:
                 "ON CONFLICT (scope) DO UPDATE SET limits = excluded.limits",
                 (scope, json.dumps(limits.to_json(), sort_keys=True)),
             )
+
+    def record_limit_change(self, change: LimitChange) -> None:
+        limits = change.limits.to_json() if change.limits is not None else None
+        self._x(
+            "INSERT INTO budget_limit_changes (at, scope, limits, actor) VALUES (?, ?, ?, ?)",
+            (change.at, change.scope, json.dumps(limits, sort_keys=True) if limits else None,
+             change.actor),
+        )  # fmt: skip
+
+    def limit_changes(self, limit: int) -> list[LimitChange]:
+        rows = self._x(
+            "SELECT at, scope, limits, actor FROM budget_limit_changes ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            LimitChange(
+                at=r[0], scope=r[1], actor=r[3],
+                limits=BudgetLimits.from_json(json.loads(r[2])) if r[2] else None,
+            )
+            for r in rows
+        ]  # fmt: skip
 
     def known_scopes(self) -> list[str]:
         """Scopes with spend or with money held by a call in flight."""

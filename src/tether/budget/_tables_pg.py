@@ -37,7 +37,7 @@ from ._deferred_pg import (
     settlement_clauses,
 )
 from ._ledger import ReservationRow
-from ._model import BudgetLimits
+from ._model import BudgetLimits, LimitChange
 from ._tables import SQLLedgerTables
 
 __all__ = ["PostgresLedgerTables"]
@@ -116,6 +116,17 @@ SELECT state FROM d
 one too when it cost something: the money was spent) and its cost is counted. It needs
 no lock: a reservation's check reads spend and holds in one statement, one snapshot, so
 it sees the hold or its cost, never neither."""
+
+
+LIMIT_CHANGES_PG = """CREATE TABLE IF NOT EXISTS budget_limit_changes (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL,
+    scope TEXT NOT NULL,
+    limits TEXT,
+    actor TEXT NOT NULL
+)"""
+"""Who changed which limits: made with the first change (under the ledger's lock), so a
+schema set up before it existed gets it without a migration, and opening costs nothing."""
 
 
 class _NotDeferrable(Exception):
@@ -260,6 +271,15 @@ class PostgresLedgerTables(SQLLedgerTables):
 
     def defer_reservation(self, reservation: DeferredReservation) -> None:
         self._deferring.work.append(reservation)
+
+    def record_limit_change(self, change: LimitChange) -> None:
+        self.db.execute(LIMIT_CHANGES_PG)
+        super().record_limit_change(change)
+
+    def limit_changes(self, limit: int) -> list[LimitChange]:
+        found = self.db.execute("SELECT to_regclass('budget_limit_changes') IS NOT NULL")
+        row = found.fetchone()
+        return super().limit_changes(limit) if row and row[0] else []
 
     def cached_limits(self) -> tuple[tuple[tuple[str, str], ...], dict[str, BudgetLimits]]:
         """The stored limits as last read (rows, parsed), without reading them again."""

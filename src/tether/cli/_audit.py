@@ -397,19 +397,19 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_when(text: str, *, option: str) -> str:
     """A journal timestamp from ISO-8601 (naive means UTC) or a duration ago (30m, 2h, 7d)."""
     match = _RELATIVE.match(text.strip())
-    if match:
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-        return iso(time.time() - seconds)
     try:
+        if match:
+            seconds = float(match.group(1)) * _UNITS[match.group(2)]
+            return iso(time.time() - seconds)
         value = datetime.fromisoformat(text.strip())
-    except ValueError:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return iso((value - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(seconds=1))
+    except (ValueError, OverflowError):  # not a time, or one before year 1 or after 9999
         raise UsageError(
             f"{option} {text!r} is not a time: write ISO-8601 (2026-05-28T20:00, UTC unless "
             "an offset is given) or a duration ago (30m, 2h, 7d)"
         ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return iso((value - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(seconds=1))
 
 
 @app.command("audit")

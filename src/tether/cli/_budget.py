@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import getpass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from ..budget import BudgetLimits, WindowStatus, check_scope, ledger_for
+from ..budget import BudgetLimits, LimitChange, WindowStatus, check_scope, ledger_for
 from ..errors import UsageError
 from ._app import JsonOpt, StoreOpt, _print_json, _run, _store, app, out
 from ._numbers import finite, money
@@ -68,9 +70,16 @@ def show_budget(ctx: typer.Context, store: StoreOpt = None, as_json: JsonOpt = F
     out.print(table)
 
 
-async def update_limits(store: Any, scope: str, limits: BudgetLimits) -> BudgetLimits:
+def _cli_actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+async def update_limits(
+    store: Any, scope: str, limits: BudgetLimits, *, actor: str
+) -> BudgetLimits:
     """Store `limits` for `scope`, keeping the scope's other stored limits (the ones not
-    given here); returns what is now stored. `tether budget set` and the console share it."""
+    given here), with `actor` kept as who did it; returns what is now stored.
+    `tether budget set` and the console share it."""
     scope = check_scope(scope)
     ledger = ledger_for(store)
     current = (await ledger.limits()).get(scope)
@@ -78,7 +87,7 @@ async def update_limits(store: Any, scope: str, limits: BudgetLimits) -> BudgetL
         merged = current.to_json()
         merged.update({k: v for k, v in limits.to_json().items() if v is not None})
         limits = BudgetLimits.from_json(merged)
-    await ledger.set_limits(scope, limits)
+    await ledger.set_limits(scope, limits, actor=actor)
     return limits
 
 
@@ -109,7 +118,7 @@ def set_budget(
         )
         s = _store(store)
         try:
-            return await update_limits(s, checked, limits)
+            return await update_limits(s, checked, limits, actor=_cli_actor())
         finally:
             await s.close()
 
@@ -132,9 +141,45 @@ def clear_budget(
     async def go() -> None:
         s = _store(store)
         try:
-            await ledger_for(s).set_limits(check_scope(scope), None)
+            await ledger_for(s).set_limits(check_scope(scope), None, actor=_cli_actor())
         finally:
             await s.close()
 
     _run(go)
     out.print(f"{scope}: limits removed")
+
+
+@budget_app.command("changes")
+def budget_changes(
+    store: StoreOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Who changed which limits and when (tether budget set and clear, the console)."""
+
+    async def go() -> list[LimitChange]:
+        if limit < 1:
+            raise UsageError("--limit must be 1 or more")
+        s = _store(store, create=False)
+        try:
+            return await ledger_for(s).limit_changes(limit)
+        finally:
+            await s.close()
+
+    changes = _run(go)
+    if as_json:
+        _print_json([c.to_json() for c in changes])
+        return
+    if not changes:
+        out.print("no limit changes recorded")
+        return
+    table = Table(box=None)
+    for column in ("when", "scope", "limits", "by"):
+        table.add_column(column, no_wrap=column != "limits")
+    for c in changes:
+        shown = "removed" if c.limits is None else ", ".join(
+            f"{k} {v if k == 'daily_tz' else _money(v)}"
+            for k, v in c.limits.to_json().items() if v is not None
+        )  # fmt: skip
+        table.add_row(_when(c.at), c.scope, shown, escape(c.actor))
+    out.print(table)

@@ -145,9 +145,17 @@ class Store(Protocol):
         ...
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        agent: str | None = None,
+        tenant: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
     ) -> list[RunRecord]:
-        """Newest first."""
+        """Newest first; only runs with every given status, agent and tenant, created at or
+        after `since` and before `until` (journal timestamps)."""
         ...
 
     async def acquire_lease(

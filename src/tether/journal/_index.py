@@ -141,6 +141,25 @@ def sort_key(q: RowQuery) -> Any:
     return key
 
 
+def runs_where(
+    *,
+    status: str | None,
+    agent: str | None,
+    tenant: str | None,
+    since: str | None,
+    until: str | None,
+    mark: str = "?",
+) -> tuple[str, list[Any]]:
+    """`list_runs`'s filters as a WHERE clause (with the keyword; empty without filters)
+    over the run index's columns; `since`/`until` bound `created_at` (ISO text)."""
+    given = [("status=?", status), ("agent=?", agent), ("tenant=?", tenant),
+             ("created_at>=?", since), ("created_at<?", until)]  # fmt: skip
+    used = [(clause.replace("?", mark), value) for clause, value in given if value is not None]
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
+
+
 def sql_where(q: RowQuery, *, mark: str = "?") -> tuple[str, list[Any]]:
     """The WHERE clause (without the keyword) and parameters of a query, for SQL stores."""
     clauses: list[str] = []

@@ -88,11 +88,23 @@ class MemoryStore:
         return self._run(run_id).record
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        agent: str | None = None,
+        tenant: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
     ) -> list[RunRecord]:
-        records = [r.record for r in self._runs.values()]
-        if status is not None:
-            records = [r for r in records if r.summary.status == status]
+        records = [
+            r.record for r in self._runs.values()
+            if (status is None or r.record.summary.status == status)
+            and (agent is None or r.record.agent == agent)
+            and (tenant is None or r.record.tenant == tenant)
+            and (since is None or r.record.created_at >= since)
+            and (until is None or r.record.created_at < until)
+        ]  # fmt: skip
         records.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return records[:limit]
 

@@ -57,7 +57,15 @@ from ._base import (
     TokenRecord,
     check_continues,
 )
-from ._index import ACTOR_INDEX_TERM, AuditColumns, RowQuery, audit_columns, sql_order, sql_where
+from ._index import (
+    ACTOR_INDEX_TERM,
+    AuditColumns,
+    RowQuery,
+    audit_columns,
+    runs_where,
+    sql_order,
+    sql_where,
+)
 from ._postgres_ledger import append_with_ledger
 from ._schema import (
     NOTIFY_CHANNEL,
@@ -514,19 +522,23 @@ class PostgresStore:
         return self._record(rows[0])
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        agent: str | None = None,
+        tenant: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
     ) -> list[RunRecord]:
-        if status is None:
-            rows = await self._read(
-                f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at DESC, run_id DESC LIMIT %s",
-                (limit,),
-            )
-        else:
-            rows = await self._read(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE status=%s "
-                "ORDER BY created_at DESC, run_id DESC LIMIT %s",
-                (status, limit),
-            )
+        where, params = runs_where(
+            status=status, agent=agent, tenant=tenant, since=since, until=until, mark="%s"
+        )
+        rows = await self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs{where} "
+            "ORDER BY created_at DESC, run_id DESC LIMIT %s",
+            (*params, limit),
+        )
         return [self._record(r) for r in rows]
 
     async def acquire_lease(

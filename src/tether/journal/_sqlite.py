@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sqlite3
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -61,6 +62,7 @@ from ._index import (
     RowQuery,
     audit_columns,
     row_matches,
+    runs_where,
     sort_key,
     sql_order,
     sql_where,
@@ -158,9 +160,11 @@ def _type_filter(types: Sequence[str]) -> Callable[[Any], bool] | None:
         for m in (f'"t":{json.dumps(t, ensure_ascii=False)}',
                   f'"type":{json.dumps(t, ensure_ascii=False)}')
     ]  # fmt: skip
+    # One scan of each row for all the marks (a run's rows are all read: keep it cheap).
+    search = re.compile(b"|".join(re.escape(m) for m in marks)).search
 
     def keep(raw: Any) -> bool:
-        return not isinstance(raw, bytes) or any(m in raw for m in marks)
+        return not isinstance(raw, bytes) or search(raw) is not None
 
     return keep
 
@@ -518,19 +522,22 @@ class SQLiteStore:
         return self._record(rows[0])
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        agent: str | None = None,
+        tenant: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
     ) -> list[RunRecord]:
-        if status is None:
-            rows = self._read(
-                f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at DESC, run_id DESC LIMIT ?",
-                (limit,),
-            )
-        else:
-            rows = self._read(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE status=? "
-                "ORDER BY created_at DESC, run_id DESC LIMIT ?",
-                (status, limit),
-            )
+        where, params = runs_where(
+            status=status, agent=agent, tenant=tenant, since=since, until=until
+        )
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY created_at DESC, run_id DESC LIMIT ?",
+            (*params, limit),
+        )
         return [self._record(r) for r in rows]
 
     async def acquire_lease(

@@ -136,11 +136,14 @@ class Runtime:
             budgets=self.budgets,
         )
 
-    async def set_budget(self, scope: str, limits: BudgetLimits | None) -> None:
-        """Store limits for a scope, obeyed by every process sharing this store."""
+    async def set_budget(
+        self, scope: str, limits: BudgetLimits | None, *, actor: str = "python"
+    ) -> None:
+        """Store limits for a scope, obeyed by every process sharing this store; `actor`
+        is kept as who changed them (`tether budget changes`)."""
         if self.ledger is None:
             raise UsageError("this runtime was created with ledger=False")
-        await self.ledger.set_limits(check_scope(scope), limits)
+        await self.ledger.set_limits(check_scope(scope), limits, actor=actor)
 
     async def get(self, run_id: str) -> RunState:
         """The run's verified state."""

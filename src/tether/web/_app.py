@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .._clock import Clock, SystemClock
+from .._clock import Clock, SystemClock, iso
 from .._redact import default_redactor
 from ..approvals import ApprovalConflict, parse_request_id, resolve_approval
 from ..budget import BudgetLimits, check_scope
@@ -118,6 +118,7 @@ def create_app(
     templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True)
     templates.env.filters["money"] = lambda v: f"${v:.4f}" if isinstance(v, int | float) else "-"
     templates.env.filters["when"] = lambda v: str(v or "")[:19].replace("T", " ")
+    templates.env.filters["epoch"] = lambda v: iso(v)[:19].replace("T", " ")
 
     # -- who is asking ------------------------------------------------------------------
 
@@ -208,6 +209,7 @@ def create_app(
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
+        _same_site_form(request)  # no other site logs a reader in with its own token
         form = await request.form()
         token = str(form.get("token") or "").strip()
         try:
@@ -319,6 +321,8 @@ def create_app(
             tool=q(request, "tool"), actor=q(request, "actor"), since=q(request, "since"),
             until=q(request, "until"), limit=q_int(request, "limit", 100),
         )  # fmt: skip
+        if where.limit > _pages.SCAN_LIMIT:  # one request reads at most this many events
+            raise UsageError(f"limit must be at most {_pages.SCAN_LIMIT}")
         data = await _pages.audit_data(console.store(), reader.view, where)
         return {**data, "query": {k: v for k, v in request.query_params.items() if v}}
 
@@ -378,7 +382,7 @@ def create_app(
             "actor": "actor; end with * for a prefix",
             "since": when,
             "until": when,
-            "limit": "at most this many events, oldest first (default 100)",
+            "limit": "at most this many events, oldest first (default 100, at most 10,000)",
         },
     )
     pair("/health", "health.html", "Health events and the last doctor result", load_health)
@@ -410,6 +414,7 @@ def create_app(
             # A bearer token cannot be forged by another site; a cookie sent to the API can.
             reader.check_csrf(request.headers.get("x-csrf-token"))
             return data
+        _same_site_form(request)
         form = await request.form()
         reader.check_csrf(str(form.get("csrf") or ""))
         return {k: v for k, v in form.items() if isinstance(v, str)}
@@ -469,10 +474,9 @@ def create_app(
         reader = await reader_of(request)
         reader.require("operator", "admin")
         data = await body_of(request, reader)
-        try:
-            at = int(data.get("at"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise UsageError("give the seq to fork at as a whole number") from None
+        at = _whole(data.get("at"))
+        if at is None:
+            raise UsageError("give the seq to fork at as a whole number")
         store = console.store()
         new_id = await fork_run(store, run_id, at_seq=at, owner=reader.actor)
         await _note(store, new_id, reader.actor, f"forked from {run_id} at seq {at}")
@@ -536,7 +540,9 @@ def create_app(
             values["daily_tz"] = str(data["daily_tz"])
         if not values:
             raise UsageError("nothing to set: give per_call, per_run, hourly, daily or daily_tz")
-        limits = await update_limits(console.store(), scope, BudgetLimits(**values))
+        limits = await update_limits(
+            console.store(), scope, BudgetLimits(**values), actor=reader.actor
+        )
         log.info("budget %s set to %s by %s", scope, limits.to_json(), reader.actor)
         return done(request, {"scope": scope, **limits.to_json(), "by": reader.actor}, "/budgets")
 
@@ -578,6 +584,22 @@ def _body(properties: dict[str, Any], required: list[str] | None = None) -> dict
     if required:
         schema["required"] = required
     return {"requestBody": {"content": {"application/json": {"schema": schema}}}}
+
+
+def _same_site_form(request: Request) -> None:
+    """A form posted from another site's page is refused, whatever it carries: the
+    browser says where it came from (`Sec-Fetch-Site`), which no page can forge."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise Forbidden("a console form must be sent from the console's own pages")
+
+
+def _whole(value: Any) -> int | None:
+    """A whole number from JSON (an int, never a bool or 1.9) or a form field (digits)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,18}\s*", value):
+        return int(value)
+    return None
 
 
 def _edited(text: str, original: Any) -> dict[str, Any] | None:

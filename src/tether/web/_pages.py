@@ -16,7 +16,7 @@ from typing import Any
 
 from .._clock import SystemClock
 from ..agent import Agent, Limits
-from ..approvals import expire_approvals, pending_approvals
+from ..approvals import Approval, expire_approvals, pending_approvals
 from ..audit import AuditFilter, audit_events, index_of, why
 from ..budget import ledger_for
 from ..budget._verify import verify_ledger
@@ -55,7 +55,7 @@ MINOR_TYPES = frozenset(
 """Bookkeeping events a timeline folds away (still there, one click to open)."""
 
 SCAN_LIMIT = 10_000
-"""Runs read from the run index when filtering by agent, tenant or time (newest first)."""
+"""The most runs a list, or events a search or a page's sections, read in one request."""
 
 HEALTH_TYPES = ("health.warning", "limit.warning", "limit.reached", "budget.denied")
 
@@ -112,18 +112,10 @@ async def runs_data(store: Store, role: Role, where: RunFilter) -> dict[str, Any
     where = where.checked()
     since = parse_when(where.since, option="since") if where.since else None
     until = parse_when(where.until, option="until") if where.until else None
-    narrowed = any(v is not None for v in (where.agent, where.tenant, since, until))
     records = await store.list_runs(
         status=where.status,  # type: ignore[arg-type]  # checked against RUN_STATUSES
-        limit=SCAN_LIMIT if narrowed else where.limit,
-    )
-    records = [
-        r for r in records
-        if (where.agent is None or r.agent == where.agent)
-        and (where.tenant is None or r.tenant == where.tenant)
-        and (since is None or r.created_at >= since)
-        and (until is None or r.created_at < until)
-    ][: where.limit]  # fmt: skip
+        agent=where.agent, tenant=where.tenant, since=since, until=until, limit=where.limit,
+    )  # fmt: skip
     health: Counter[str] = Counter()
     if records:
         # Health events of these runs come after their creation (a fork counts from its
@@ -226,9 +218,9 @@ _SECTIONS = ("approval.requested", "approval.resolved", "context.compacted", *HE
              "fact.pinned", "fact.unpinned")  # fmt: skip
 
 
-async def _summary_events(store: Store, run_id: str) -> list[Event]:
-    """The run's events of `_SUMMARY_TYPES`, verified, by an indexed query (not a scan)."""
-    rows = await index_of(store).query_rows(RowQuery(run_id=run_id, types=_SUMMARY_TYPES))
+async def _events_of_types(store: Store, run_id: str, types: tuple[str, ...]) -> list[Event]:
+    """The run's events of `types`, verified, by one indexed query (not a replay)."""
+    rows = await index_of(store).query_rows(RowQuery(run_id=run_id, types=types))
     events = []
     for row in rows:
         try:
@@ -247,14 +239,16 @@ async def run_data(
     journal; the summary is `state_view` of the loaded state, as `tether show` has it."""
     state = (await load_run(store, run_id)).state
     viewer = Viewer(store, role)
-    summary = viewer.state(state, await _summary_events(store, run_id))
+    # The summary's deciding events and the sections' in one query: on SQLite a query by
+    # type within a run reads the run's rows, so one read, not two. The viewer drops what
+    # the role may not see, exactly as an audit search of these types would.
+    deciding = await _events_of_types(store, run_id, tuple(sorted({*_SUMMARY_TYPES, *_SECTIONS})))
+    summary = viewer.state(state, [e for e in deciding if e.type in _SUMMARY_TYPES])
     head = state.last_seq
     until = head if before is None else max(0, min(before - 1, head))
     after = max(0, until - TIMELINE_WINDOW)
     events = viewer.events(await read_events(store, run_id, after_seq=after, until_seq=until))
-    found, _ = await audit_events(
-        store, AuditFilter(run_id=run_id, types=_SECTIONS, limit=SCAN_LIMIT), role=role
-    )
+    found = viewer.events([e for e in deciding if e.type in _SECTIONS])[:SCAN_LIMIT]
     for e in found:
         e["line"] = event_line(e)
     of: dict[str, list[dict[str, Any]]] = {}
@@ -299,17 +293,42 @@ async def why_data(store: Store, role: Role, event_id: str) -> dict[str, Any]:
     return data
 
 
+CONTEXT_EVENTS = 4
+"""Events of the run before a request that its inbox card shows (the reader's view)."""
+_CONTEXT_TYPES = ("message.user", "model.completed", "tool.completed", "tool.failed",
+                  "tool.unknown", "context.compacted")  # fmt: skip
+_CONTEXT_SCAN = 40
+"""Journal events read back from a request to find them: bounded, whatever the run's length."""
+
+
+async def _context_before(viewer: Viewer, approval: Approval) -> list[dict[str, Any]]:
+    """What the agent had just seen and said before it asked, as the reader may see it
+    (the stored excerpt copies the whole context, so it is the auditor's alone)."""
+    until = approval.requested_seq - 1
+    events = await read_events(
+        viewer.store, approval.run_id, after_seq=max(0, until - _CONTEXT_SCAN), until_seq=until
+    )
+    shown = [e for e in viewer.events(events) if e["type"] in _CONTEXT_TYPES]
+    return [
+        {"id": e["id"], "seq": e["seq"], "type": e["type"], "line": event_line(e)}
+        for e in shown[-CONTEXT_EVENTS:]
+    ]
+
+
 async def inbox_data(store: Store, role: Role) -> dict[str, Any]:
     """Every pending approval across runs, as `tether approvals` shows it (expired ones
-    first get their default); the audit view adds the context excerpt, unredacted. Each
+    first get their default), with the last events before it in the reader's view
+    (`context`); the audit view adds the stored context excerpt, unredacted. Each
     carries its tool's parameters (the JSON schema an edit is checked against) when the
     run's agent can be rebuilt here, as `tether approve --args` rebuilds it."""
     await expire_approvals(store)
     pending = await pending_approvals(store)
+    viewer = Viewer(store, role)
     agents: dict[str, Agent | None] = {}
     out = []
     for approval in pending:
         shown = approval.to_json(redact=role != "audit")
+        shown["context"] = await _context_before(viewer, approval)
         shown["parameters"] = None
         if role == "audit":  # auditors edit nothing: no agent code is imported for them
             out.append(shown)
@@ -326,14 +345,20 @@ async def inbox_data(store: Store, role: Role) -> dict[str, Any]:
     return {"approvals": out}
 
 
+BUDGET_CHANGES = 20
+"""Limit changes the budgets page lists (newest first; `tether budget changes` has more)."""
+
+
 async def budgets_data(store: Store) -> dict[str, Any]:
-    """`tether budget`: limit, spent, reserved and remaining per scope and window."""
+    """`tether budget`: limit, spent, reserved and remaining per scope and window, and
+    who changed which limits lately (`tether budget changes`)."""
     ledger = ledger_for(store)
     rows = await ledger.status()
     limits = await ledger.limits()
     return {
         "windows": [r.to_json() for r in rows],
         "limits": {scope: lim.to_json() for scope, lim in sorted(limits.items())},
+        "changes": [c.to_json() for c in await ledger.limit_changes(BUDGET_CHANGES)],
     }
 
 
@@ -371,9 +396,10 @@ async def audit_data(store: Store, role: Role, where: AuditFilter) -> dict[str, 
 
 
 async def health_data(store: Store, role: Role, *, limit: int = 200) -> dict[str, Any]:
-    """Health warnings, limits reached and budget denials across runs, newest last."""
+    """The newest health warnings, limits reached and budget denials across runs, newest
+    first (`more`: older ones exist; the audit search finds them)."""
     events, more = await audit_events(
-        store, AuditFilter(types=HEALTH_TYPES, limit=limit), role=role
+        store, AuditFilter(types=HEALTH_TYPES, limit=limit, newest_first=True), role=role
     )
     for e in events:
         e["line"] = event_line(e)
