@@ -24,7 +24,16 @@ from tests.conftest import BACKENDS, postgres_store
 from tether import Agent, Limits, Runtime, tool
 from tether.errors import SimulatedCrash
 from tether.journal import MemoryStore, SQLiteStore, Store, read_events, verify_run
-from tether.models import Message, ModelRequest, ModelResponse, ModelUsage, ToolCall, ToolSpec
+from tether.models import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ModelUsage,
+    ScriptedModel,
+    ToolCall,
+    ToolSpec,
+    call,
+)
 from tether.models._base import TextSink
 from tether.models._tokens import estimate_tokens
 
@@ -335,3 +344,82 @@ def test_random_bad_output_never_escapes_the_loop_on_postgres(steps: list[Any], 
             await settle(store, Hostile(*steps), extra)
 
     asyncio.run(go())
+
+
+class Summariser(Hostile):
+    """Answers every summary request with `step` (a response, or a function of the request)."""
+
+    name = "summariser"
+
+    def __init__(self, step: Step | ModelResponse) -> None:
+        super().__init__()
+        self.step = step
+
+    async def complete(self, request: ModelRequest, *, on_text: TextSink | None = None) -> Any:
+        self.calls += 1
+        if not callable(self.step):
+            return self.step
+        got = self.step(request)
+        return await got if asyncio.iscoroutine(got) else got
+
+
+def _summary(content: Any = "Open tasks:\n- read on\nDone so far:\n- read", **usage: Any) -> Any:
+    return answer(content, **usage)
+
+
+async def _hang(request: ModelRequest) -> Any:
+    await asyncio.sleep(60)
+
+
+def _echoing(request: ModelRequest) -> Any:
+    from tether.errors import ModelError
+
+    raise ModelError("bad request: " + " ".join(m.content for m in request.messages))
+
+
+SUMMARISERS: dict[str, Any] = {
+    "negative usage": _summary(i=-(10**9), o=-(10**9)),
+    "surrogate in the summary": _summary("Open tasks:\n- a\ud800\nDone so far:\n- b"),
+    "returns None": lambda r: None,
+    "raises RuntimeError": raising(RuntimeError("boom")),
+    "raises SystemExit": raising(SystemExit(2)),
+    "error echoing the request": _echoing,
+    "hangs": _hang,
+}
+
+
+@pytest.mark.parametrize("name", list(SUMMARISERS))
+async def test_a_hostile_summariser_falls_back_to_the_extractive_summary(name: str) -> None:
+    """The summariser is a model too: its output is checked at the same boundary, its call
+    is bounded in time, and a failure gives way to the extractive summary."""
+
+    @tool(idempotent=True)
+    def page(n: int) -> str:
+        """A long page (private words: ORCHID-LANTERN)."""
+        return f"page {n}: ORCHID-LANTERN " + "lorem ipsum " * 50
+
+    turns = {"n": 0}
+
+    def script(request: ModelRequest) -> Any:
+        turns["n"] += 1
+        return "done" if turns["n"] >= 12 else call("page", {"n": turns["n"]})
+
+    step = SUMMARISERS[name]
+    summariser = Summariser(step)
+    agent = Agent(
+        name="long", instructions="Read pages.", tools=[page],
+        model=ScriptedModel(script, context_window=3_000), summary_model=summariser,
+        limits=Limits(max_steps=20), max_output_tokens=200, model_timeout_s=0.5,
+    )  # fmt: skip
+    store = MemoryStore()
+    result = await Runtime(store).start(agent, "read")
+    assert result.status == "completed", result
+    assert summariser.calls >= 1
+    state = await Runtime(store).get(result.run_id)
+    assert state.cost_usd > 0 and state.input_tokens >= 0 and state.output_tokens >= 0
+    events = await read_events(store, result.run_id)
+    compacted = [e for e in events if e.type == "context.compacted"]
+    assert compacted
+    for event in compacted:
+        assert "ORCHID" not in (event.payload["rejected"] or "")
+    assert (await verify_run(store, result.run_id)).ok
