@@ -423,3 +423,39 @@ async def test_a_hostile_summariser_falls_back_to_the_extractive_summary(name: s
     for event in compacted:
         assert "ORCHID" not in (event.payload["rejected"] or "")
     assert (await verify_run(store, result.run_id)).ok
+
+
+async def test_repeated_call_ids_in_one_turn_are_made_unique() -> None:
+    """Results are matched to calls by id: with two calls named "c", the first result
+    closed both, so a crash before the second left it with no result and no unknown
+    outcome on resume."""
+    twice = ModelResponse(
+        content="",
+        tool_calls=(
+            ToolCall(id="c", name="echo", arguments='{"text": "a"}'),
+            ToolCall(id="c", name="echo", arguments='{"text": "b"}'),
+            ToolCall(id="c#1", name="echo", arguments='{"text": "c"}'),
+        ),
+        finish_reason="tool_calls",
+        usage=ModelUsage(input_tokens=10, output_tokens=5),
+        model="hostile",
+    )
+    store = MemoryStore()
+    result, events = await settle(store, Hostile(twice), None)
+    assert result.status == "completed"
+    requested = [e.payload["call_id"] for e in events if e.type == "tool.requested"]
+    assert len(requested) == 3 and len(set(requested)) == 3, requested
+    outcomes = [e.payload["call_id"] for e in events if e.type in ("tool.completed", "tool.failed")]
+    assert sorted(outcomes) == sorted(requested)
+    assert any(e.type == "health.warning" and "same id" in e.payload["message"] for e in events)
+
+
+class _BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+async def test_a_model_exception_whose_text_cannot_be_read_is_a_model_failure() -> None:
+    store = MemoryStore()
+    result, _ = await settle(store, Hostile(raising(_BadStr())), None)
+    assert result.status == "failed" and result.reason == "the model failed", result
