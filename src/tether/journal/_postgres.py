@@ -84,6 +84,13 @@ _OUR_OPTIONS = ("schema", "pool_min", "pool_max")
 _READ_ATTEMPTS = 3
 MIGRATION_LOCK_TIMEOUT_MS = 10_000
 """How long an opener waits for another's migration lock (a frozen opener holds it)."""
+LOCK_TIMEOUT_MS = 5_000
+"""The longest any statement of the store waits for a lock (a row another session locked,
+say a frozen `acquire_lease`); then it fails with a StoreError and is retried."""
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 15_000
+"""A session of the store idle inside a transaction this long (its process frozen by
+SIGSTOP between two statements) is ended by the server, which frees its locks. Shorter
+than the default lease (30 s): a worker waiting on such a lock renews in time."""
 _APPEND_ATTEMPTS = 3
 _RUNNABLE = list(RUNNABLE_STATUSES)
 
@@ -304,6 +311,7 @@ class PostgresStore:
                 open=False,
                 timeout=self._pool_timeout_s,
                 name="tether",
+                configure=_bounded_waits,
             )
             try:
                 await pool.open(wait=self._pool_min > 0, timeout=self._connect_timeout_s)
@@ -415,7 +423,10 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             # A broken connection, not a busy pool or a cancelled query: the server most
             # likely went away, so the pool's other connections are broken too.
-            if not isinstance(exc, PoolTimeout | psycopg.errors.QueryCanceled):
+            # A lock wait that timed out is not a broken connection either.
+            if not isinstance(
+                exc, PoolTimeout | psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable
+            ):
                 self._lost_connection(pool)
             raise self._error(exc) from exc
         except psycopg.Error as exc:
@@ -924,6 +935,16 @@ class PostgresStore:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+async def _bounded_waits(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Every pooled session: lock waits and idle transactions are bounded (see the
+    constants), so one frozen process cannot hold the others up for longer."""
+    await conn.execute(
+        "SELECT set_config('lock_timeout', %s, false), "
+        "set_config('idle_in_transaction_session_timeout', %s, false)",
+        (str(LOCK_TIMEOUT_MS), str(IDLE_IN_TRANSACTION_TIMEOUT_MS)),
+    )
 
 
 def _transient(exc: StoreError) -> bool:
