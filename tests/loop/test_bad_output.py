@@ -459,3 +459,40 @@ async def test_a_model_exception_whose_text_cannot_be_read_is_a_model_failure() 
     store = MemoryStore()
     result, _ = await settle(store, Hostile(raising(_BadStr())), None)
     assert result.status == "failed" and result.reason == "the model failed", result
+
+
+class _HostileSource:
+    """A tool server whose listing holds what JSON can carry but no journal can store."""
+
+    name = "hostile-server"
+
+    def open(self, run_id: str) -> Any:
+        return self
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": "lookup\ud800",
+                "description": "Looks up \udfff things\x00.",
+                "inputSchema": {"type": "object", "properties": {}, "maximum": math.inf},
+            }
+        ]
+
+    def tools(self, listing: list[dict[str, Any]]) -> list[Any]:
+        return []
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_tool_listing_with_bad_text_is_journaled_clean(store: Store) -> None:
+    agent = Agent(
+        name="sourced", instructions="x", tools=[_HostileSource()],
+        model=Hostile(answer("done")), limits=Limits(max_steps=3),
+    )  # fmt: skip
+    result = await Runtime(store).start(agent, "go")
+    assert result.status == "completed", result
+    events = await read_events(store, result.run_id)
+    listed = [e for e in events if e.type == "note" and e.payload.get("kind") == "tools.listed"]
+    assert listed and "\ufffd" in listed[0].payload["tools"][0]["name"]
+    assert (await verify_run(store, result.run_id)).ok
