@@ -496,3 +496,16 @@ async def test_a_tool_listing_with_bad_text_is_journaled_clean(store: Store) -> 
     listed = [e for e in events if e.type == "note" and e.payload.get("kind") == "tools.listed"]
     assert listed and "\ufffd" in listed[0].payload["tools"][0]["name"]
     assert (await verify_run(store, result.run_id)).ok
+
+
+async def test_a_task_the_journal_cannot_store_is_a_usage_error() -> None:
+    from tether.errors import UsageError
+    from tether.worker import submit_run
+
+    agent = Agent(name="t", instructions="x", tools=[], model=Hostile(), limits=Limits(max_steps=2))
+    store = MemoryStore()
+    with pytest.raises(UsageError, match="cannot be recorded"):
+        await Runtime(store).start(agent, "a\ud800b")
+    with pytest.raises(UsageError, match="cannot be recorded"):
+        await submit_run(store, agent, "go", agent_spec="x:y", agent_args={"n": math.nan})
+    assert await store.run_ids() == []
