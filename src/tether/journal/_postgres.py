@@ -65,7 +65,7 @@ from ._schema import (
     TOKEN_COLUMNS,
     TOKENS_TABLE,
 )
-from ._secrets import SECRET_KEY_PREFIX, secret_key
+from ._secrets import COUNT_SECRETS, SECRET_KEY_PREFIX, SECRET_KEYS_END, secret_key
 
 if TYPE_CHECKING:
     from ..budget._tables_pg import PostgresLedgerTables
@@ -271,6 +271,7 @@ class PostgresStore:
         self._background: set[asyncio.Task[None]] = set()
         self._migrated = False
         self._secrets_loaded = False
+        self._secrets_seen: int | None = None
         self._closed = False
         self._ledger_tables: PostgresLedgerTables | None = None
         self._tokens_ready = False
@@ -344,6 +345,19 @@ class PostgresStore:
             raise self._error(exc) from exc
         remember_stored_secrets(str(r[0]) for r in rows if isinstance(r[0], str))
         self._secrets_loaded = True
+        self._secrets_seen = len(rows)
+
+    async def _refresh_secrets(self) -> None:
+        """Load the secrets recorded since this store was opened (see `COUNT_SECRETS`)."""
+        try:
+            rows = await self._read(
+                COUNT_SECRETS.format(m="%s"), (SECRET_KEY_PREFIX, SECRET_KEYS_END)
+            )
+        except StoreError:
+            return  # a read of events just worked: the next one tries again
+        if rows and rows[0][0] != self._secrets_seen and self._pool is not None:
+            self._secrets_loaded = False
+            await self._load_secrets(self._pool)
 
     async def store_secrets(self, values: Sequence[str]) -> None:
         """Record registered secrets for every later reader (see `_secrets`)."""
@@ -677,6 +691,7 @@ class PostgresStore:
             "WHERE run_id=%s AND seq>%s AND seq<=%s ORDER BY seq",
             (run_id, after_seq, until_seq if until_seq is not None else 2**62),
         )
+        await self._refresh_secrets()
         return [_stored(r) for r in rows]
 
     async def read_rows_at(self, run_id: str, seqs: Sequence[int]) -> list[StoredRow]:
@@ -688,6 +703,7 @@ class PostgresStore:
             "WHERE run_id=%s AND seq = ANY(%s::bigint[]) ORDER BY seq",
             (run_id, wanted),
         )
+        await self._refresh_secrets()
         return [_stored(r) for r in rows]
 
     async def query_rows(self, query: RowQuery) -> list[StoredRow]:
@@ -710,6 +726,7 @@ class PostgresStore:
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE {where} ORDER BY {sql_order(query)}{limit}",
             params,
         )
+        await self._refresh_secrets()
         return [_stored(r) for r in rows]
 
     async def put_snapshot(
