@@ -128,3 +128,49 @@ def test_the_store_records_secrets_only_once(tmp_path: Path) -> None:
     db.close()
     assert sorted(r[0] for r in rows) == sorted([SECRET, LATER])
     assert json.dumps(rows)  # plain strings
+
+
+def check_a_reader_opened_before(url: str) -> None:
+    """A long-lived reader (the console) opened the store before the run was written."""
+    import asyncio
+
+    from tether.audit import AuditFilter, audit_events
+    from tether.journal import open_store
+    from tether.views import Viewer
+
+    async def read() -> None:
+        store = open_store(url)
+        try:
+            await store.run_ids()  # open, before the writer runs
+            made = run_py(WRITER, url, env=clean_env())
+            assert made.returncode == 0, made.stderr[-2000:]
+            run_id = made.stdout.split()[-1]
+            view = json.dumps(await Viewer(store, "operator").run(run_id))
+            found, _ = await audit_events(store, AuditFilter(run_id=run_id), role="operator")
+            for text in (view, json.dumps(found)):
+                assert SECRET not in text and LATER not in text
+        finally:
+            await store.close()
+
+    from tether._redact import clear_registered_secrets
+
+    clear_registered_secrets()
+    try:
+        asyncio.run(read())
+    finally:
+        clear_registered_secrets()
+
+
+def test_a_reader_that_opened_a_sqlite_store_earlier_redacts_later_secrets(tmp_path: Path) -> None:
+    check_a_reader_opened_before(f"sqlite:///{tmp_path / 't.db'}")
+
+
+@pytest.mark.postgres
+def test_a_reader_that_opened_a_postgres_store_earlier_redacts_later_secrets() -> None:
+    problem = postgres_problem()
+    require(problem is None, problem or "")
+    schema = f"test_secrets_early_{os.getpid()}"
+    try:
+        check_a_reader_opened_before(f"{POSTGRES_URL}?schema={schema}")
+    finally:
+        drop_postgres_schema(schema)

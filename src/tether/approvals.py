@@ -21,6 +21,8 @@ from .journal import Store, read_events
 from .journal._index import AuditIndex, RowQuery
 from .journal._integrity import verify_row
 from .journal._leases import BRIEF_LEASE_TTL_S, brief_journal
+from .models._validate import clean_text
+from .tools._validate import json_safe
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -288,8 +290,10 @@ async def resolve_approval(
             "request_id": request_id,
             "decision": "expired" if _expired else decision,
             "action": decision,
-            "arguments": arguments,
-            "comment": comment,
+            # What a person or a script typed is made journal-safe like a model's arguments
+            # (datetimes as ISO text, NaN as text, unpaired surrogates replaced).
+            "arguments": json_safe(arguments) if arguments is not None else None,
+            "comment": clean_text(comment) if comment is not None else None,
         }
         events = await journal.append(
             EventDraft(

@@ -385,3 +385,34 @@ async def test_limits_changed_by_another_ledger_apply_to_the_very_next_call(part
     fourth = await ledger.reserve(run_id="r4", agent="a", tenant=None, estimate_usd=0.1)
     assert isinstance(fourth, Denial) and fourth.window == "daily"
     assert fourth.spent == pytest.approx(0.3) and fourth.reserved == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf")])
+async def test_no_amount_can_credit_the_ledger(parts: Any, bad: float) -> None:
+    """Whoever computed it (a price table, a tool's price, a provider's usage), a negative
+    or non-finite amount is refused: it would credit every budget it is counted in."""
+    _, ledger, _ = parts
+    await ledger.set_limits("global", BudgetLimits(daily=1.0))
+    await spend(ledger, 0.4)
+    with pytest.raises(UsageError, match="finite number"):
+        await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=bad)
+    held = await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=0.1)
+    assert isinstance(held, Reservation)
+    with pytest.raises(UsageError, match="finite number"):
+        await ledger.settle(held, bad)
+    await ledger.settle(held, 0.1)
+    assert windows(await ledger.status(), "global")["daily"].spent == pytest.approx(0.5)
+
+
+def test_a_negative_or_non_finite_price_is_refused_where_it_is_declared() -> None:
+    from tether.models import Price
+
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(UsageError, match="finite number"):
+            Price(input_per_mtok=bad, output_per_mtok=1.0)
+        with pytest.raises(UsageError, match="finite number"):
+
+            @tool(cost_usd=bad)
+            def paid() -> str:
+                """Costs money."""
+                return "x"

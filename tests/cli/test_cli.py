@@ -281,3 +281,26 @@ def test_run_with_a_hostile_model_ends_without_a_traceback(
     data = json.loads(out)
     assert data["status"] == ("completed" if status == 0 else "failed")
     assert data["cost_usd"] >= 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [b"run", b"agent.py:agent", b"--task", b"a\xffb"],
+        [b"submit", b"agent.py:agent", b"--task", b"x", b"--arg", b"k=\xfe"],
+        [b"show", b"run_\xff"],
+        [b"approve", b"apr:\xff:1"],
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_one_line_not_a_traceback(
+    tmp_path: Path, args: list[bytes]
+) -> None:
+    store = f"sqlite:///{tmp_path / 't.db'}".encode()
+    done = subprocess.run(
+        [sys.executable.encode(), b"-m", b"tether", *args, b"--store", store],
+        capture_output=True, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    err = done.stderr.decode(errors="replace")
+    assert done.returncode == 2, err
+    assert "Traceback" not in err and "not valid UTF-8" in err
+    assert len(err.strip().splitlines()) == 1

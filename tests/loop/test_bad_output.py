@@ -24,7 +24,16 @@ from tests.conftest import BACKENDS, postgres_store
 from tether import Agent, Limits, Runtime, tool
 from tether.errors import SimulatedCrash
 from tether.journal import MemoryStore, SQLiteStore, Store, read_events, verify_run
-from tether.models import Message, ModelRequest, ModelResponse, ModelUsage, ToolCall, ToolSpec
+from tether.models import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ModelUsage,
+    ScriptedModel,
+    ToolCall,
+    ToolSpec,
+    call,
+)
 from tether.models._base import TextSink
 from tether.models._tokens import estimate_tokens
 
@@ -335,3 +344,168 @@ def test_random_bad_output_never_escapes_the_loop_on_postgres(steps: list[Any], 
             await settle(store, Hostile(*steps), extra)
 
     asyncio.run(go())
+
+
+class Summariser(Hostile):
+    """Answers every summary request with `step` (a response, or a function of the request)."""
+
+    name = "summariser"
+
+    def __init__(self, step: Step | ModelResponse) -> None:
+        super().__init__()
+        self.step = step
+
+    async def complete(self, request: ModelRequest, *, on_text: TextSink | None = None) -> Any:
+        self.calls += 1
+        if not callable(self.step):
+            return self.step
+        got = self.step(request)
+        return await got if asyncio.iscoroutine(got) else got
+
+
+def _summary(content: Any = "Open tasks:\n- read on\nDone so far:\n- read", **usage: Any) -> Any:
+    return answer(content, **usage)
+
+
+async def _hang(request: ModelRequest) -> Any:
+    await asyncio.sleep(60)
+
+
+def _echoing(request: ModelRequest) -> Any:
+    from tether.errors import ModelError
+
+    raise ModelError("bad request: " + " ".join(m.content for m in request.messages))
+
+
+SUMMARISERS: dict[str, Any] = {
+    "negative usage": _summary(i=-(10**9), o=-(10**9)),
+    "surrogate in the summary": _summary("Open tasks:\n- a\ud800\nDone so far:\n- b"),
+    "returns None": lambda r: None,
+    "raises RuntimeError": raising(RuntimeError("boom")),
+    "raises SystemExit": raising(SystemExit(2)),
+    "error echoing the request": _echoing,
+    "hangs": _hang,
+}
+
+
+@pytest.mark.parametrize("name", list(SUMMARISERS))
+async def test_a_hostile_summariser_falls_back_to_the_extractive_summary(name: str) -> None:
+    """The summariser is a model too: its output is checked at the same boundary, its call
+    is bounded in time, and a failure gives way to the extractive summary."""
+
+    @tool(idempotent=True)
+    def page(n: int) -> str:
+        """A long page (private words: ORCHID-LANTERN)."""
+        return f"page {n}: ORCHID-LANTERN " + "lorem ipsum " * 50
+
+    turns = {"n": 0}
+
+    def script(request: ModelRequest) -> Any:
+        turns["n"] += 1
+        return "done" if turns["n"] >= 12 else call("page", {"n": turns["n"]})
+
+    step = SUMMARISERS[name]
+    summariser = Summariser(step)
+    agent = Agent(
+        name="long", instructions="Read pages.", tools=[page],
+        model=ScriptedModel(script, context_window=3_000), summary_model=summariser,
+        limits=Limits(max_steps=20), max_output_tokens=200, model_timeout_s=0.5,
+    )  # fmt: skip
+    store = MemoryStore()
+    result = await Runtime(store).start(agent, "read")
+    assert result.status == "completed", result
+    assert summariser.calls >= 1
+    state = await Runtime(store).get(result.run_id)
+    assert state.cost_usd > 0 and state.input_tokens >= 0 and state.output_tokens >= 0
+    events = await read_events(store, result.run_id)
+    compacted = [e for e in events if e.type == "context.compacted"]
+    assert compacted
+    for event in compacted:
+        assert "ORCHID" not in (event.payload["rejected"] or "")
+    assert (await verify_run(store, result.run_id)).ok
+
+
+async def test_repeated_call_ids_in_one_turn_are_made_unique() -> None:
+    """Results are matched to calls by id: with two calls named "c", the first result
+    closed both, so a crash before the second left it with no result and no unknown
+    outcome on resume."""
+    twice = ModelResponse(
+        content="",
+        tool_calls=(
+            ToolCall(id="c", name="echo", arguments='{"text": "a"}'),
+            ToolCall(id="c", name="echo", arguments='{"text": "b"}'),
+            ToolCall(id="c#1", name="echo", arguments='{"text": "c"}'),
+        ),
+        finish_reason="tool_calls",
+        usage=ModelUsage(input_tokens=10, output_tokens=5),
+        model="hostile",
+    )
+    store = MemoryStore()
+    result, events = await settle(store, Hostile(twice), None)
+    assert result.status == "completed"
+    requested = [e.payload["call_id"] for e in events if e.type == "tool.requested"]
+    assert len(requested) == 3 and len(set(requested)) == 3, requested
+    outcomes = [e.payload["call_id"] for e in events if e.type in ("tool.completed", "tool.failed")]
+    assert sorted(outcomes) == sorted(requested)
+    assert any(e.type == "health.warning" and "same id" in e.payload["message"] for e in events)
+
+
+class _BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+async def test_a_model_exception_whose_text_cannot_be_read_is_a_model_failure() -> None:
+    store = MemoryStore()
+    result, _ = await settle(store, Hostile(raising(_BadStr())), None)
+    assert result.status == "failed" and result.reason == "the model failed", result
+
+
+class _HostileSource:
+    """A tool server whose listing holds what JSON can carry but no journal can store."""
+
+    name = "hostile-server"
+
+    def open(self, run_id: str) -> Any:
+        return self
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": "lookup\ud800",
+                "description": "Looks up \udfff things\x00.",
+                "inputSchema": {"type": "object", "properties": {}, "maximum": math.inf},
+            }
+        ]
+
+    def tools(self, listing: list[dict[str, Any]]) -> list[Any]:
+        return []
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_tool_listing_with_bad_text_is_journaled_clean(store: Store) -> None:
+    agent = Agent(
+        name="sourced", instructions="x", tools=[_HostileSource()],
+        model=Hostile(answer("done")), limits=Limits(max_steps=3),
+    )  # fmt: skip
+    result = await Runtime(store).start(agent, "go")
+    assert result.status == "completed", result
+    events = await read_events(store, result.run_id)
+    listed = [e for e in events if e.type == "note" and e.payload.get("kind") == "tools.listed"]
+    assert listed and "\ufffd" in listed[0].payload["tools"][0]["name"]
+    assert (await verify_run(store, result.run_id)).ok
+
+
+async def test_a_task_the_journal_cannot_store_is_a_usage_error() -> None:
+    from tether.errors import UsageError
+    from tether.worker import submit_run
+
+    agent = Agent(name="t", instructions="x", tools=[], model=Hostile(), limits=Limits(max_steps=2))
+    store = MemoryStore()
+    with pytest.raises(UsageError, match="cannot be recorded"):
+        await Runtime(store).start(agent, "a\ud800b")
+    with pytest.raises(UsageError, match="cannot be recorded"):
+        await submit_run(store, agent, "go", agent_spec="x:y", agent_args={"n": math.nan})
+    assert await store.run_ids() == []

@@ -24,6 +24,7 @@ from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from .._clock import Clock, SystemClock
+from ..errors import UsageError
 from ._model import (
     BudgetLimits,
     Denial,
@@ -61,6 +62,17 @@ class ReservationRow:
     estimate: float
     state: str
     """reserved or expired (reclaimed); settled and released holds are deleted."""
+
+
+def _check_money(value: float, what: str) -> None:
+    """The ledger's last line: an amount that is negative or not finite would credit a
+    budget (or poison every sum), whoever computed it."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value >= 0)
+    ):
+        raise UsageError(f"{what} must be a finite number of USD ≥ 0, got {value!r}")
 
 
 def new_reservation_id(now: float) -> str:
@@ -339,6 +351,7 @@ class Ledger:
     ) -> Reservation | Denial:
         """`reserve`, synchronously: inside a store's append (`Store.append(also=...)`) it
         joins that transaction, so the hold and the events recording it commit together."""
+        _check_money(estimate_usd, "a reservation's estimate")
         now = self.clock.time()
         scopes = scopes_for(agent, tenant)
         deferred = self._defer(run_id, scopes, estimate_usd, extra, reservation_id, now)
@@ -427,6 +440,8 @@ class Ledger:
         return await self._off_loop(lambda: self._finish(reservation, "released", None))
 
     def _finish(self, reservation: Reservation, state: str, actual: float | None) -> bool:
+        if actual is not None:
+            _check_money(actual, "a settlement's actual cost")
         row = ReservationRow(
             id=reservation.id,
             run_id=reservation.run_id,

@@ -2,6 +2,7 @@
 
 import inspect
 import re
+import sys
 
 import typer
 
@@ -42,5 +43,25 @@ def _unwrap_help(group: typer.Typer) -> None:
 _unwrap_help(app)
 
 
+def _undecodable_argument(argv: list[str]) -> int | None:
+    """The position of the first argument that is not valid UTF-8, if any.
+
+    Python hands bytes it cannot decode to the program as lone surrogates, which no store
+    can encode: such a task or id failed deep inside with a traceback."""
+    for index, arg in enumerate(argv, start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return index
+    return None
+
+
 def main() -> None:
+    bad = _undecodable_argument(sys.argv[1:])
+    if bad is not None:
+        print(
+            f"error: argument {bad} is not valid UTF-8 text; check the terminal's encoding",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     app()

@@ -33,12 +33,19 @@ class LeftWaiting(Exception):
     """The person at the terminal pressed Ctrl-C (or closed input) at a prompt."""
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def json_object(text: str) -> dict[str, Any]:
     """A JSON object typed by a person; anything else is a one-line usage error."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode()  # "\ud800" decodes unpaired
     except json.JSONDecodeError as exc:
         raise UsageError(f"not valid JSON: {exc.msg} (at character {exc.pos})") from None
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"not usable JSON: {exc}") from None
     if not isinstance(value, dict):
         raise UsageError('the arguments must be a JSON object, like {"title": "..."}')
     return value

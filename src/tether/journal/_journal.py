@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .._clock import Clock, SystemClock, iso
-from ..errors import CorruptionError, LeaseLost
+from ..errors import CorruptionError, LeaseLost, UsageError
 from ..events import GENESIS_HASH, Event, EventDecodeError, EventDraft
 from ..state import RunState, fold
 from ._base import Lease, RunRecord, Store, summary_of
@@ -414,7 +414,14 @@ async def create_run(
             "metadata": dict(metadata or {}),
         },
     )
-    first = draft.seal(run_id=run_id, seq=1, prev_hash=GENESIS_HASH, ts=iso(clock.time()))
+    try:
+        first = draft.seal(run_id=run_id, seq=1, prev_hash=GENESIS_HASH, ts=iso(clock.time()))
+    except (UnicodeEncodeError, ValueError, TypeError) as exc:
+        # The caller's input, not a fault of the store: say what cannot be recorded.
+        raise UsageError(
+            "the run cannot be recorded: its task or metadata holds something JSON text "
+            f"cannot store (an unpaired surrogate, NaN, a non-JSON value): {exc}"
+        ) from None
     state = fold([first])
     parent_run = parent_event.rpartition(":")[0] if parent_event else None
     await keep_secrets(store)

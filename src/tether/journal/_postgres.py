@@ -74,7 +74,7 @@ from ._schema import (
     TOKEN_COLUMNS,
     TOKENS_TABLE,
 )
-from ._secrets import SECRET_KEY_PREFIX, secret_key
+from ._secrets import COUNT_SECRETS, SECRET_KEY_PREFIX, SECRET_KEYS_END, secret_key
 
 if TYPE_CHECKING:
     from ..budget._tables_pg import PostgresLedgerTables
@@ -93,6 +93,13 @@ _OUR_OPTIONS = ("schema", "pool_min", "pool_max")
 _READ_ATTEMPTS = 3
 MIGRATION_LOCK_TIMEOUT_MS = 10_000
 """How long an opener waits for another's migration lock (a frozen opener holds it)."""
+LOCK_TIMEOUT_MS = 5_000
+"""The longest any statement of the store waits for a lock (a row another session locked,
+say a frozen `acquire_lease`); then it fails with a StoreError and is retried."""
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 15_000
+"""A session of the store idle inside a transaction this long (its process frozen by
+SIGSTOP between two statements) is ended by the server, which frees its locks. Shorter
+than the default lease (30 s): a worker waiting on such a lock renews in time."""
 _APPEND_ATTEMPTS = 3
 _RUNNABLE = list(RUNNABLE_STATUSES)
 
@@ -294,6 +301,7 @@ class PostgresStore:
         self._background: set[asyncio.Task[None]] = set()
         self._migrated = False
         self._secrets_loaded = False
+        self._secrets_seen: int | None = None
         self._closed = False
         self._ledger_tables: PostgresLedgerTables | None = None
         self._tokens_ready = False
@@ -334,6 +342,7 @@ class PostgresStore:
                 open=False,
                 timeout=self._pool_timeout_s,
                 name="tether",
+                configure=_bounded_waits,
             )
             try:
                 await pool.open(wait=self._pool_min > 0, timeout=self._connect_timeout_s)
@@ -366,6 +375,19 @@ class PostgresStore:
             raise self._error(exc) from exc
         remember_stored_secrets(str(r[0]) for r in rows if isinstance(r[0], str))
         self._secrets_loaded = True
+        self._secrets_seen = len(rows)
+
+    async def _refresh_secrets(self) -> None:
+        """Load the secrets recorded since this store was opened (see `COUNT_SECRETS`)."""
+        try:
+            rows = await self._read(
+                COUNT_SECRETS.format(m="%s"), (SECRET_KEY_PREFIX, SECRET_KEYS_END)
+            )
+        except StoreError:
+            return  # a read of events just worked: the next one tries again
+        if rows and rows[0][0] != self._secrets_seen and self._pool is not None:
+            self._secrets_loaded = False
+            await self._load_secrets(self._pool)
 
     async def store_secrets(self, values: Sequence[str]) -> None:
         """Record registered secrets for every later reader (see `_secrets`)."""
@@ -445,7 +467,10 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             # A broken connection, not a busy pool or a cancelled query: the server most
             # likely went away, so the pool's other connections are broken too.
-            if not isinstance(exc, PoolTimeout | psycopg.errors.QueryCanceled):
+            # A lock wait that timed out is not a broken connection either.
+            if not isinstance(
+                exc, PoolTimeout | psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable
+            ):
                 self._lost_connection(pool)
             raise self._error(exc) from exc
         except psycopg.Error as exc:
@@ -700,6 +725,7 @@ class PostgresStore:
             "WHERE run_id=%s AND seq>%s AND seq<=%s ORDER BY seq",
             (run_id, after_seq, until_seq if until_seq is not None else 2**62),
         )
+        await self._refresh_secrets()
         return [_stored(r) for r in rows]
 
     async def read_rows_at(self, run_id: str, seqs: Sequence[int]) -> list[StoredRow]:
@@ -711,6 +737,7 @@ class PostgresStore:
             "WHERE run_id=%s AND seq = ANY(%s::bigint[]) ORDER BY seq",
             (run_id, wanted),
         )
+        await self._refresh_secrets()
         return [_stored(r) for r in rows]
 
     async def query_rows(self, query: RowQuery) -> list[StoredRow]:
@@ -733,6 +760,7 @@ class PostgresStore:
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE {where} ORDER BY {sql_order(query)}{limit}",
             params,
         )
+        await self._refresh_secrets()
         return [_stored(r) for r in rows]
 
     async def put_snapshot(
@@ -958,6 +986,16 @@ class PostgresStore:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+async def _bounded_waits(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Every pooled session: lock waits and idle transactions are bounded (see the
+    constants), so one frozen process cannot hold the others up for longer."""
+    await conn.execute(
+        "SELECT set_config('lock_timeout', %s, false), "
+        "set_config('idle_in_transaction_session_timeout', %s, false)",
+        (str(LOCK_TIMEOUT_MS), str(IDLE_IN_TRANSACTION_TIMEOUT_MS)),
+    )
 
 
 def _transient(exc: StoreError) -> bool:

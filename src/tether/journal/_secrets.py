@@ -4,7 +4,8 @@
 environment) would otherwise protect only that process: a `tether show` elsewhere, without
 the value, would print it. So a writer records its secrets in the store before it journals
 anything that may hold them, and every store loads the recorded values into the reading
-process's redactor when it is opened. The values sit in the same file as the journal,
+process's redactor when it is opened (and again when more were recorded, see
+`COUNT_SECRETS`). The values sit in the same file as the journal,
 which holds them unredacted for the audit view anyway: nothing is exposed that was not.
 """
 
@@ -18,6 +19,14 @@ from .._redact import process_secrets, secrets_generation
 
 SECRET_KEY_PREFIX = "secret "
 """`tether_meta` keys of recorded secrets: the prefix and the value's SHA-256."""
+SECRET_KEYS_END = "secret!"
+"""Just past every key with the prefix (`!` follows the space): a range the key's index
+serves, where LIKE would scan."""
+COUNT_SECRETS = "SELECT count(*) FROM tether_meta WHERE key >= {m} AND key < {m}"
+"""How many secrets a store records: a reader that has seen fewer loads them again, after
+every read of events, so a long-lived reader (the console) redacts the secrets of runs
+written after it opened the store. Secrets are only ever added, and a writer records
+them before the events that may hold them, so a count read after the events is enough."""
 
 _kept: weakref.WeakKeyDictionary[Any, tuple[int, frozenset[str]]] = weakref.WeakKeyDictionary()
 

@@ -76,7 +76,7 @@ from ._schema import (
     TOKEN_COLUMNS,
     TOKENS_TABLE,
 )
-from ._secrets import SECRET_KEY_PREFIX, secret_key
+from ._secrets import COUNT_SECRETS, SECRET_KEY_PREFIX, SECRET_KEYS_END, secret_key
 from ._synclog import Synced, SyncLog, lost_records
 
 Synchronous = Literal["normal", "full"]
@@ -253,6 +253,8 @@ class SQLiteStore:
         self._audit_new: list[tuple[Any, ...]] = []
         """Those of the append in progress, pending once it commits."""
         self._audit_broken = False
+        self._secrets_seen: int | None = None
+        """How many recorded secrets this process has loaded (see `_refresh_secrets`)."""
         self._commits = 0
         self._synclog = SyncLog(Path(f"{self.path}-synclog"))
         self._lost: list[Synced] | None = None
@@ -738,6 +740,16 @@ class SQLiteStore:
             )  # fmt: skip
             return
         remember_stored_secrets(str(r[0]) for r in rows if isinstance(r[0], str))
+        self._secrets_seen = len(rows)
+
+    def _refresh_secrets(self) -> None:
+        """Load the secrets recorded since this store was opened (see `COUNT_SECRETS`)."""
+        try:
+            rows = self._read(COUNT_SECRETS.format(m="?"), (SECRET_KEY_PREFIX, SECRET_KEYS_END))
+        except StoreError:
+            return  # `_load_secrets` warned when the store was opened
+        if rows and rows[0][0] != self._secrets_seen:
+            self._load_secrets()
 
     def _holds(self, record: Synced) -> bool:
         rows = self._read(
@@ -868,6 +880,7 @@ class SQLiteStore:
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE run_id=? AND seq>? AND seq<=? ORDER BY seq",
             (run_id, after_seq, until_seq if until_seq is not None else 2**62),
         )
+        self._refresh_secrets()
         return [_stored(r) for r in rows]
 
     async def read_rows_at(self, run_id: str, seqs: Sequence[int]) -> list[StoredRow]:
@@ -882,9 +895,15 @@ class SQLiteStore:
                 (run_id, *chunk),
             )
             out.extend(_stored(r) for r in rows)
+        self._refresh_secrets()
         return out
 
     async def query_rows(self, query: RowQuery) -> list[StoredRow]:
+        rows = self._query_rows(query)
+        self._refresh_secrets()
+        return rows
+
+    def _query_rows(self, query: RowQuery) -> list[StoredRow]:
         # Only `audit_rows` filters in SQL on stored columns. Rows read from `event_rows`
         # (a run's events, the tail not copied yet) get their columns in Python and are
         # filtered by the reference semantics (`row_matches`), then ordered and cut here.

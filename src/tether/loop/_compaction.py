@@ -15,7 +15,9 @@ from ..errors import CorruptionError, ModelError
 from ..events import EventDecodeError, EventDraft, Usage, Visibility
 from ..journal._integrity import verify_row
 from ..models import Message, Model, UnpricedModel
+from ..models._validate import clean_text, complete_checked
 from ._context import SUMMARY_HEADER, is_summary, plan_compaction
+from ._guard import bad_output_warning
 from ._summary import check_summary, extractive_summary, summary_request
 
 if TYPE_CHECKING:
@@ -162,13 +164,20 @@ async def _ask(
     settled = False
     try:
         try:
-            response = await model.complete(request)
+            # The summariser is a model like any other: bounded in time and checked at
+            # the boundary (usage, text, shape, any exception it raises).
+            checked = await driver.bounded(
+                complete_checked(
+                    model, request, input_estimate=lambda: model.count_tokens(request.messages)
+                ),
+                request,
+            )
         except ModelError as exc:
             await driver.append(
                 EventDraft(
                     type="model.failed",
                     payload={
-                        "error": str(exc),
+                        "error": clean_text(str(exc)),
                         "kind": type(exc).__name__,
                         "transient": False,
                         "purpose": "summary",
@@ -177,7 +186,11 @@ async def _ask(
                     causation_id=events[0].id,
                 )
             )
-            return None, f"the summariser failed: {exc}"
+            # The error's text may echo the request: it stays in `model.failed` (audit).
+            return None, f"the summariser failed ({type(exc).__name__})"
+        if checked.warnings:
+            await driver.append(bad_output_warning(checked.warnings, corr))
+        response = checked.response
         u = response.usage
         usage = Usage(
             input_tokens=u.input_tokens,

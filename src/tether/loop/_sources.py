@@ -19,6 +19,7 @@ from ..agent import Agent
 from ..events import EventDraft
 from ..journal import RunJournal, Store, read_events
 from ..tools import Tool, ToolSession
+from ..tools._validate import json_safe
 
 __all__ = [
     "LISTING_NOTE",
@@ -94,7 +95,8 @@ async def bind_tool_sources(agent: Agent, journal: RunJournal) -> BoundSources:
             sessions.append(session)
             listing = listed.get(source.name)
             if listing is None:
-                listing = await session.list_tools()
+                # A server's listing is untrusted: text the journal can store, no NaN.
+                listing = json_safe(await session.list_tools())
                 drafts.append(
                     EventDraft(
                         type="note",

@@ -16,8 +16,10 @@ Decisions, so every reader knows what a repaired response means:
   become U+FFFD. NUL becomes U+FFFD too, so a text behaves the same on SQLite and
   PostgreSQL (whose text columns refuse it).
 - **Shape**: `None` content is the empty string; `None` arguments are `{}`; a dict of
-  arguments is encoded as JSON; a call without an id gets one from its position. A
-  response that is not a `ModelResponse` at all is a `ModelError`.
+  arguments is encoded as JSON; a call without an id gets one from its position, and a
+  call whose id repeats an earlier one of the turn is renamed (results are matched to
+  calls by id: a repeat would let one result close both). A response that is not a
+  `ModelResponse` at all is a `ModelError`.
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ def is_real_cancellation() -> bool:
 
 
 def _described(exc: BaseException) -> str:
-    text = clean_text(str(exc))
+    try:
+        text = clean_text(str(exc))
+    except Exception:  # an exception's own __str__ may raise
+        text = ""
     if len(text) > MAX_ERROR_CHARS:
         text = text[: MAX_ERROR_CHARS - 1] + "…"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -124,12 +129,20 @@ def check_response(
     if not isinstance(calls_in, (tuple, list)):
         raise ModelError(f"the model's tool_calls is {type(calls_in).__name__}, not a list")
     calls: list[ToolCall] = []
+    seen: set[str] = set()
     for index, call in enumerate(calls_in):
         if not isinstance(call, ToolCall):
             raise ModelError(f"tool call {index + 1} is {type(call).__name__}, not a ToolCall")
+        call_id = text(call.id, "a call id", default=f"call_{index}") or f"call_{index}"
+        if call_id in seen:
+            warnings.append("two tool calls of one turn had the same id (the later renamed)")
+            base, n = call_id, index
+            while call_id in seen:
+                call_id, n = f"{base}#{n}", n + 1
+        seen.add(call_id)
         calls.append(
             ToolCall(
-                id=text(call.id, "a call id", default=f"call_{index}") or f"call_{index}",
+                id=call_id,
                 name=text(call.name, "a tool name"),
                 arguments=_arguments(call.arguments, warnings),
             )

@@ -9,6 +9,7 @@ price, and reported, or refused when `fail_closed` is set.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,13 @@ __all__ = ["DEFAULT_PRICES", "Price", "PriceTable", "UnpricedModel"]
 class Price:
     input_per_mtok: float
     output_per_mtok: float
+
+    def __post_init__(self) -> None:
+        for name in ("input_per_mtok", "output_per_mtok"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                # A negative price would credit the budget ledger with every call.
+                raise UsageError(f"price {name} must be a finite number ≥ 0, got {value!r}")
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +85,13 @@ class Tool:
     max_output_chars: int = 8_000
     """Longer outputs enter the context truncated; the journal keeps them whole."""
     parameters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.cost_usd) and self.cost_usd >= 0):
+            # A negative price would credit the budget ledger on every call.
+            raise UsageError(
+                f"tool {self.name}: cost_usd must be a finite number ≥ 0, got {self.cost_usd}"
+            )
 
     @property
     def spec(self) -> ToolSpec:

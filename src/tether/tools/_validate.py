@@ -89,8 +89,8 @@ def load_arguments(raw: str) -> Any:
 
 def json_safe(value: Any) -> Any:
     """A JSON-encodable copy (datetimes as ISO text, non-finite floats as text)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, dict):
