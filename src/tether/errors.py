@@ -12,6 +12,7 @@ TetherError
 │   │   ├── LeaseLost          the lease epoch is stale: this writer was fenced out
 │   │   ├── LeaseHeld          another worker holds a live lease on the run
 │   │   └── CorruptionError    stored bytes failed verification (names run, seq, what)
+│   │       └── LimitsCorruption   a scope's stored budget limits failed verification
 │   └── ModelError
 │       ├── ModelUnavailable   transient provider failure that outlived its retries
 │       └── ContextOverflow    the request does not fit the model's window
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidStoreURL",
     "LeaseHeld",
     "LeaseLost",
+    "LimitsCorruption",
     "ModelError",
     "ModelUnavailable",
     "RunError",
@@ -103,6 +105,22 @@ class CorruptionError(StoreError):
         self.seq = seq
         self.what = what
         self.repair = repair
+
+
+class LimitsCorruption(CorruptionError):
+    """A scope's stored budget limits failed verification: refused, never obeyed."""
+
+    def __init__(self, scope: str, what: str) -> None:
+        StoreError.__init__(
+            self,
+            f"corruption in the budget limits of {scope}: {what} (set them again with "
+            f"tether budget set --scope {scope}, or restore the store from a backup)",
+        )
+        self.run_id = ""
+        self.seq = None
+        self.what = what
+        self.repair = f"tether budget set --scope {scope}"
+        self.scope = scope
 
 
 class ModelError(RunError):

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ._ledger import LedgerTables, ReservationRow
+from ._limits_seal import open_limits, seal_limits
 from ._model import BudgetLimits
 
 __all__ = ["FINISHED_STATES", "MemoryLedgerTables", "SQLiteLedgerTables"]
@@ -366,8 +367,10 @@ class SQLLedgerTables:
             (r[0], r[1]) for r in self._x("SELECT scope, limits FROM budget_limits ORDER BY scope")
         )
         if rows != self._limits_rows:  # another process may have changed them
+            # Parsed before they are cached: a row that does not verify is refused on
+            # every read, not only the first.
+            self._limits = {r[0]: open_limits(r[0], r[1]) for r in rows}
             self._limits_rows = rows
-            self._limits = {r[0]: BudgetLimits.from_json(json.loads(r[1])) for r in rows}
         return dict(self._limits)
 
     def set_limits(self, scope: str, limits: BudgetLimits | None) -> None:
@@ -377,7 +380,7 @@ class SQLLedgerTables:
             self._x(
                 "INSERT INTO budget_limits (scope, limits) VALUES (?, ?) "
                 "ON CONFLICT (scope) DO UPDATE SET limits = excluded.limits",
-                (scope, json.dumps(limits.to_json(), sort_keys=True)),
+                (scope, seal_limits(scope, limits)),
             )
 
     def known_scopes(self) -> list[str]:

@@ -17,10 +17,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..errors import LimitsCorruption
 from ..events import Event
+from ._limits_seal import open_limits
 from ._model import scopes_for
 
-__all__ = ["LedgerProblem", "RunSpend", "compare_ledger", "spend_of_run", "verify_ledger"]
+__all__ = [
+    "LedgerProblem",
+    "RunSpend",
+    "check_limits",
+    "compare_ledger",
+    "spend_of_run",
+    "verify_ledger",
+]
 
 _TOLERANCE = 1e-6
 """USD: sums of floats taken in another order differ in the last bits, never by this."""
@@ -153,6 +162,23 @@ def ledger_sums(tables: Any) -> tuple[dict[str, float], dict[str, float], dict[s
     return by_run, minutes, hours
 
 
+def check_limits(tables: Any) -> list[LedgerProblem]:
+    """Each scope's stored limits against their checksum (no journal records them, so
+    they cannot be rebuilt: a damaged row must be set again)."""
+    problems = []
+    for scope, text in tables._x("SELECT scope, limits FROM budget_limits ORDER BY scope"):
+        try:
+            open_limits(str(scope), text)
+        except LimitsCorruption as exc:
+            problems.append(
+                LedgerProblem(
+                    where=f"limits of {scope}",
+                    what=f"{exc.what} (repair: {exc.repair}, or restore a backup)",
+                )
+            )
+    return problems
+
+
 def rebuild_ledger(tables: Any, runs: list[RunSpend]) -> int:
     """Replace the settled spend with what the journals record; open holds are kept.
     Returns the costs counted."""
@@ -204,6 +230,7 @@ async def verify_ledger(
     problems = compare_ledger(runs, by_run=by_run, by_scope_minutes=minutes, by_scope_hours=hours)
     if unreadable:
         problems = [p for p in problems if p.where.startswith("run ")]
+    problems += check_limits(tables)
     counted = None
     if rebuild:
         if unreadable:

@@ -1,0 +1,94 @@
+"""Stored budget limits are checksummed: a damaged row is refused and `doctor` names it,
+never obeyed with other values (no journal records limits, so nothing could recompute
+them)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tether.budget import BudgetLimits, ledger_for
+from tether.budget._limits_seal import open_limits, seal_limits
+from tether.cli import app
+from tether.errors import LimitsCorruption
+from tether.journal import SQLiteStore
+
+LIMITS = BudgetLimits(per_run=1.0, daily=5.0, daily_tz="UTC")
+
+
+def test_a_sealed_row_opens_to_its_limits_and_any_changed_byte_is_refused() -> None:
+    text = seal_limits("global", LIMITS)
+    assert open_limits("global", text) == LIMITS
+    for i in range(len(text)):
+        for bit in (1, 2, 4, 16):
+            changed = text[:i] + chr(ord(text[i]) ^ bit) + text[i + 1 :]
+            try:
+                opened = open_limits("global", changed)
+            except LimitsCorruption:
+                continue
+            # Only a change that alters no value may pass (e.g. whitespace).
+            assert opened == LIMITS, (i, changed)
+
+
+def test_a_row_moved_to_another_scope_or_of_the_wrong_shape_is_refused() -> None:
+    with pytest.raises(LimitsCorruption, match="checksum"):
+        open_limits("tenant:acme", seal_limits("global", LIMITS))
+    for bad in (b"\x00", "[1]", '{"daily": "5"}', '{"daily": true}', '{"dayly": 5.0}', "5"):
+        with pytest.raises(LimitsCorruption, match="global"):
+            open_limits("global", bad)
+
+
+def test_rows_written_before_the_checksum_are_read_as_before() -> None:
+    assert open_limits("global", '{"daily": 5.0, "per_run": 1.0}') == BudgetLimits(
+        daily=5.0, per_run=1.0
+    )
+
+
+def _alter(path: Path, sql: str) -> None:
+    db = sqlite3.connect(path)
+    db.execute(sql)
+    db.commit()
+    db.close()
+
+
+async def test_the_ledger_refuses_damaged_limits_on_every_read(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    store = SQLiteStore(path)
+    ledger = ledger_for(store)
+    await ledger.set_limits("global", LIMITS)
+    assert (await ledger.limits())["global"] == LIMITS
+    _alter(path, "UPDATE budget_limits SET limits = replace(limits, '5.0', '7.0')")
+    for _ in range(2):  # not only the first read: the damaged row is never cached
+        with pytest.raises(LimitsCorruption, match="tether budget set --scope global"):
+            await ledger.limits()
+    with pytest.raises(LimitsCorruption):
+        await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=0.1)
+    await ledger.set_limits("global", LIMITS)  # the way out: set them again
+    assert (await ledger.limits())["global"] == LIMITS
+    await store.close()
+
+
+def test_doctor_and_budget_name_an_altered_limit(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    url = f"sqlite:///{path}"
+
+    async def setup() -> None:
+        store = SQLiteStore(path)
+        await ledger_for(store).set_limits("global", LIMITS)
+        await store.close()
+
+    asyncio.run(setup())
+    runner = CliRunner()
+    assert runner.invoke(app, ["doctor", "--store", url]).exit_code == 0
+    _alter(path, "UPDATE budget_limits SET limits = replace(limits, '5.0', '7.0')")
+    done = runner.invoke(app, ["doctor", "--store", url, "--rebuild-ledger"])
+    assert done.exit_code == 1, done.stdout
+    assert "limits of global" in done.stdout and "checksum" in done.stdout
+    shown = runner.invoke(app, ["budget", "--store", url])
+    assert shown.exit_code == 1
+    assert shown.exception is None or isinstance(shown.exception, SystemExit)
+    assert "budget limits of global" in shown.stderr and "Traceback" not in shown.stderr
