@@ -12,7 +12,7 @@ TetherError
 │   │   ├── LeaseLost          the lease epoch is stale: this writer was fenced out
 │   │   ├── LeaseHeld          another worker holds a live lease on the run
 │   │   └── CorruptionError    stored bytes failed verification (names run, seq, what)
-│   │       └── LimitsCorruption   a scope's stored budget limits failed verification
+│   │       └── LedgerCorruption   a budget ledger row failed verification (names it)
 │   └── ModelError
 │       ├── ModelUnavailable   transient provider failure that outlived its retries
 │       └── ContextOverflow    the request does not fit the model's window
@@ -34,7 +34,7 @@ __all__ = [
     "InvalidStoreURL",
     "LeaseHeld",
     "LeaseLost",
-    "LimitsCorruption",
+    "LedgerCorruption",
     "ModelError",
     "ModelUnavailable",
     "RunError",
@@ -107,20 +107,17 @@ class CorruptionError(StoreError):
         self.repair = repair
 
 
-class LimitsCorruption(CorruptionError):
-    """A scope's stored budget limits failed verification: refused, never obeyed."""
+class LedgerCorruption(CorruptionError):
+    """A budget ledger row (a scope's limits, an open hold) failed verification: refused,
+    never obeyed or counted with other values."""
 
-    def __init__(self, scope: str, what: str) -> None:
-        StoreError.__init__(
-            self,
-            f"corruption in the budget limits of {scope}: {what} (set them again with "
-            f"tether budget set --scope {scope}, or restore the store from a backup)",
-        )
+    def __init__(self, where: str, what: str, *, repair: str) -> None:
+        StoreError.__init__(self, f"corruption in {where}: {what} ({repair})")
         self.run_id = ""
         self.seq = None
+        self.where = where
         self.what = what
-        self.repair = f"tether budget set --scope {scope}"
-        self.scope = scope
+        self.repair = repair
 
 
 class ModelError(RunError):

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from ._checked_rows import hold_amount, hold_scopes, open_limits, seal_limits
 from ._ledger import LedgerTables, ReservationRow
-from ._limits_seal import open_limits, seal_limits
 from ._model import BudgetLimits
 
 __all__ = ["FINISHED_STATES", "MemoryLedgerTables", "SQLiteLedgerTables"]
@@ -222,9 +222,9 @@ class SQLLedgerTables:
         return ReservationRow(
             id=r[0],
             run_id=r[1],
-            scopes=tuple(json.loads(r[2])),
+            scopes=hold_scopes(r[2], r[0]),
             minute=r[3],
-            estimate=r[4],
+            estimate=hold_amount(r[4], r[0]),
             state=r[5],
         )
 
@@ -274,7 +274,7 @@ class SQLLedgerTables:
         holds: list[tuple[Sequence[str], int, float]] = []
         for n, value, scopes, minute in cursor.fetchall():
             if n < 0:
-                holds.append((json.loads(scopes), minute, value))
+                holds.append((hold_scopes(scopes), minute, hold_amount(value)))
             else:
                 spent[n] += value
         held = held_in_windows(holds, windows)
@@ -388,7 +388,7 @@ class SQLLedgerTables:
         scopes = {r[0] for r in self._x("SELECT DISTINCT scope FROM budget_usage")}
         held = self._x("SELECT scopes FROM budget_reservations WHERE state='reserved'")
         for (row_scopes,) in held.fetchall():
-            scopes.update(json.loads(row_scopes))
+            scopes.update(hold_scopes(row_scopes))
         return sorted(scopes)
 
     def close(self) -> None:

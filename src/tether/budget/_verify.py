@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import LimitsCorruption
+from ..errors import LedgerCorruption
 from ..events import Event
-from ._limits_seal import open_limits
+from ._checked_rows import HOLD_REPAIR, hold_amount, hold_scopes, open_limits
 from ._model import scopes_for
 
 __all__ = [
@@ -38,7 +38,7 @@ _TOLERANCE = 1e-6
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LedgerProblem:
     where: str
-    """`run RUN_ID` or `scope SCOPE`."""
+    """`run RUN_ID`, `scope SCOPE`, `limits of SCOPE` or `budget reservation ID`."""
     what: str
 
     def to_json(self) -> dict[str, str]:
@@ -169,25 +169,52 @@ def check_limits(tables: Any) -> list[LedgerProblem]:
     for scope, text in tables._x("SELECT scope, limits FROM budget_limits ORDER BY scope"):
         try:
             open_limits(str(scope), text)
-        except LimitsCorruption as exc:
+        except LedgerCorruption as exc:
             problems.append(
                 LedgerProblem(
                     where=f"limits of {scope}",
-                    what=f"{exc.what} (repair: {exc.repair}, or restore a backup)",
+                    what=f"{exc.what} (repair: {exc.repair})",
                 )
             )
     return problems
 
 
+_HOLD_STATES = frozenset({"reserved", "expired", "settled", "released"})
+
+
+def damaged_holds(tables: Any) -> list[tuple[str, LedgerProblem]]:
+    """Open holds whose scopes, amount or state no longer read, by reservation id."""
+    found = []
+    for rid, scopes, estimate, state in tables._x(
+        "SELECT id, scopes, estimate, state FROM budget_reservations ORDER BY id"
+    ):
+        try:
+            hold_scopes(scopes, rid)
+            hold_amount(estimate, rid)
+            if state not in _HOLD_STATES:
+                raise LedgerCorruption(
+                    f"budget reservation {rid}", f"its state is damaged ({state!r:.40})",
+                    repair=HOLD_REPAIR,
+                )  # fmt: skip
+        except LedgerCorruption as exc:
+            problem = LedgerProblem(where=exc.where, what=f"{exc.what} (repair: {exc.repair})")
+            found.append((rid, problem))
+    return found
+
+
 def rebuild_ledger(tables: Any, runs: list[RunSpend]) -> int:
-    """Replace the settled spend with what the journals record; open holds are kept.
-    Returns the costs counted."""
+    """Replace the settled spend with what the journals record; readable open holds are
+    kept, damaged ones dropped. Returns the costs counted."""
     from ._ledger import ReservationRow
 
     counted = 0
     with tables.transaction():
         for table in ("budget_usage", "budget_usage_hourly", "budget_runs"):
             tables._x(f"DELETE FROM {table}")
+        for rid, _ in damaged_holds(tables):
+            # Money set aside for a call, not spend: dropping the unreadable hold loses
+            # no record of what was paid.
+            tables._x("DELETE FROM budget_reservations WHERE id=?", (rid,))
         for run in runs:
             for scopes, minute, usd in run.entries:
                 row = ReservationRow(
@@ -230,7 +257,7 @@ async def verify_ledger(
     problems = compare_ledger(runs, by_run=by_run, by_scope_minutes=minutes, by_scope_hours=hours)
     if unreadable:
         problems = [p for p in problems if p.where.startswith("run ")]
-    problems += check_limits(tables)
+    problems += check_limits(tables) + [p for _, p in damaged_holds(tables)]
     counted = None
     if rebuild:
         if unreadable:

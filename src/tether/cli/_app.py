@@ -686,7 +686,8 @@ def doctor(
     index_problem = index.get("problem")
     ledger: list[LedgerProblem] = whole.get("ledger") or []
     if whole.get("ledger_rebuilt") is not None:
-        # What was found is reported; the rebuild replaced the spend, not the limits.
+        # What was found is reported; the rebuild replaced the spend and dropped damaged
+        # holds, not the limits.
         ledger = [p for p in ledger if p.where.startswith("limits ")]
     file_problem = whole.get("file")
     secrets_problem = whole.get("secrets")

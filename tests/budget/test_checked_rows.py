@@ -1,6 +1,6 @@
-"""Stored budget limits are checksummed: a damaged row is refused and `doctor` names it,
-never obeyed with other values (no journal records limits, so nothing could recompute
-them)."""
+"""Ledger rows that no journal can recompute are checked when read: stored limits carry a
+checksum, open holds must read as scopes and an amount. A damaged row is refused with a
+line naming it, and `doctor` reports it, never obeyed or counted with other values."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tether.budget import BudgetLimits, ledger_for
-from tether.budget._limits_seal import open_limits, seal_limits
+from tether.budget import BudgetLimits, Reservation, ledger_for
+from tether.budget._checked_rows import open_limits, seal_limits
 from tether.cli import app
-from tether.errors import LimitsCorruption
+from tether.errors import LedgerCorruption
 from tether.journal import SQLiteStore
 
 LIMITS = BudgetLimits(per_run=1.0, daily=5.0, daily_tz="UTC")
@@ -28,17 +28,17 @@ def test_a_sealed_row_opens_to_its_limits_and_any_changed_byte_is_refused() -> N
             changed = text[:i] + chr(ord(text[i]) ^ bit) + text[i + 1 :]
             try:
                 opened = open_limits("global", changed)
-            except LimitsCorruption:
+            except LedgerCorruption:
                 continue
             # Only a change that alters no value may pass (e.g. whitespace).
             assert opened == LIMITS, (i, changed)
 
 
 def test_a_row_moved_to_another_scope_or_of_the_wrong_shape_is_refused() -> None:
-    with pytest.raises(LimitsCorruption, match="checksum"):
+    with pytest.raises(LedgerCorruption, match="checksum"):
         open_limits("tenant:acme", seal_limits("global", LIMITS))
     for bad in (b"\x00", "[1]", '{"daily": "5"}', '{"daily": true}', '{"dayly": 5.0}', "5"):
-        with pytest.raises(LimitsCorruption, match="global"):
+        with pytest.raises(LedgerCorruption, match="global"):
             open_limits("global", bad)
 
 
@@ -63,9 +63,9 @@ async def test_the_ledger_refuses_damaged_limits_on_every_read(tmp_path: Path) -
     assert (await ledger.limits())["global"] == LIMITS
     _alter(path, "UPDATE budget_limits SET limits = replace(limits, '5.0', '7.0')")
     for _ in range(2):  # not only the first read: the damaged row is never cached
-        with pytest.raises(LimitsCorruption, match="tether budget set --scope global"):
+        with pytest.raises(LedgerCorruption, match="tether budget set --scope global"):
             await ledger.limits()
-    with pytest.raises(LimitsCorruption):
+    with pytest.raises(LedgerCorruption):
         await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=0.1)
     await ledger.set_limits("global", LIMITS)  # the way out: set them again
     assert (await ledger.limits())["global"] == LIMITS
@@ -92,3 +92,32 @@ def test_doctor_and_budget_name_an_altered_limit(tmp_path: Path) -> None:
     assert shown.exit_code == 1
     assert shown.exception is None or isinstance(shown.exception, SystemExit)
     assert "budget limits of global" in shown.stderr and "Traceback" not in shown.stderr
+
+
+def test_a_damaged_open_hold_is_refused_reported_and_dropped_by_a_rebuild(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.db"
+    url = f"sqlite:///{path}"
+
+    async def hold_then_damage() -> str:
+        store = SQLiteStore(path)
+        ledger = ledger_for(store)
+        await ledger.set_limits("global", LIMITS)  # with a limit, a check sums the holds
+        held = await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=0.5)
+        assert isinstance(held, Reservation)
+        _alter(path, "UPDATE budget_reservations SET scopes = '[\"glo'")
+        with pytest.raises(LedgerCorruption, match="budget hold: its scopes are damaged"):
+            await ledger.reserve(run_id="r2", agent="a", tenant=None, estimate_usd=0.1)
+        await store.close()
+        return held.id
+
+    rid = asyncio.run(hold_then_damage())
+    runner = CliRunner()
+    shown = runner.invoke(app, ["budget", "--store", url])
+    assert shown.exit_code == 1 and "its scopes are damaged" in shown.stderr
+    found = runner.invoke(app, ["doctor", "--store", url])
+    assert found.exit_code == 1 and f"budget reservation {rid}" in found.stdout
+    assert runner.invoke(app, ["doctor", "--store", url, "--rebuild-ledger"]).exit_code == 0
+    assert runner.invoke(app, ["doctor", "--store", url]).exit_code == 0
+    assert runner.invoke(app, ["budget", "--store", url]).exit_code == 0
