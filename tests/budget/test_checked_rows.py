@@ -5,6 +5,7 @@ line naming it, and `doctor` reports it, never obeyed or counted with other valu
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -118,6 +119,61 @@ def test_a_damaged_open_hold_is_refused_reported_and_dropped_by_a_rebuild(
     assert shown.exit_code == 1 and "its scopes are damaged" in shown.stderr
     found = runner.invoke(app, ["doctor", "--store", url])
     assert found.exit_code == 1 and f"budget reservation {rid}" in found.stdout
+    assert runner.invoke(app, ["doctor", "--store", url, "--rebuild-ledger"]).exit_code == 0
+    assert runner.invoke(app, ["doctor", "--store", url]).exit_code == 0
+    assert runner.invoke(app, ["budget", "--store", url]).exit_code == 0
+
+
+DAMAGES = {
+    "spend not a number": "UPDATE budget_usage SET spent = x'00ff'",
+    "bucket time not a number": "UPDATE budget_usage SET minute = 'abc'",
+    "hourly spend not a number": "UPDATE budget_usage_hourly SET spent = 'lots'",
+    "run spend not a number": "UPDATE budget_runs SET spent = 'lots'",
+    "hold minute not a number": "UPDATE budget_reservations SET minute = 'x'",
+    "hold amount not a number": "UPDATE budget_reservations SET estimate = 'x'",
+    "hold state unknown": "UPDATE budget_reservations SET state = 'reservee'",
+}
+
+
+@pytest.fixture(scope="module")
+def ledger_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with a run's settled spend and an open hold."""
+    from ..cli.test_store_access import paid_run
+
+    path = tmp_path_factory.mktemp("ledger") / "s.db"
+    run_id = paid_run(path)
+
+    async def hold() -> None:
+        store = SQLiteStore(path)
+        ledger = ledger_for(store)
+        await ledger.set_limits("global", LIMITS)
+        held = await ledger.reserve(run_id=run_id, agent="a", tenant=None, estimate_usd=0.1)
+        assert isinstance(held, Reservation)
+        await store.close()
+
+    asyncio.run(hold())
+    return path
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_ledger_value_of_the_wrong_type_is_named_never_a_traceback(
+    tmp_path: Path, ledger_store: Path, damage: str
+) -> None:
+    source = ledger_store
+    path = tmp_path / "s.db"
+    shutil.copyfile(source, path)
+    url = f"sqlite:///{path}"
+    runner = CliRunner()
+    assert runner.invoke(app, ["doctor", "--store", url]).exit_code == 0
+    _alter(path, DAMAGES[damage])
+    shown = runner.invoke(app, ["budget", "--store", url])
+    assert shown.exit_code in (0, 1), shown.output
+    assert shown.exception is None or isinstance(shown.exception, SystemExit), shown.exception
+    if shown.exit_code:
+        assert "corruption in" in shown.stderr and "tether doctor --rebuild-ledger" in shown.stderr
+    found = runner.invoke(app, ["doctor", "--store", url])
+    assert found.exit_code == 1 and "CORRUPT budget ledger" in found.stdout, found.output
+    assert found.exception is None or isinstance(found.exception, SystemExit), found.exception
     assert runner.invoke(app, ["doctor", "--store", url, "--rebuild-ledger"]).exit_code == 0
     assert runner.invoke(app, ["doctor", "--store", url]).exit_code == 0
     assert runner.invoke(app, ["budget", "--store", url]).exit_code == 0

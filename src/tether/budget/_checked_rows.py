@@ -8,7 +8,9 @@ field's type). Rows written before the checksum have none and are read as before
 
 An open hold (a reservation for a call in flight) counts against every window of its
 scopes; one whose scopes or amount no longer read is refused the same way. It holds no
-spend, only money set aside, so `doctor --rebuild-ledger` drops it.
+spend, only money set aside, so `doctor --rebuild-ledger` drops it. Spend columns (a
+run's, a scope's buckets) that are not numbers are refused too; the rebuild counts them
+again from the journals.
 """
 
 from __future__ import annotations
@@ -16,17 +18,28 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..errors import LedgerCorruption, UsageError
 from ._model import BudgetLimits
 
-__all__ = ["HOLD_REPAIR", "hold_amount", "hold_scopes", "open_limits", "seal_limits"]
+__all__ = [
+    "HOLD_REPAIR",
+    "SPEND_REPAIR",
+    "hold_amount",
+    "hold_minute",
+    "hold_scopes",
+    "open_limits",
+    "seal_limits",
+    "spend_amount",
+    "spend_minute",
+]
 
 _CHECK = "check"
 _NUMBERS = ("per_call", "per_run", "hourly", "daily")
 _FIELDS = frozenset((*_NUMBERS, "daily_tz"))
 HOLD_REPAIR = "tether doctor --rebuild-ledger drops it, or restore the store from a backup"
+SPEND_REPAIR = "tether doctor --rebuild-ledger counts it again from the journals"
 
 
 def _digest(scope: str, fields: dict[str, Any]) -> str:
@@ -91,8 +104,39 @@ def hold_scopes(text: object, reservation_id: object = None) -> tuple[str, ...]:
 
 def hold_amount(value: object, reservation_id: object = None) -> float:
     """An open hold's estimate in USD: a finite number ≥ 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+    if not _is_number(value) or value < 0:
         raise LedgerCorruption(
             _hold(reservation_id), f"its amount is damaged ({value!r:.40})", repair=HOLD_REPAIR
         )
     return float(value)
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def hold_minute(value: object, reservation_id: object = None) -> int:
+    """The minute an open hold counts from."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LedgerCorruption(
+            _hold(reservation_id), f"its minute is damaged ({value!r:.40})", repair=HOLD_REPAIR
+        )
+    return value
+
+
+def spend_amount(value: object, where: str) -> float:
+    """A stored spend in USD (`where` names its row)."""
+    if not _is_number(value):
+        raise LedgerCorruption(
+            where, f"a stored amount is damaged ({value!r:.40})", repair=SPEND_REPAIR
+        )
+    return float(value)
+
+
+def spend_minute(value: object, where: str) -> int:
+    """A spend bucket's minute or hour."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LedgerCorruption(
+            where, f"a bucket's time is damaged ({value!r:.40})", repair=SPEND_REPAIR
+        )
+    return value

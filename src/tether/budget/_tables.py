@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from ._checked_rows import hold_amount, hold_scopes, open_limits, seal_limits
+from ._checked_rows import (
+    hold_amount,
+    hold_minute,
+    hold_scopes,
+    open_limits,
+    seal_limits,
+    spend_amount,
+    spend_minute,
+)
 from ._ledger import LedgerTables, ReservationRow
 from ._model import BudgetLimits
 
@@ -223,7 +231,7 @@ class SQLLedgerTables:
             id=r[0],
             run_id=r[1],
             scopes=hold_scopes(r[2], r[0]),
-            minute=r[3],
+            minute=hold_minute(r[3], r[0]),
             estimate=hold_amount(r[4], r[0]),
             state=r[5],
         )
@@ -241,7 +249,8 @@ class SQLLedgerTables:
             "SELECT minute, spent FROM budget_usage WHERE scope=? AND minute>=? ORDER BY minute",
             (scope, from_minute),
         ).fetchall()
-        return [(r[0], r[1]) for r in rows]
+        where = f"the budget ledger's spend of {scope}"
+        return [(spend_minute(r[0], where), spend_amount(r[1], where)) for r in rows]
 
     def _totals_query(self, windows: list[tuple[str, int]]) -> Any:
         # Spend: exact and bounded, the minutes before the window's first whole hour, then
@@ -274,7 +283,7 @@ class SQLLedgerTables:
         holds: list[tuple[Sequence[str], int, float]] = []
         for n, value, scopes, minute in cursor.fetchall():
             if n < 0:
-                holds.append((hold_scopes(scopes), minute, hold_amount(value)))
+                holds.append((hold_scopes(scopes), hold_minute(minute), hold_amount(value)))
             else:
                 spent[n] += value
         held = held_in_windows(holds, windows)
@@ -292,7 +301,8 @@ class SQLLedgerTables:
         if cursor is None:
             cursor = self._run_usage_query(run_id)
         spent, held = cursor.fetchone()
-        return float(spent or 0.0), float(held or 0.0)
+        where = f"the budget ledger's spend of run {run_id}"
+        return (0.0 if spent is None else spend_amount(spent, where)), float(held or 0.0)
 
     def finish(self, row: ReservationRow, state: str, actual: float | None) -> bool:
         """End an open hold (`state`: settled, released, expired) and count `actual` if it

@@ -19,7 +19,15 @@ from typing import Any
 
 from ..errors import LedgerCorruption
 from ..events import Event
-from ._checked_rows import HOLD_REPAIR, hold_amount, hold_scopes, open_limits
+from ._checked_rows import (
+    HOLD_REPAIR,
+    hold_amount,
+    hold_minute,
+    hold_scopes,
+    open_limits,
+    spend_amount,
+    spend_minute,
+)
 from ._model import scopes_for
 
 __all__ = [
@@ -148,18 +156,36 @@ def _differs(have: float, want: float) -> str:
     )
 
 
-def ledger_sums(tables: Any) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    """Spend per run, per scope from the minute buckets and from the hourly roll-up."""
-    by_run = {r[0]: float(r[1]) for r in tables._x("SELECT run_id, spent FROM budget_runs")}
-    minutes = {
-        r[0]: float(r[1])
-        for r in tables._x("SELECT scope, SUM(spent) FROM budget_usage GROUP BY scope")
-    }
-    hours = {
-        r[0]: float(r[1])
-        for r in tables._x("SELECT scope, SUM(spent) FROM budget_usage_hourly GROUP BY scope")
-    }
-    return by_run, minutes, hours
+def ledger_sums(
+    tables: Any,
+) -> tuple[dict[str, float], dict[str, float], dict[str, float], list[LedgerProblem]]:
+    """Spend per run, per scope from the minute buckets and from the hourly roll-up, and
+    the rows whose values are not numbers (left out of the sums)."""
+    damaged: list[LedgerProblem] = []
+
+    def add(sums: dict[str, float], key: str, value: object, where: str) -> None:
+        try:
+            sums[key] = sums.get(key, 0.0) + spend_amount(value, where)
+        except LedgerCorruption as exc:
+            damaged.append(LedgerProblem(where=where, what=f"{exc.what} (repair: {exc.repair})"))
+
+    by_run: dict[str, float] = {}
+    for run_id, spent in tables._x("SELECT run_id, spent FROM budget_runs"):
+        add(by_run, str(run_id), spent, f"run {run_id}")
+    sums: list[dict[str, float]] = []
+    for table, column in (("budget_usage", "minute"), ("budget_usage_hourly", "hour")):
+        per_scope: dict[str, float] = {}
+        for scope, when, spent in tables._x(f"SELECT scope, {column}, spent FROM {table}"):
+            where = f"scope {scope}"
+            try:
+                spend_minute(when, where)
+            except LedgerCorruption as exc:
+                damaged.append(
+                    LedgerProblem(where=where, what=f"{exc.what} (repair: {exc.repair})")
+                )
+            add(per_scope, str(scope), spent, where)
+        sums.append(per_scope)
+    return by_run, sums[0], sums[1], damaged
 
 
 def check_limits(tables: Any) -> list[LedgerProblem]:
@@ -185,12 +211,13 @@ _HOLD_STATES = frozenset({"reserved", "expired", "settled", "released"})
 def damaged_holds(tables: Any) -> list[tuple[str, LedgerProblem]]:
     """Open holds whose scopes, amount or state no longer read, by reservation id."""
     found = []
-    for rid, scopes, estimate, state in tables._x(
-        "SELECT id, scopes, estimate, state FROM budget_reservations ORDER BY id"
+    for rid, scopes, estimate, state, minute in tables._x(
+        "SELECT id, scopes, estimate, state, minute FROM budget_reservations ORDER BY id"
     ):
         try:
             hold_scopes(scopes, rid)
             hold_amount(estimate, rid)
+            hold_minute(minute, rid)
             if state not in _HOLD_STATES:
                 raise LedgerCorruption(
                     f"budget reservation {rid}", f"its state is damaged ({state!r:.40})",
@@ -251,13 +278,13 @@ async def verify_ledger(
             runs.append(spend_of_run(await read_events(store, run_id)))
         except CorruptionError:
             unreadable.append(run_id)
-    by_run, minutes, hours = ledger_sums(tables)
+    by_run, minutes, hours, damaged = ledger_sums(tables)
     for run_id in unreadable:
         by_run.pop(run_id, None)
     problems = compare_ledger(runs, by_run=by_run, by_scope_minutes=minutes, by_scope_hours=hours)
     if unreadable:
         problems = [p for p in problems if p.where.startswith("run ")]
-    problems += check_limits(tables) + [p for _, p in damaged_holds(tables)]
+    problems += damaged + check_limits(tables) + [p for _, p in damaged_holds(tables)]
     counted = None
     if rebuild:
         if unreadable:
