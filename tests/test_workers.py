@@ -246,6 +246,35 @@ async def test_a_run_of_an_agent_version_the_worker_lacks_is_refused_and_left_fo
     assert await statuses(store, [run_id]) == ["completed"]
 
 
+async def test_a_run_whose_committed_tail_is_damaged_is_refused_by_a_worker_never_cut(
+    store: Store, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """A committed event that does not verify is damage: the worker names the run, the
+    seq and the ways out, cuts nothing and redoes no call."""
+    from .journal.helpers import poker
+
+    log = tmp_path / "keys.log"
+    [run_id] = await submit(store, steps=2, approve=True, log=str(log))
+    await serve_until_idle(worker(store))
+    assert await statuses(store, [run_id]) == ["waiting_approval"]
+    [approval] = await pending_approvals(store, run_id=run_id)
+    await resolve_approval(store, approval.request_id, decision="approved", actor="alice")
+    head = (await store.get_run(run_id)).head_seq
+    last = (await store.read_rows(run_id))[-1]
+    poker(store).event(run_id, head, bytes(last.raw[:-2]) + bytes([last.raw[-2] ^ 1, last.raw[-1]]))
+    rows = [(r.seq, bytes(r.raw)) for r in await store.read_rows(run_id)]
+    calls = log.read_text()
+    w = worker(store)
+    with caplog.at_level(logging.ERROR, logger="tether.worker"):
+        await serve_until_idle(w)
+    assert w.stats.refused == 1
+    [message] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert f"refusing run={run_id}" in message and f"seq {head}" in message
+    assert f"tether fork {run_id} --at {head - 1}" in message and "backup" in message
+    assert [(r.seq, bytes(r.raw)) for r in await store.read_rows(run_id)] == rows
+    assert log.read_text() == calls
+
+
 async def test_a_run_of_an_agent_the_worker_does_not_know_is_never_claimed(store: Store) -> None:
     agent = Agent(name="stranger", instructions="x", model=ScriptedModel(["hi"]))
     run_id = await submit_run(store, agent, "t", agent_spec="x:y")

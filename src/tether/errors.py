@@ -12,6 +12,7 @@ TetherError
 │   │   ├── LeaseLost          the lease epoch is stale: this writer was fenced out
 │   │   ├── LeaseHeld          another worker holds a live lease on the run
 │   │   └── CorruptionError    stored bytes failed verification (names run, seq, what)
+│   │       └── LedgerCorruption   a budget ledger row failed verification (names it)
 │   └── ModelError
 │       ├── ModelUnavailable   transient provider failure that outlived its retries
 │       └── ContextOverflow    the request does not fit the model's window
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidStoreURL",
     "LeaseHeld",
     "LeaseLost",
+    "LedgerCorruption",
     "ModelError",
     "ModelUnavailable",
     "RunError",
@@ -101,6 +103,19 @@ class CorruptionError(StoreError):
         super().__init__(message)
         self.run_id = run_id
         self.seq = seq
+        self.what = what
+        self.repair = repair
+
+
+class LedgerCorruption(CorruptionError):
+    """A budget ledger row (a scope's limits, an open hold) failed verification: refused,
+    never obeyed or counted with other values."""
+
+    def __init__(self, where: str, what: str, *, repair: str) -> None:
+        StoreError.__init__(self, f"corruption in {where}: {what} ({repair})")
+        self.run_id = ""
+        self.seq = None
+        self.where = where
         self.what = what
         self.repair = repair
 

@@ -129,10 +129,25 @@ def wal_case(folder: Path, rng: random.Random, how: str, *, keep_synclog: bool =
     if not keep_synclog:
         Path(f"{folder / 't.db'}-synclog").unlink(missing_ok=True)
     what = damage_wal(wal, rng, how) if wal.exists() else "no WAL"
+    checked = subprocess.run(
+        [sys.executable, "-m", "tether", "doctor", "--store", f"sqlite:///{folder / 't.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert "Traceback" not in checked.stdout + checked.stderr, checked.stderr[-2000:]
     resumed = scenario("resume", str(folder), "normal", run_id)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     outcome = json.loads(resumed.stdout.strip().splitlines()[-1])
-    return json.dumps({**outcome, "case": f"killed after seq {kill_at}, {what}"})
+    case = f"killed after seq {kill_at}, {what}"
+    # doctor and resume agree: a run resume refuses is one doctor reports, and a store
+    # doctor calls intact is one resume goes on with.
+    if outcome.get("error") == "CorruptionError":
+        assert checked.returncode == 1, (case, outcome, checked.stdout[-2000:])
+    if checked.returncode == 0:
+        assert outcome.get("status") == "completed", (case, outcome)
+    return json.dumps({**outcome, "case": case})
 
 
 def repeated(folder: Path) -> tuple[Counter[object], dict[object, set[object]]]:

@@ -238,3 +238,30 @@ async def test_a_store_file_removed_under_a_running_process_is_noticed(tmp_path:
     with pytest.raises(StoreError, match="was removed"):
         await rt.start(agent, "go")
     await rt.close()
+
+
+def test_doctor_finds_a_damaged_recorded_secret_and_registering_it_again_repairs_it(
+    tmp_path: Path,
+) -> None:
+    """A recorded secret whose value changed would no longer be redacted by readers."""
+    path = tmp_path / "s.db"
+    paid_run(path)
+    secret = "sk-live-0123456789abcdef"
+
+    async def record() -> None:
+        store = SQLiteStore(path)
+        await store.store_secrets([secret])
+        await store.close()
+
+    asyncio.run(record())
+    assert doctor(path)[0] == 0
+    db = sqlite3.connect(path)
+    db.execute(
+        "UPDATE tether_meta SET value = ? WHERE value = ?", ("sk-live-0123456789abcdeg", secret)
+    )
+    db.commit()
+    db.close()
+    code, report = doctor(path)
+    assert code == 1 and "1 recorded secret damaged" in report["secrets"]["problem"]  # type: ignore[index]
+    asyncio.run(record())
+    assert doctor(path)[0] == 0

@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from ._checked_rows import (
+    hold_amount,
+    hold_minute,
+    hold_scopes,
+    open_limits,
+    seal_limits,
+    spend_amount,
+    spend_minute,
+)
 from ._ledger import LedgerTables, ReservationRow
 from ._model import BudgetLimits, LimitChange
 
@@ -236,9 +245,9 @@ class SQLLedgerTables:
         return ReservationRow(
             id=r[0],
             run_id=r[1],
-            scopes=tuple(json.loads(r[2])),
-            minute=r[3],
-            estimate=r[4],
+            scopes=hold_scopes(r[2], r[0]),
+            minute=hold_minute(r[3], r[0]),
+            estimate=hold_amount(r[4], r[0]),
             state=r[5],
         )
 
@@ -255,7 +264,8 @@ class SQLLedgerTables:
             "SELECT minute, spent FROM budget_usage WHERE scope=? AND minute>=? ORDER BY minute",
             (scope, from_minute),
         ).fetchall()
-        return [(r[0], r[1]) for r in rows]
+        where = f"the budget ledger's spend of {scope}"
+        return [(spend_minute(r[0], where), spend_amount(r[1], where)) for r in rows]
 
     def _totals_query(self, windows: list[tuple[str, int]]) -> Any:
         # Spend: exact and bounded, the minutes before the window's first whole hour, then
@@ -288,7 +298,7 @@ class SQLLedgerTables:
         holds: list[tuple[Sequence[str], int, float]] = []
         for n, value, scopes, minute in cursor.fetchall():
             if n < 0:
-                holds.append((json.loads(scopes), minute, value))
+                holds.append((hold_scopes(scopes), hold_minute(minute), hold_amount(value)))
             else:
                 spent[n] += value
         held = held_in_windows(holds, windows)
@@ -306,7 +316,8 @@ class SQLLedgerTables:
         if cursor is None:
             cursor = self._run_usage_query(run_id)
         spent, held = cursor.fetchone()
-        return float(spent or 0.0), float(held or 0.0)
+        where = f"the budget ledger's spend of run {run_id}"
+        return (0.0 if spent is None else spend_amount(spent, where)), float(held or 0.0)
 
     def finish(self, row: ReservationRow, state: str, actual: float | None) -> bool:
         """End an open hold (`state`: settled, released, expired) and count `actual` if it
@@ -381,8 +392,10 @@ class SQLLedgerTables:
             (r[0], r[1]) for r in self._x("SELECT scope, limits FROM budget_limits ORDER BY scope")
         )
         if rows != self._limits_rows:  # another process may have changed them
+            # Parsed before they are cached: a row that does not verify is refused on
+            # every read, not only the first.
+            self._limits = {r[0]: open_limits(r[0], r[1]) for r in rows}
             self._limits_rows = rows
-            self._limits = {r[0]: BudgetLimits.from_json(json.loads(r[1])) for r in rows}
         return dict(self._limits)
 
     def set_limits(self, scope: str, limits: BudgetLimits | None) -> None:
@@ -392,7 +405,7 @@ class SQLLedgerTables:
             self._x(
                 "INSERT INTO budget_limits (scope, limits) VALUES (?, ?) "
                 "ON CONFLICT (scope) DO UPDATE SET limits = excluded.limits",
-                (scope, json.dumps(limits.to_json(), sort_keys=True)),
+                (scope, seal_limits(scope, limits)),
             )
 
     def record_limit_change(self, change: LimitChange) -> None:
@@ -421,7 +434,7 @@ class SQLLedgerTables:
         scopes = {r[0] for r in self._x("SELECT DISTINCT scope FROM budget_usage")}
         held = self._x("SELECT scopes FROM budget_reservations WHERE state='reserved'")
         for (row_scopes,) in held.fetchall():
-            scopes.update(json.loads(row_scopes))
+            scopes.update(hold_scopes(row_scopes))
         return sorted(scopes)
 
     def close(self) -> None:

@@ -17,10 +17,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..errors import LedgerCorruption
 from ..events import Event
+from ._checked_rows import (
+    HOLD_REPAIR,
+    hold_amount,
+    hold_minute,
+    hold_scopes,
+    open_limits,
+    spend_amount,
+    spend_minute,
+)
 from ._model import scopes_for
 
-__all__ = ["LedgerProblem", "RunSpend", "compare_ledger", "spend_of_run", "verify_ledger"]
+__all__ = [
+    "LedgerProblem",
+    "RunSpend",
+    "check_limits",
+    "compare_ledger",
+    "spend_of_run",
+    "verify_ledger",
+]
 
 _TOLERANCE = 1e-6
 """USD: sums of floats taken in another order differ in the last bits, never by this."""
@@ -29,7 +46,7 @@ _TOLERANCE = 1e-6
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LedgerProblem:
     where: str
-    """`run RUN_ID` or `scope SCOPE`."""
+    """`run RUN_ID`, `scope SCOPE`, `limits of SCOPE` or `budget reservation ID`."""
     what: str
 
     def to_json(self) -> dict[str, str]:
@@ -139,29 +156,92 @@ def _differs(have: float, want: float) -> str:
     )
 
 
-def ledger_sums(tables: Any) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    """Spend per run, per scope from the minute buckets and from the hourly roll-up."""
-    by_run = {r[0]: float(r[1]) for r in tables._x("SELECT run_id, spent FROM budget_runs")}
-    minutes = {
-        r[0]: float(r[1])
-        for r in tables._x("SELECT scope, SUM(spent) FROM budget_usage GROUP BY scope")
-    }
-    hours = {
-        r[0]: float(r[1])
-        for r in tables._x("SELECT scope, SUM(spent) FROM budget_usage_hourly GROUP BY scope")
-    }
-    return by_run, minutes, hours
+def ledger_sums(
+    tables: Any,
+) -> tuple[dict[str, float], dict[str, float], dict[str, float], list[LedgerProblem]]:
+    """Spend per run, per scope from the minute buckets and from the hourly roll-up, and
+    the rows whose values are not numbers (left out of the sums)."""
+    damaged: list[LedgerProblem] = []
+
+    def add(sums: dict[str, float], key: str, value: object, where: str) -> None:
+        try:
+            sums[key] = sums.get(key, 0.0) + spend_amount(value, where)
+        except LedgerCorruption as exc:
+            damaged.append(LedgerProblem(where=where, what=f"{exc.what} (repair: {exc.repair})"))
+
+    by_run: dict[str, float] = {}
+    for run_id, spent in tables._x("SELECT run_id, spent FROM budget_runs"):
+        add(by_run, str(run_id), spent, f"run {run_id}")
+    sums: list[dict[str, float]] = []
+    for table, column in (("budget_usage", "minute"), ("budget_usage_hourly", "hour")):
+        per_scope: dict[str, float] = {}
+        for scope, when, spent in tables._x(f"SELECT scope, {column}, spent FROM {table}"):
+            where = f"scope {scope}"
+            try:
+                spend_minute(when, where)
+            except LedgerCorruption as exc:
+                damaged.append(
+                    LedgerProblem(where=where, what=f"{exc.what} (repair: {exc.repair})")
+                )
+            add(per_scope, str(scope), spent, where)
+        sums.append(per_scope)
+    return by_run, sums[0], sums[1], damaged
+
+
+def check_limits(tables: Any) -> list[LedgerProblem]:
+    """Each scope's stored limits against their checksum (no journal records them, so
+    they cannot be rebuilt: a damaged row must be set again)."""
+    problems = []
+    for scope, text in tables._x("SELECT scope, limits FROM budget_limits ORDER BY scope"):
+        try:
+            open_limits(str(scope), text)
+        except LedgerCorruption as exc:
+            problems.append(
+                LedgerProblem(
+                    where=f"limits of {scope}",
+                    what=f"{exc.what} (repair: {exc.repair})",
+                )
+            )
+    return problems
+
+
+_HOLD_STATES = frozenset({"reserved", "expired", "settled", "released"})
+
+
+def damaged_holds(tables: Any) -> list[tuple[str, LedgerProblem]]:
+    """Open holds whose scopes, amount or state no longer read, by reservation id."""
+    found = []
+    for rid, scopes, estimate, state, minute in tables._x(
+        "SELECT id, scopes, estimate, state, minute FROM budget_reservations ORDER BY id"
+    ):
+        try:
+            hold_scopes(scopes, rid)
+            hold_amount(estimate, rid)
+            hold_minute(minute, rid)
+            if state not in _HOLD_STATES:
+                raise LedgerCorruption(
+                    f"budget reservation {rid}", f"its state is damaged ({state!r:.40})",
+                    repair=HOLD_REPAIR,
+                )  # fmt: skip
+        except LedgerCorruption as exc:
+            problem = LedgerProblem(where=exc.where, what=f"{exc.what} (repair: {exc.repair})")
+            found.append((rid, problem))
+    return found
 
 
 def rebuild_ledger(tables: Any, runs: list[RunSpend]) -> int:
-    """Replace the settled spend with what the journals record; open holds are kept.
-    Returns the costs counted."""
+    """Replace the settled spend with what the journals record; readable open holds are
+    kept, damaged ones dropped. Returns the costs counted."""
     from ._ledger import ReservationRow
 
     counted = 0
     with tables.transaction():
         for table in ("budget_usage", "budget_usage_hourly", "budget_runs"):
             tables._x(f"DELETE FROM {table}")
+        for rid, _ in damaged_holds(tables):
+            # Money set aside for a call, not spend: dropping the unreadable hold loses
+            # no record of what was paid.
+            tables._x("DELETE FROM budget_reservations WHERE id=?", (rid,))
         for run in runs:
             for scopes, minute, usd in run.entries:
                 row = ReservationRow(
@@ -198,12 +278,13 @@ async def verify_ledger(
             runs.append(spend_of_run(await read_events(store, run_id)))
         except CorruptionError:
             unreadable.append(run_id)
-    by_run, minutes, hours = ledger_sums(tables)
+    by_run, minutes, hours, damaged = ledger_sums(tables)
     for run_id in unreadable:
         by_run.pop(run_id, None)
     problems = compare_ledger(runs, by_run=by_run, by_scope_minutes=minutes, by_scope_hours=hours)
     if unreadable:
         problems = [p for p in problems if p.where.startswith("run ")]
+    problems += damaged + check_limits(tables) + [p for _, p in damaged_holds(tables)]
     counted = None
     if rebuild:
         if unreadable:

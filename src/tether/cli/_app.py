@@ -648,6 +648,9 @@ def doctor(
                 pages = getattr(s, "check_file_integrity", None)
                 if pages is not None:
                     whole["file"] = await pages()
+                secrets = getattr(s, "check_secrets", None)
+                if secrets is not None:
+                    whole["secrets"] = await secrets()
                 if getattr(s, "read_only", False) and rebuild_ledger:
                     raise UsageError("--rebuild-ledger: the store is open read-only")
                 if getattr(s, "read_only", False):
@@ -683,9 +686,12 @@ def doctor(
     index_problem = index.get("problem")
     ledger: list[LedgerProblem] = whole.get("ledger") or []
     if whole.get("ledger_rebuilt") is not None:
-        ledger = []  # what was found is reported; the rebuild replaced it
+        # What was found is reported; the rebuild replaced the spend and dropped damaged
+        # holds, not the limits.
+        ledger = [p for p in ledger if p.where.startswith("limits ")]
     file_problem = whole.get("file")
-    damaged = bool(bad or index_problem or ledger or file_problem)
+    secrets_problem = whole.get("secrets")
+    damaged = bool(bad or index_problem or ledger or file_problem or secrets_problem)
     if as_json:
         doc: dict[str, object] = {
             "store": url,
@@ -703,6 +709,8 @@ def doctor(
             }
         if "file" in whole:
             doc["file"] = {"ok": not file_problem, "problem": file_problem}
+        if "secrets" in whole:
+            doc["secrets"] = {"ok": not secrets_problem, "problem": secrets_problem}
         _print_json(doc)
     else:
         if "rebuilt" in index:
@@ -716,6 +724,8 @@ def doctor(
         if file_problem:
             out.print(f"[red]CORRUPT[/red] store file pages: {escape(str(file_problem))}")
             out.print("        repair: restore the store from a backup")
+        if secrets_problem:
+            out.print(f"[red]CORRUPT[/red] recorded secrets: {escape(str(secrets_problem))}")
         for r in reports:
             if r.ok:
                 out.print(f"[green]ok[/green]      {r.run_id}  {r.events} events, "
@@ -738,6 +748,7 @@ def doctor(
             + ("; the audit index is damaged" if index_problem else "")
             + ("; the budget ledger disagrees with the journals" if ledger else "")
             + ("; the file has damaged pages" if file_problem else "")
+            + ("; recorded secrets are damaged" if secrets_problem else "")
         )
     raise typer.Exit(1 if damaged else 0)
 

@@ -35,6 +35,26 @@ def secret_key(value: str) -> str:
     return SECRET_KEY_PREFIX + hashlib.sha256(value.encode()).hexdigest()
 
 
+def damaged_secrets(rows: list[Any]) -> str | None:
+    """What is wrong with the recorded secrets `(key, value)`, or None.
+
+    Each key holds its value's SHA-256, so a damaged value is found: readers would no
+    longer redact the real secret, and views would show it."""
+    bad = [
+        str(key)[len(SECRET_KEY_PREFIX) :][:12]
+        for key, value in rows
+        if not isinstance(value, str) or secret_key(value) != key
+    ]
+    if not bad:
+        return None
+    return (
+        f"{len(bad)} recorded secret{'s' if len(bad) > 1 else ''} damaged "
+        f"(sha256 {', '.join(bad[:3])}…): views no longer redact "
+        f"{'them' if len(bad) > 1 else 'it'}; register the secret again in a process that "
+        "writes to this store, or restore the store from a backup"
+    )
+
+
 async def keep_secrets(store: Any) -> None:
     """Record in `store` the secrets this process knows and it does not; constant time
     when nothing was registered since the last call."""

@@ -76,7 +76,13 @@ from ._schema import (
     TOKEN_COLUMNS,
     TOKENS_TABLE,
 )
-from ._secrets import COUNT_SECRETS, SECRET_KEY_PREFIX, SECRET_KEYS_END, secret_key
+from ._secrets import (
+    COUNT_SECRETS,
+    SECRET_KEY_PREFIX,
+    SECRET_KEYS_END,
+    damaged_secrets,
+    secret_key,
+)
 from ._synclog import Synced, SyncLog, lost_records
 
 Synchronous = Literal["normal", "full"]
@@ -708,7 +714,8 @@ class SQLiteStore:
             if found and not self.read_only:
                 with self._write(sync=True) as db:
                     db.executemany(
-                        "INSERT OR IGNORE INTO tether_meta(key, value) VALUES (?, ?)",
+                        # REPLACE: registering a secret again repairs a damaged copy of it.
+                        "INSERT OR REPLACE INTO tether_meta(key, value) VALUES (?, ?)",
                         [(f"{_LOST} {r.run_id} {r.seq}", r.checksum) for r in found],
                     )
             known = {(r.run_id, r.seq): r for r in found}
@@ -724,7 +731,8 @@ class SQLiteStore:
         """Record registered secrets for every later reader (see `_secrets`)."""
         with self._write(sync=True) as db:
             db.executemany(
-                "INSERT OR IGNORE INTO tether_meta(key, value) VALUES (?, ?)",
+                # REPLACE: registering a secret again repairs a damaged copy of it.
+                "INSERT OR REPLACE INTO tether_meta(key, value) VALUES (?, ?)",
                 [(secret_key(v), v) for v in values],
             )
 
@@ -1052,6 +1060,12 @@ class SQLiteStore:
         # Damage confined to the audit copy is reported (and repaired) on its own.
         rest = [f for f in found if "audit_" not in f]
         return "; ".join(rest[:3]) if rest else None
+
+    async def check_secrets(self) -> str | None:
+        """The recorded secrets against their keys (see `_secrets.damaged_secrets`)."""
+        return damaged_secrets(
+            self._read(f"SELECT key, value FROM tether_meta WHERE key LIKE '{SECRET_KEY_PREFIX}%'")
+        )
 
     # -- the audit index (schema 5) ----------------------------------------------------
 
