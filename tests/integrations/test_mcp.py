@@ -276,3 +276,28 @@ def test_bad_configuration_is_refused_up_front() -> None:
         Agent(name="a", instructions="x", tools=[time_server(), time_server()])
     with pytest.raises(UsageError, match="not a tool"):
         Agent(name="a", instructions="x", tools=[print])  # type: ignore[list-item]
+
+
+async def test_a_replay_takes_the_tool_list_and_results_from_the_recording(
+    tmp_path: Path,
+) -> None:
+    from tether.testing import replay
+    from tether.views import Viewer
+
+    recorded_source = MCPServer.stdio(sys.executable, [TEST_SERVER], name="test")
+    script: list[Turn | str] = [call("pid"), call("add", {"a": 1, "b": 2}), "done"]
+    runtime = Runtime(SQLiteStore(tmp_path / "t.db"))
+    result = await runtime.start(agent_with(recorded_source, script), "go")
+    assert result.status == "completed", result.reason
+    exported = tmp_path / "run.jsonl"
+    exported.write_bytes(
+        b"".join(line + b"\n" for line in await Viewer(runtime.store, "audit").export_lines(
+            result.run_id
+        ))
+    )  # fmt: skip
+    await runtime.close()
+    # The same source, now unable to start: a replay must neither list nor call it.
+    gone = MCPServer.stdio("/nonexistent/mcp-server", name="test")
+    report = await replay(agent_with(gone, script), exported)
+    assert report.ok, report.divergence
+    assert report.replayed_status == "completed"
