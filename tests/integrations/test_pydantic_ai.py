@@ -160,3 +160,34 @@ def test_unsupported_agents_are_refused_with_a_reason() -> None:
     with pytest.raises(UsageError, match=r"pydantic_ai\.Agent"):
         TetherAgent(object())
     assert Limits  # the limits type is re-exported for wrappers' users
+
+
+def test_what_would_be_silently_dropped_is_refused_and_tether_tools_can_be_added() -> None:
+    from pydantic_ai.capabilities import WebSearch
+
+    from tether import tool
+    from tether.integrations.mcp import MCPServer
+
+    validated = PydanticAgent(TestModel(), name="v")
+
+    @validated.output_validator
+    def no_empty(text: str) -> str:
+        return text
+
+    with pytest.raises(UsageError, match="output validator"):
+        TetherAgent(validated)
+    with pytest.raises(UsageError, match="WebSearch"):
+        TetherAgent(PydanticAgent(TestModel(), name="w", capabilities=[WebSearch()]))
+
+    @tool
+    def local(x: str) -> str:
+        """A Tether tool."""
+        return x
+
+    durable = TetherAgent(
+        PydanticAgent(TestModel(), name="t"), tools=[local, MCPServer.stdio("srv")]
+    )
+    assert [t.name for t in durable.agent.tools] == ["local"]
+    assert [s.name for s in durable.agent.tool_sources] == ["srv"]
+    with pytest.raises(UsageError, match="nosuch:thing"):
+        TetherAgent(PydanticAgent("nosuch:thing", name="m", defer_model_check=True))
