@@ -152,3 +152,21 @@ def test_a_model_that_cannot_be_built_is_a_usage_error(monkeypatch: pytest.Monke
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(UsageError, match="gpt-4o"):
         tether_agent(SDKAgent(name="a", model="gpt-4o"))
+
+
+async def test_a_subclass_of_an_sdk_provider_model_is_still_a_real_model() -> None:
+    from agents import OpenAIChatCompletionsModel
+    from openai import AsyncOpenAI
+
+    from tether.integrations.openai_agents import AgentsSDKModel
+    from tether.models import Message, ModelRequest
+
+    class Mine(OpenAIChatCompletionsModel):
+        pass
+
+    client = AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="unused", max_retries=0)
+    model = AgentsSDKModel(Mine(model="m", openai_client=client))
+    request = ModelRequest(messages=(Message(role="user", content="hi"),), tools=())
+    with pytest.raises(UsageError, match="TETHER_ALLOW_MODEL_REQUESTS"):
+        await model.complete(request)  # refused before any connection is tried
+    await client.close()

@@ -82,7 +82,11 @@ class AgentsSDKModel:
         self.context_window = context_window
         self.max_output_tokens = max_output_tokens
         self.settings = settings if settings is not None else sdk.ModelSettings()
-        self.real = model is None or isinstance(model, str) or type(model).__name__ in _SDK_MODELS
+        self.real = (
+            model is None
+            or isinstance(model, str)
+            or any(c.__name__ in _SDK_MODELS for c in type(model).__mro__)
+        )
         """A provider the SDK ships (not a fake): blocked while TETHER_ALLOW_MODEL_REQUESTS=0."""
 
     def count_tokens(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
