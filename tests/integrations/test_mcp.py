@@ -301,3 +301,30 @@ async def test_a_replay_takes_the_tool_list_and_results_from_the_recording(
     report = await replay(agent_with(gone, script), exported)
     assert report.ok, report.divergence
     assert report.replayed_status == "completed"
+
+
+@pytest.mark.slow  # four server processes
+async def test_two_sources_offering_one_tool_name_are_refused_before_journaling(
+    tmp_path: Path,
+) -> None:
+    first = MCPServer.stdio(sys.executable, [TEST_SERVER], name="one")
+    second = MCPServer.stdio(sys.executable, [TEST_SERVER], name="two")
+    runtime = Runtime(SQLiteStore(tmp_path / "t.db"))
+    agent = Agent(
+        name="twice", instructions="x", tools=[first, second], model=ScriptedModel(["done"])
+    )
+    with pytest.raises(
+        UsageError, match=r"'pid' of source 'two' is also offered by source 'one'.*prefix="
+    ):
+        await runtime.start(agent, "go")
+    (run,) = await runtime.store.list_runs()
+    assert listings(await events_of(runtime, run.run_id)) == []  # fix the agent, then resume
+    prefixed = MCPServer.stdio(sys.executable, [TEST_SERVER], name="two", prefix="two_")
+    fixed = Agent(
+        name="twice", instructions="x", tools=[first, prefixed],
+        model=ScriptedModel([call("two_pid"), "done"]),
+    )  # fmt: skip
+    result = await runtime.resume(fixed, run.run_id)
+    assert result.status == "completed", result.reason
+    assert len(listings(await events_of(runtime, run.run_id))) == 2
+    await runtime.close()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..agent import Agent
+from ..errors import UsageError
 from ..events import EventDraft
 from ..journal import RunJournal, Store, read_events
 from ..tools import Tool, ToolSession
@@ -88,6 +89,7 @@ async def bind_tool_sources(agent: Agent, journal: RunJournal) -> BoundSources:
     bound = BoundSources(agent=agent, sessions=sessions)
     drafts: list[EventDraft] = []
     tools: list[Tool] = []
+    offered_by = {t.name: "the agent" for t in agent.tools}
     try:
         for source in agent.tool_sources:
             session = source.open(journal.run_id)
@@ -103,7 +105,15 @@ async def bind_tool_sources(agent: Agent, journal: RunJournal) -> BoundSources:
                         actor=f"source:{source.name}",
                     )
                 )
-            tools.extend(session.tools(listing))
+            for tool in session.tools(listing):
+                if tool.name in offered_by:  # refused before anything is journaled
+                    raise UsageError(
+                        f"agent {agent.name}: tool {tool.name!r} of source {source.name!r} is "
+                        f"also offered by {offered_by[tool.name]}: give the source prefix= "
+                        "or include=[...]"
+                    )
+                offered_by[tool.name] = f"source {source.name!r}"
+                tools.append(tool)
         if drafts:
             await journal.append(*drafts, sync=True)
         bound.agent = dataclasses.replace(agent, tools=(*agent.tools, *tools), tool_sources=())
