@@ -328,3 +328,31 @@ async def test_two_sources_offering_one_tool_name_are_refused_before_journaling(
     assert result.status == "completed", result.reason
     assert len(listings(await events_of(runtime, run.run_id))) == 2
     await runtime.close()
+
+
+async def test_a_source_added_after_the_run_started_is_refused(tmp_path: Path) -> None:
+    from tether import tool
+
+    @tool(requires_approval=True)
+    def publish(text: str) -> str:
+        """Publish."""
+        return "published"
+
+    def agent(*sources: MCPServer) -> Agent:
+        script: list[Turn | str] = [call("publish", {"text": "t"}), "done"]
+        return Agent(
+            name="grown", instructions="x", tools=[publish, *sources],
+            model=ScriptedModel(script),
+        )  # fmt: skip
+
+    runtime = Runtime(SQLiteStore(tmp_path / "t.db"))
+    first = await runtime.start(agent(), "go")
+    assert first.status == "waiting_approval"  # past its first cycle
+    (pending,) = await pending_approvals(runtime.store, run_id=first.run_id)
+    await resolve_approval(runtime.store, pending.request_id, decision="approved")
+    late = MCPServer.stdio("/nonexistent/mcp-server", name="late")  # never contacted
+    with pytest.raises(UsageError, match="'late': the source was added to the agent after"):
+        await runtime.resume(agent(late), first.run_id)
+    done = await runtime.resume(agent(), first.run_id)  # the agent it started with
+    assert done.status == "completed", done.reason
+    await runtime.close()
