@@ -201,6 +201,21 @@ async def test_a_call_that_outlives_its_timeout_is_an_error_result(tmp_path: Pat
     events = await events_of(runtime, result.run_id)
     failed = [e.payload for e in events if e.type == "tool.failed"]
     assert failed and failed[0]["error"] == "timeout"
+    assert "outcome is unknown" not in failed[0]["output"]  # read-only: nothing to check
+    await runtime.close()
+
+
+async def test_a_call_with_effects_that_times_out_is_said_to_have_an_unknown_outcome(
+    tmp_path: Path,
+) -> None:
+    source = MCPServer.stdio(sys.executable, [TEST_SERVER], name="test", timeout_s=0.5)
+    script: list[Turn | str] = [call("slow", {"seconds": 5}), "ok"]
+    runtime = Runtime(SQLiteStore(tmp_path / "t.db"))
+    result = await runtime.start(agent_with(source, script), "sleep")
+    events = await events_of(runtime, result.run_id)
+    (failed,) = [e.payload for e in events if e.type == "tool.failed"]
+    assert failed["error"] == "timeout"
+    assert "its outcome is unknown: check it first" in failed["output"]
     await runtime.close()
 
 

@@ -118,8 +118,12 @@ async def execute(tool: Tool, arguments: dict[str, Any], context: ToolContext) -
                 continue
             if isinstance(exc, TimeoutError):
                 abandoned = " (abandoned; it may still be running)" if tool.is_sync else ""
+                # A call that was cut off may still have taken effect (a commit, a payment).
+                unknown = "" if tool.idempotent else "; its outcome is unknown: check it first"
                 return ToolOutcome(
-                    output=f"error: {tool.name} timed out after {tool.timeout_s}s{abandoned}",
+                    output=(
+                        f"error: {tool.name} timed out after {tool.timeout_s}s{abandoned}{unknown}"
+                    ),
                     error="timeout",
                     attempts=attempts,
                 )
