@@ -170,3 +170,26 @@ async def test_a_subclass_of_an_sdk_provider_model_is_still_a_real_model() -> No
     with pytest.raises(UsageError, match="TETHER_ALLOW_MODEL_REQUESTS"):
         await model.complete(request)  # refused before any connection is tried
     await client.close()
+
+
+async def test_a_callable_needs_approval_is_asked_per_call(tmp_path: Path, effects: Path) -> None:
+    asked: list[dict[str, object]] = []
+
+    async def only_a(ctx: object, params: dict[str, object], call_id: str) -> bool:
+        asked.append(params)
+        return params.get("value") == "a"
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    first = await TetherRunner.run(openai_agent(approval=only_a), "Do both steps.", store=url)
+    assert first.status == "waiting_approval" and lines(effects) == []
+    store = SQLiteStore(tmp_path / "t.db")
+    (pending,) = await pending_approvals(store, run_id=first.run_id)
+    await store.close()
+    assert pending.tool == "step_one" and pending.kind == "approval"
+    assert tether_cli("approve", pending.request_id, "--store", url).returncode == 0
+    done = await TetherRunner.run(
+        openai_agent(approval=only_a), "Do both steps.", store=url, run_id=first.run_id
+    )
+    assert done.status == "completed" and done.final_output == "step_one:a + step_two:b"
+    assert lines(effects) == ["step_one a", "step_two b"]
+    assert asked == [{"value": "a"}]  # asked once; the approved call is not asked again

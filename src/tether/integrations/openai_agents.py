@@ -7,8 +7,8 @@ journaled, budgets are reserved before each model call, a crashed run resumes in
 process without repeating completed calls, and `tether show`, `why`, `audit` and workers
 work on the run. `tether_agent(agent)` gives the Tether `Agent` for a `Runtime` or worker.
 
-Mapped: `needs_approval=True` tools become Tether's durable approvals (a callable policy
-is treated as always asking: it is async and needs the SDK's run context); a tool with
+Mapped: `needs_approval` tools become Tether's durable approvals (a callable rule is asked
+before each call, with the SDK's tool context; approved, the call runs); a tool with
 `is_enabled=False` is not offered. Refused with a clear error rather than silently dropped:
 handoffs, hosted tools (web search, computer, ...), the agent's `mcp_servers` (give Tether
 an `MCPServer` in `tools=` instead), a `tool_use_behavior` other than the default,
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from ..agent import Agent, Limits
-from ..errors import ContextOverflow, ModelError, ModelUnavailable, UsageError
+from ..errors import ApprovalNeeded, ContextOverflow, ModelError, ModelUnavailable, UsageError
 from ..loop import Runtime
 from ..models import (
     Message,
@@ -202,6 +202,10 @@ def _caller(source: Any, context: Any) -> Any:
             tool_call_id=__tether_context__.call_id,
             tool_arguments=raw,
         )
+        rule = source.needs_approval  # the SDK's per-call rule, asked before the tool runs
+        asks = callable(rule) and not __tether_context__.approved
+        if asks and await rule(ctx, dict(arguments), __tether_context__.call_id):
+            raise ApprovalNeeded(f"{source.name} asks for approval")
         return await source.on_invoke_tool(ctx, raw)
 
     return call
@@ -256,7 +260,7 @@ def tether_agent(
                 parameters=schema,
                 context_param="__tether_context__",
                 idempotent=source.name in idempotent,
-                requires_approval=source.needs_approval is not False,
+                requires_approval=source.needs_approval is True,  # a callable: asked per call
                 timeout_s=source.timeout_seconds or 60.0,
             )
         )

@@ -8,8 +8,9 @@ model request and each tool call is journaled, budgets are reserved before each 
 a crashed run resumes in any process without repeating completed calls, and `tether show`,
 `why`, `audit`, budgets and workers work on it.
 
-Mapped: `requires_approval=True` tools (pydantic-ai's deferred approvals) become Tether's
-durable approvals; a tool raising `CallDeferred` becomes a durable question whose answer
+Mapped: `requires_approval=True` tools and tools raising `ApprovalRequired` (pydantic-ai's
+deferred approvals) become Tether's durable approvals (approved, the call runs with
+`ctx.tool_call_approved`); a tool raising `CallDeferred` becomes a durable question whose answer
 is the tool's result; `ModelRetry` becomes an error result the model reads. Not mapped
 (refused with a clear error rather than silently dropped): structured `output_type`s,
 output validators, dynamic instructions or system prompts (pass `instructions=`),
@@ -26,7 +27,14 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from ..agent import Agent, Limits
-from ..errors import ContextOverflow, HumanInputRequired, ModelError, ModelUnavailable, UsageError
+from ..errors import (
+    ApprovalNeeded,
+    ContextOverflow,
+    HumanInputRequired,
+    ModelError,
+    ModelUnavailable,
+    UsageError,
+)
 from ..loop import RunResult, Runtime
 from ..models import (
     Message,
@@ -199,7 +207,7 @@ def _caller(wrapper: TetherAgent, tool: Any) -> Any:
             tool_call_id=__tether_context__.call_id,
             run_id=__tether_context__.run_id,
             retry=__tether_context__.attempt - 1,
-            tool_call_approved=bool(tool.requires_approval),
+            tool_call_approved=__tether_context__.approved,
             # Stable when a step is redone: an effect store can deduplicate by it.
             metadata={"tether_idempotency_key": __tether_context__.idempotency_key},
         )
@@ -213,10 +221,7 @@ def _caller(wrapper: TetherAgent, tool: Any) -> Any:
                 f"(arguments: {json.dumps(arguments, default=str)})"
             ) from None
         except exceptions.ApprovalRequired:
-            raise ToolRetry(
-                f"{tool.name} asked for approval at run time; under Tether declare it "
-                "with requires_approval=True"
-            ) from None
+            raise ApprovalNeeded(f"{tool.name} asks for approval") from None
 
     return call
 

@@ -33,6 +33,7 @@ from .._clock import FakeClock
 from ..agent import Agent, Limits
 from ..approvals import parse_request_id, request_id_for, resolve_approval
 from ..errors import (
+    ApprovalNeeded,
     ContextOverflow,
     HumanInputRequired,
     ModelError,
@@ -164,6 +165,8 @@ class _Recorded:
         self.results: dict[str, deque[Event]] = defaultdict(deque)
         self.questions: dict[str, str] = {}
         """Calls whose tool asked a human (`ask_human`), by key: the question."""
+        self.asked: dict[str, str] = {}
+        """Calls whose tool asked for approval (`ApprovalNeeded`), by key: the reason."""
         key_of_call: dict[tuple[str | None, str], str] = {}
         for e in events:
             cause = by_seq.get(_seq_of(e.causation_id))
@@ -189,6 +192,11 @@ class _Recorded:
                 if call is not None and call.type == "tool.requested":
                     text = e.payload.get("question") or e.payload.get("reason") or ""
                     self.questions[call.payload["idempotency_key"]] = str(text)
+            elif e.type == "approval.requested" and e.payload.get("by_tool"):
+                call = by_seq.get(int(e.payload.get("call_seq") or 0))
+                if call is not None and call.type == "tool.requested":
+                    reason = str(e.payload.get("reason") or "")
+                    self.asked[call.payload["idempotency_key"]] = reason
 
 
 def _seq_of(event_id: str | None) -> int:
@@ -262,6 +270,8 @@ def _recorded_tool(tool: Tool, recorded: _Recorded, clock: FakeClock) -> Tool:
         question = recorded.questions.pop(key, None)
         if question is not None:
             raise HumanInputRequired(question)  # the recorded answer is applied at the pause
+        if key in recorded.asked and not kwargs[_CTX].approved:
+            raise ApprovalNeeded(recorded.asked[key])  # the recorded decision is applied
         queue = recorded.results.get(key)
         if not queue:
             raise ToolRetry(f"replay: no recorded result for {tool.name} under key {key}")

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from ..errors import HumanInputRequired, SimulatedCrash, ToolRetry
+from ..errors import ApprovalNeeded, HumanInputRequired, SimulatedCrash, ToolRetry
 from ..models._validate import clean_text, is_real_cancellation
 from ._tool import Tool, ToolContext
 from ._validate import BadArguments, ToolExited, load_arguments, render_value
@@ -105,8 +105,8 @@ async def execute(tool: Tool, arguments: dict[str, Any], context: ToolContext) -
                 async with asyncio.timeout(tool.timeout_s):
                     value = await tool.invoke(arguments, context)
             return ToolOutcome(output=render_output(value), attempts=attempts)
-        except HumanInputRequired:
-            raise  # the loop turns it into a durable question
+        except (HumanInputRequired, ApprovalNeeded):
+            raise  # the loop turns it into a durable question or approval
         except ToolRetry as exc:
             return ToolOutcome(
                 output=f"error: {clean_text(str(exc))}", error="retry_requested", attempts=attempts
