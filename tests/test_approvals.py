@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tether import Agent, Limits, Runtime, tool
+from tether import Agent, Limits, Runtime, ToolContext, tool
 from tether._clock import FakeClock
 from tether.approvals import (
     ApprovalConflict,
@@ -377,3 +377,43 @@ async def test_a_journaled_empty_edit_is_what_the_driver_runs_never_the_original
     (failed,) = [e for e in events if e.type == "tool.failed"]
     assert "invalid arguments for invoice" in failed.payload["output"]
     assert done.status == "completed"
+
+
+async def test_a_tool_can_ask_for_approval_itself_and_runs_again_approved() -> None:
+    from tether.errors import ApprovalNeeded
+
+    ran: list[tuple[int, bool]] = []
+
+    @tool
+    def transfer(amount: int, ctx: ToolContext) -> str:
+        """Move money; large amounts need a human (a rule only the tool knows)."""
+        ran.append((amount, ctx.approved))
+        if amount > 100:
+            raise ApprovalNeeded(f"transfer of {amount} is over the limit")  # always, even approved
+        return f"moved {amount}"
+
+    script: list[Turn | str] = [call("transfer", {"amount": 5}), call("transfer", {"amount": 500}),
+                                call("transfer", {"amount": 900}), "done"]  # fmt: skip
+    agent = Agent(name="payer", instructions="Pay.", tools=[transfer], model=ScriptedModel(script))
+    runtime = Runtime(MemoryStore())
+    first = await runtime.start(agent, "pay")
+    assert first.status == "waiting_approval"
+    (pending,) = await pending_approvals(runtime.store, run_id=first.run_id)
+    assert pending.kind == "approval" and "500 is over the limit" in pending.reason
+    await resolve_approval(runtime.store, pending.request_id, decision="approved")
+    second = await runtime.resume(agent, first.run_id)
+    assert second.status == "waiting_approval"
+    (pending,) = await pending_approvals(runtime.store, run_id=first.run_id)
+    await resolve_approval(runtime.store, pending.request_id, decision="rejected", comment="no")
+    done = await runtime.resume(agent, first.run_id)
+    assert done.status == "completed", done.reason
+    # 5 ran; 500 asked, then ran approved (and asked again: an error, never a loop); 900
+    # asked and was rejected, so it never ran again.
+    assert ran == [(5, False), (500, False), (500, True), (900, False)]
+    events = await read_events(runtime.store, first.run_id)
+    outcomes = [(e.type, e.payload["output"]) for e in events
+                if e.type in ("tool.completed", "tool.failed")]  # fmt: skip
+    assert outcomes[0] == ("tool.completed", outcomes[0][1]) and "moved 5" in outcomes[0][1]
+    assert outcomes[1][0] == "tool.failed" and "asked for approval again" in outcomes[1][1]
+    assert outcomes[2][0] == "tool.failed" and "rejected" in outcomes[2][1]
+    await runtime.close()

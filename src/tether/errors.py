@@ -28,6 +28,7 @@ from __future__ import annotations
 
 __all__ = [
     "AppendConflict",
+    "ApprovalNeeded",
     "ContextOverflow",
     "CorruptionError",
     "HumanInputRequired",
@@ -146,6 +147,16 @@ class HumanInputRequired(ToolSignal):
     def __init__(self, question: str) -> None:
         super().__init__(question)
         self.question = question
+
+
+class ApprovalNeeded(ToolSignal):
+    """Raised by a tool, before it takes any effect, when this call needs a human's
+    approval (a rule only the tool can decide). The run waits durably; once approved the
+    call runs again with `ToolContext.approved` set, and a rejection becomes its result."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class SimulatedCrash(BaseException):

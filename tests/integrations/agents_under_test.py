@@ -57,7 +57,7 @@ def pydantic_agent(*, approval: bool = False) -> Any:
 # -- OpenAI Agents SDK --------------------------------------------------------------------
 
 
-def openai_agent(*, approval: bool = False) -> Any:
+def openai_agent(*, approval: Any = False) -> Any:
     from agents import Agent, function_tool
 
     @function_tool(needs_approval=approval)

@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Any
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -47,6 +48,13 @@ def crash() -> str:
 def add(a: int, b: int) -> str:
     """Add two integers."""
     return str(a + b)
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False))
+async def slow(seconds: float) -> str:
+    """Sleep, then answer: a call with an effect that can outlive its caller's timeout."""
+    await anyio.sleep(seconds)
+    return "slept"
 
 
 @server.tool()

@@ -201,6 +201,21 @@ async def test_a_call_that_outlives_its_timeout_is_an_error_result(tmp_path: Pat
     events = await events_of(runtime, result.run_id)
     failed = [e.payload for e in events if e.type == "tool.failed"]
     assert failed and failed[0]["error"] == "timeout"
+    assert "outcome is unknown" not in failed[0]["output"]  # read-only: nothing to check
+    await runtime.close()
+
+
+async def test_a_call_with_effects_that_times_out_is_said_to_have_an_unknown_outcome(
+    tmp_path: Path,
+) -> None:
+    source = MCPServer.stdio(sys.executable, [TEST_SERVER], name="test", timeout_s=0.5)
+    script: list[Turn | str] = [call("slow", {"seconds": 5}), "ok"]
+    runtime = Runtime(SQLiteStore(tmp_path / "t.db"))
+    result = await runtime.start(agent_with(source, script), "sleep")
+    events = await events_of(runtime, result.run_id)
+    (failed,) = [e.payload for e in events if e.type == "tool.failed"]
+    assert failed["error"] == "timeout"
+    assert "its outcome is unknown: check it first" in failed["output"]
     await runtime.close()
 
 
@@ -276,3 +291,83 @@ def test_bad_configuration_is_refused_up_front() -> None:
         Agent(name="a", instructions="x", tools=[time_server(), time_server()])
     with pytest.raises(UsageError, match="not a tool"):
         Agent(name="a", instructions="x", tools=[print])  # type: ignore[list-item]
+
+
+async def test_a_replay_takes_the_tool_list_and_results_from_the_recording(
+    tmp_path: Path,
+) -> None:
+    from tether.testing import replay
+    from tether.views import Viewer
+
+    recorded_source = MCPServer.stdio(sys.executable, [TEST_SERVER], name="test")
+    script: list[Turn | str] = [call("pid"), call("add", {"a": 1, "b": 2}), "done"]
+    runtime = Runtime(SQLiteStore(tmp_path / "t.db"))
+    result = await runtime.start(agent_with(recorded_source, script), "go")
+    assert result.status == "completed", result.reason
+    exported = tmp_path / "run.jsonl"
+    exported.write_bytes(
+        b"".join(line + b"\n" for line in await Viewer(runtime.store, "audit").export_lines(
+            result.run_id
+        ))
+    )  # fmt: skip
+    await runtime.close()
+    # The same source, now unable to start: a replay must neither list nor call it.
+    gone = MCPServer.stdio("/nonexistent/mcp-server", name="test")
+    report = await replay(agent_with(gone, script), exported)
+    assert report.ok, report.divergence
+    assert report.replayed_status == "completed"
+
+
+@pytest.mark.slow  # four server processes
+async def test_two_sources_offering_one_tool_name_are_refused_before_journaling(
+    tmp_path: Path,
+) -> None:
+    first = MCPServer.stdio(sys.executable, [TEST_SERVER], name="one")
+    second = MCPServer.stdio(sys.executable, [TEST_SERVER], name="two")
+    runtime = Runtime(SQLiteStore(tmp_path / "t.db"))
+    agent = Agent(
+        name="twice", instructions="x", tools=[first, second], model=ScriptedModel(["done"])
+    )
+    with pytest.raises(
+        UsageError, match=r"'pid' of source 'two' is also offered by source 'one'.*prefix="
+    ):
+        await runtime.start(agent, "go")
+    (run,) = await runtime.store.list_runs()
+    assert listings(await events_of(runtime, run.run_id)) == []  # fix the agent, then resume
+    prefixed = MCPServer.stdio(sys.executable, [TEST_SERVER], name="two", prefix="two_")
+    fixed = Agent(
+        name="twice", instructions="x", tools=[first, prefixed],
+        model=ScriptedModel([call("two_pid"), "done"]),
+    )  # fmt: skip
+    result = await runtime.resume(fixed, run.run_id)
+    assert result.status == "completed", result.reason
+    assert len(listings(await events_of(runtime, run.run_id))) == 2
+    await runtime.close()
+
+
+async def test_a_source_added_after_the_run_started_is_refused(tmp_path: Path) -> None:
+    from tether import tool
+
+    @tool(requires_approval=True)
+    def publish(text: str) -> str:
+        """Publish."""
+        return "published"
+
+    def agent(*sources: MCPServer) -> Agent:
+        script: list[Turn | str] = [call("publish", {"text": "t"}), "done"]
+        return Agent(
+            name="grown", instructions="x", tools=[publish, *sources],
+            model=ScriptedModel(script),
+        )  # fmt: skip
+
+    runtime = Runtime(SQLiteStore(tmp_path / "t.db"))
+    first = await runtime.start(agent(), "go")
+    assert first.status == "waiting_approval"  # past its first cycle
+    (pending,) = await pending_approvals(runtime.store, run_id=first.run_id)
+    await resolve_approval(runtime.store, pending.request_id, decision="approved")
+    late = MCPServer.stdio("/nonexistent/mcp-server", name="late")  # never contacted
+    with pytest.raises(UsageError, match="'late': the source was added to the agent after"):
+        await runtime.resume(agent(late), first.run_id)
+    done = await runtime.resume(agent(), first.run_id)  # the agent it started with
+    assert done.status == "completed", done.reason
+    await runtime.close()

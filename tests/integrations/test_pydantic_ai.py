@@ -160,3 +160,79 @@ def test_unsupported_agents_are_refused_with_a_reason() -> None:
     with pytest.raises(UsageError, match=r"pydantic_ai\.Agent"):
         TetherAgent(object())
     assert Limits  # the limits type is re-exported for wrappers' users
+
+
+def test_what_would_be_silently_dropped_is_refused_and_tether_tools_can_be_added() -> None:
+    from pydantic_ai.capabilities import WebSearch
+
+    from tether import tool
+    from tether.integrations.mcp import MCPServer
+
+    validated = PydanticAgent(TestModel(), name="v")
+
+    @validated.output_validator
+    def no_empty(text: str) -> str:
+        return text
+
+    with pytest.raises(UsageError, match="output validator"):
+        TetherAgent(validated)
+    with pytest.raises(UsageError, match="WebSearch"):
+        TetherAgent(PydanticAgent(TestModel(), name="w", capabilities=[WebSearch()]))
+
+    @tool
+    def local(x: str) -> str:
+        """A Tether tool."""
+        return x
+
+    durable = TetherAgent(
+        PydanticAgent(TestModel(), name="t"), tools=[local, MCPServer.stdio("srv")]
+    )
+    assert [t.name for t in durable.agent.tools] == ["local"]
+    assert [s.name for s in durable.agent.tool_sources] == ["srv"]
+    with pytest.raises(UsageError, match="nosuch:thing"):
+        TetherAgent(PydanticAgent("nosuch:thing", name="m", defer_model_check=True))
+
+
+async def test_a_tool_raising_approval_required_pauses_and_runs_approved(tmp_path: Path) -> None:
+    from pydantic_ai.exceptions import ApprovalRequired
+
+    seen: list[tuple[str, bool]] = []
+    wrapped = PydanticAgent(TestModel(call_tools=["delete"]), name="deleter")
+
+    @wrapped.tool
+    def delete(ctx: RunContext[None], path: str) -> str:
+        """Delete a file; asks first (pydantic-ai's dynamic approval)."""
+        seen.append((path, ctx.tool_call_approved))
+        if not ctx.tool_call_approved:
+            raise ApprovalRequired
+        return f"deleted {path}"
+
+    db = tmp_path / "t.db"
+    agent = TetherAgent(wrapped).agent
+    assert agent.tools[0].requires_approval is False  # decided by the tool, at run time
+    runtime = Runtime(SQLiteStore(db))
+    first = await runtime.start(agent, "Delete it")
+    assert first.status == "waiting_approval", first.reason
+    (pending,) = await pending_approvals(runtime.store, run_id=first.run_id)
+    assert pending.tool == "delete" and pending.kind == "approval"
+    await runtime.close()
+    approve = tether_cli("approve", pending.request_id, "--store", f"sqlite:///{db}")
+    assert approve.returncode == 0, approve.stderr
+    runtime = Runtime(SQLiteStore(db))
+    done = await runtime.resume(agent, first.run_id)
+    assert done.status == "completed", done.reason
+    assert [approved for _, approved in seen] == [False, True]  # asked, then ran approved
+    events = await read_events(runtime.store, first.run_id)
+    (result,) = [e for e in events if e.type == "tool.completed"]
+    assert result.payload["output"].startswith("deleted ")
+    # A replay asks again where the tool asked, applies the recorded decision, calls nothing.
+    from tether.testing import replay
+    from tether.views import Viewer
+
+    exported = tmp_path / "run.jsonl"
+    lines_out = await Viewer(runtime.store, "audit").export_lines(first.run_id)
+    exported.write_bytes(b"".join(line + b"\n" for line in lines_out))
+    await runtime.close()
+    report = await replay(agent, exported)
+    assert report.ok, report.divergence
+    assert len(seen) == 2

@@ -1,5 +1,6 @@
-"""Runs of integration agents are served by workers like any run: a pydantic-ai agent and
-an agent with an MCP server, submitted to a queue and driven by a `Worker`."""
+"""Runs of integration agents are served by workers like any run: a pydantic-ai agent, an
+Agents SDK agent and an agent with an MCP server, submitted to a queue and driven by a
+`Worker`."""
 
 from __future__ import annotations
 
@@ -31,6 +32,19 @@ async def test_a_worker_drives_a_pydantic_ai_agent(tmp_path: Path, effects: Path
     store = SQLiteStore(tmp_path / "t.db")
     agent = TetherAgent(pydantic_agent(), name="steps").agent
     run_id = await serve(store, agent, "Do both steps.")
+    record = await store.get_run(run_id)
+    await store.close()
+    assert record.summary.status == "completed"
+    assert lines(effects) == ["step_one a", "step_two b"]
+
+
+async def test_a_worker_drives_an_agents_sdk_agent(tmp_path: Path, effects: Path) -> None:
+    need("agents")
+    from tests.integrations.agents_under_test import openai_agent
+    from tether.integrations.openai_agents import tether_agent
+
+    store = SQLiteStore(tmp_path / "t.db")
+    run_id = await serve(store, tether_agent(openai_agent()), "Do both steps.")
     record = await store.get_run(run_id)
     await store.close()
     assert record.summary.status == "completed"

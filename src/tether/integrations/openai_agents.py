@@ -7,10 +7,14 @@ journaled, budgets are reserved before each model call, a crashed run resumes in
 process without repeating completed calls, and `tether show`, `why`, `audit` and workers
 work on the run. `tether_agent(agent)` gives the Tether `Agent` for a `Runtime` or worker.
 
-Mapped: `needs_approval=True` tools become Tether's durable approvals (a callable policy
-is treated as always asking: it is async and needs the SDK's run context). Refused with a
-clear error: handoffs, hosted tools (web search, computer, ...), structured `output_type`s
-and dynamic instructions (pass `instructions=`). Guardrails are not run.
+Mapped: `needs_approval` tools become Tether's durable approvals (a callable rule is asked
+before each call, with the SDK's tool context; approved, the call runs); a tool with
+`is_enabled=False` is not offered. Refused with a clear error rather than silently dropped:
+handoffs, hosted tools (web search, computer, ...), the agent's `mcp_servers` (give Tether
+an `MCPServer` in `tools=` instead), a `tool_use_behavior` other than the default,
+structured `output_type`s, dynamic instructions (pass `instructions=`), a callable
+`is_enabled`, and guardrails (agent or tool; `skip_guardrails=True` runs the agent
+without them). Lifecycle hooks are not called.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..agent import Agent, Limits
-from ..errors import ContextOverflow, ModelError, ModelUnavailable, UsageError
+from ..errors import ApprovalNeeded, ContextOverflow, ModelError, ModelUnavailable, UsageError
 from ..loop import Runtime
 from ..models import (
     Message,
@@ -33,7 +37,7 @@ from ..models import (
     estimate_tokens,
 )
 from ..models._base import TextSink, check_real_calls_allowed
-from ..tools import Tool, ToolContext
+from ..tools import Tool, ToolContext, ToolSource
 from ._schema import passthrough_model, require_module
 
 __all__ = ["AgentsSDKModel", "TetherRunResult", "TetherRunner", "tether_agent", "to_input_items"]
@@ -64,7 +68,12 @@ class AgentsSDKModel:
         if model is None or isinstance(model, str):
             provider = require_module("agents.models.multi_provider", "openai-agents")
             self.name = name or model or "gpt-4.1"
-            self.inner = provider.MultiProvider().get_model(model)
+            try:
+                self.inner = provider.MultiProvider().get_model(model)
+            except Exception as exc:  # the SDK's provider: no key, an unknown prefix, ...
+                raise UsageError(
+                    f"the Agents SDK cannot build model {self.name!r}: {type(exc).__name__}: {exc}"
+                ) from None
         elif isinstance(model, sdk.Model):
             self.inner = model
             self.name = name or str(getattr(model, "model", None) or type(model).__name__)
@@ -73,7 +82,11 @@ class AgentsSDKModel:
         self.context_window = context_window
         self.max_output_tokens = max_output_tokens
         self.settings = settings if settings is not None else sdk.ModelSettings()
-        self.real = model is None or isinstance(model, str) or type(model).__name__ in _SDK_MODELS
+        self.real = (
+            model is None
+            or isinstance(model, str)
+            or any(c.__name__ in _SDK_MODELS for c in type(model).__mro__)
+        )
         """A provider the SDK ships (not a fake): blocked while TETHER_ALLOW_MODEL_REQUESTS=0."""
 
     def count_tokens(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
@@ -189,6 +202,10 @@ def _caller(source: Any, context: Any) -> Any:
             tool_call_id=__tether_context__.call_id,
             tool_arguments=raw,
         )
+        rule = source.needs_approval  # the SDK's per-call rule, asked before the tool runs
+        asks = callable(rule) and not __tether_context__.approved
+        if asks and await rule(ctx, dict(arguments), __tether_context__.call_id):
+            raise ApprovalNeeded(f"{source.name} asks for approval")
         return await source.on_invoke_tool(ctx, raw)
 
     return call
@@ -205,27 +222,36 @@ def tether_agent(
     idempotent: Sequence[str] = (),
     context_window: int = 128_000,
     max_output_tokens: int = 4_096,
+    tools: Sequence[Tool | ToolSource] = (),
+    skip_guardrails: bool = False,
     **options: Any,
 ) -> Agent:
     """The Tether `Agent` that runs an Agents SDK agent; `context` is handed to every tool
-    call (it must be available in any process that resumes the run)."""
+    call (it must be available in any process that resumes the run). `tools` adds Tether
+    tools and tool sources (an `MCPServer`) to the agent's function tools."""
     sdk = _sdk()
     if not isinstance(agent, sdk.Agent):
         raise UsageError(f"expected an agents.Agent, not {type(agent).__name__}")
-    if agent.handoffs:
-        raise UsageError(f"agent {agent.name!r} has handoffs, which Tether does not run yet")
+    _refuse_unrun_features(agent, skip_guardrails=skip_guardrails)
     if agent.output_type not in (None, str):
         raise UsageError(f"agent {agent.name!r}: only text output is supported yet")
     if instructions is None:
         if agent.instructions is not None and not isinstance(agent.instructions, str):
             raise UsageError("dynamic instructions cannot be journaled: pass instructions=")
         instructions = agent.instructions or "You are a helpful assistant."
-    tools: list[Tool] = []
+    converted: list[Tool] = []
     for source in agent.tools:
         if not isinstance(source, sdk.FunctionTool):
             raise UsageError(f"{type(source).__name__} is not supported: only function tools are")
+        if source.is_enabled is False:
+            continue  # the SDK never offers it
+        if source.is_enabled is not True:
+            raise UsageError(
+                f"tool {source.name!r}: a callable is_enabled needs the SDK's run context, "
+                "which Tether does not have; use True or False"
+            )
         schema = dict(source.params_json_schema)
-        tools.append(
+        converted.append(
             Tool(
                 name=source.name,
                 description=source.description or source.name,
@@ -234,7 +260,7 @@ def tether_agent(
                 parameters=schema,
                 context_param="__tether_context__",
                 idempotent=source.name in idempotent,
-                requires_approval=source.needs_approval is not False,
+                requires_approval=source.needs_approval is True,  # a callable: asked per call
                 timeout_s=source.timeout_seconds or 60.0,
             )
         )
@@ -242,7 +268,7 @@ def tether_agent(
     return Agent(
         name=name or agent.name,
         instructions=instructions,
-        tools=tools,
+        tools=cast(list[Tool], [*converted, *tools]),  # Agent moves sources apart
         model=AgentsSDKModel(
             chosen,
             context_window=context_window,
@@ -253,6 +279,31 @@ def tether_agent(
         max_output_tokens=min(max_output_tokens, 2_048),
         **options,
     )
+
+
+def _refuse_unrun_features(agent: Any, *, skip_guardrails: bool) -> None:
+    """What the SDK's runner would do and Tether's loop would not: refused, not dropped."""
+    if agent.handoffs:
+        raise UsageError(f"agent {agent.name!r} has handoffs, which Tether does not run yet")
+    if agent.mcp_servers:
+        raise UsageError(
+            f"agent {agent.name!r} has mcp_servers, whose tools Tether would not journal: "
+            "give tether.integrations.mcp.MCPServer in tools= instead"
+        )
+    if agent.tool_use_behavior != "run_llm_again":
+        raise UsageError(
+            f"agent {agent.name!r}: tool_use_behavior={agent.tool_use_behavior!r} is not "
+            "supported yet (Tether gives tool results back to the model)"
+        )
+    guarded = bool(agent.input_guardrails or agent.output_guardrails) or any(
+        getattr(t, "tool_input_guardrails", None) or getattr(t, "tool_output_guardrails", None)
+        for t in agent.tools
+    )
+    if guarded and not skip_guardrails:
+        raise UsageError(
+            f"agent {agent.name!r} has guardrails, which Tether does not run yet: remove "
+            "them, or pass skip_guardrails=True to run the agent without them"
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -8,12 +8,15 @@ model request and each tool call is journaled, budgets are reserved before each 
 a crashed run resumes in any process without repeating completed calls, and `tether show`,
 `why`, `audit`, budgets and workers work on it.
 
-Mapped: `requires_approval=True` tools (pydantic-ai's deferred approvals) become Tether's
-durable approvals; a tool raising `CallDeferred` becomes a durable question whose answer
+Mapped: `requires_approval=True` tools and tools raising `ApprovalRequired` (pydantic-ai's
+deferred approvals) become Tether's durable approvals (approved, the call runs with
+`ctx.tool_call_approved`); a tool raising `CallDeferred` becomes a durable question whose answer
 is the tool's result; `ModelRetry` becomes an error result the model reads. Not mapped
-(refused with a clear error): structured `output_type`s, dynamic instructions or system
-prompts (pass `instructions=`), and toolsets other than function tools (give Tether an
-`MCPServer` instead of a pydantic-ai MCP toolset). Tool `prepare` hooks are not called.
+(refused with a clear error rather than silently dropped): structured `output_type`s,
+output validators, dynamic instructions or system prompts (pass `instructions=`),
+capabilities beyond pydantic-ai's defaults (web search, hooks, ...), and toolsets other
+than function tools (give Tether an `MCPServer` in `tools=` instead of a pydantic-ai MCP
+toolset). Tool `prepare` hooks are not called.
 """
 
 from __future__ import annotations
@@ -21,10 +24,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from ..agent import Agent, Limits
-from ..errors import ContextOverflow, HumanInputRequired, ModelError, ModelUnavailable, UsageError
+from ..errors import (
+    ApprovalNeeded,
+    ContextOverflow,
+    HumanInputRequired,
+    ModelError,
+    ModelUnavailable,
+    UsageError,
+)
 from ..loop import RunResult, Runtime
 from ..models import (
     Message,
@@ -36,7 +46,7 @@ from ..models import (
     estimate_tokens,
 )
 from ..models._base import TextSink, check_real_calls_allowed
-from ..tools import Tool, ToolContext, ToolRetry
+from ..tools import Tool, ToolContext, ToolRetry, ToolSource
 from ._schema import passthrough_model, require_module
 
 __all__ = ["PydanticAIModel", "TetherAgent", "to_pydantic_messages"]
@@ -62,7 +72,10 @@ class PydanticAIModel:
         settings: dict[str, Any] | None = None,
     ) -> None:
         models = require_module("pydantic_ai.models", "pydantic-ai")
-        self.inner = models.infer_model(model)
+        try:
+            self.inner = models.infer_model(model)
+        except Exception as exc:  # pydantic-ai's UserError: an unknown model, no key, ...
+            raise UsageError(f"pydantic-ai cannot build model {model!r}: {exc}") from None
         self.name: str = str(self.inner.model_name)
         self.context_window = context_window
         self.max_output_tokens = max_output_tokens
@@ -194,7 +207,7 @@ def _caller(wrapper: TetherAgent, tool: Any) -> Any:
             tool_call_id=__tether_context__.call_id,
             run_id=__tether_context__.run_id,
             retry=__tether_context__.attempt - 1,
-            tool_call_approved=bool(tool.requires_approval),
+            tool_call_approved=__tether_context__.approved,
             # Stable when a step is redone: an effect store can deduplicate by it.
             metadata={"tether_idempotency_key": __tether_context__.idempotency_key},
         )
@@ -208,10 +221,7 @@ def _caller(wrapper: TetherAgent, tool: Any) -> Any:
                 f"(arguments: {json.dumps(arguments, default=str)})"
             ) from None
         except exceptions.ApprovalRequired:
-            raise ToolRetry(
-                f"{tool.name} asked for approval at run time; under Tether declare it "
-                "with requires_approval=True"
-            ) from None
+            raise ApprovalNeeded(f"{tool.name} asks for approval") from None
 
     return call
 
@@ -235,8 +245,10 @@ class TetherAgent:
         context_window: int = 128_000,
         max_output_tokens: int = 4_096,
         idempotent: Sequence[str] = (),
+        tools: Sequence[Tool | ToolSource] = (),
         **options: Any,
     ) -> None:
+        """`tools` adds Tether tools and tool sources (an `MCPServer`) to the agent's own."""
         pai = _pai()
         if not isinstance(wrapped, pai.Agent):
             raise UsageError(f"TetherAgent wraps a pydantic_ai.Agent, not {type(wrapped).__name__}")
@@ -245,6 +257,7 @@ class TetherAgent:
                 "TetherAgent runs agents whose output is text; "
                 f"{wrapped.output_type!r} output is not supported yet"
             )
+        _refuse_unrun_features(wrapped)
         agent_name = name or wrapped.name
         if not agent_name:
             raise UsageError("give the agent a name (TetherAgent(agent, name=...)): runs use it")
@@ -263,7 +276,7 @@ class TetherAgent:
         self.agent = Agent(
             name=agent_name,
             instructions=instructions if instructions is not None else _instructions(wrapped),
-            tools=self._tools(set(idempotent)),
+            tools=cast(list[Tool], [*self._tools(set(idempotent)), *tools]),  # sources: moved
             model=self.model,
             limits=limits or Limits(),
             max_output_tokens=min(max_output_tokens, 2_048),
@@ -319,6 +332,27 @@ class TetherAgent:
                     )
                 )
         return tools
+
+
+def _refuse_unrun_features(agent: Any) -> None:
+    """What pydantic-ai's own run would do and Tether's loop would not: refused, not dropped."""
+    if getattr(agent, "_output_validators", None):
+        raise UsageError(
+            "output validators are not run under Tether yet: remove them, or check the "
+            "answer with a Tether output guardrail"
+        )
+    extra = sorted(set(_capabilities(agent)) - set(_capabilities(_pai().Agent())))
+    if extra:
+        raise UsageError(
+            f"capabilities {', '.join(extra)} are not run under Tether yet: remove them "
+            "(for MCP servers give tether.integrations.mcp.MCPServer in tools=)"
+        )
+
+
+def _capabilities(agent: Any) -> list[str]:
+    """The names of an agent's capabilities (a fresh agent's are pydantic-ai's defaults)."""
+    root = getattr(agent, "_root_capability", None)
+    return [type(c).__name__ for c in getattr(root, "capabilities", None) or ()]
 
 
 def _instructions(agent: Any) -> str:

@@ -53,7 +53,7 @@ class Recovery(ToolCalls):
             told = requested[call.seq].payload.get("notes") if call.seq in requested else None
             if told:
                 self.call_notes[call.call_id] = list(told)
-        rerun: list[tuple[PendingCall, Tool, dict[str, Any], int, str, str | None]] = []
+        rerun: list[tuple[PendingCall, Tool, dict[str, Any], int, str, str | None, bool]] = []
         for call in pending:
             tool = self.tool(call.name)
             approval = approvals.get(call.seq)
@@ -112,12 +112,16 @@ class Recovery(ToolCalls):
                         ),
                         sync=True,
                     )
-                    rerun.append((call, tool, args, 1, key, None if edit is not None else raw))
+                    rerun.append(
+                        (call, tool, args, 1, key, None if edit is not None else raw, True)
+                    )
                     continue
                 parsed = args
             if tool.idempotent or tool.on_unknown == "retry":
                 unedited = approval is None or approval.resolved_arguments is None
-                rerun.append((call, tool, parsed, 2, key, raw if unedited else None))
+                rerun.append(
+                    (call, tool, parsed, 2, key, raw if unedited else None, approval is not None)
+                )
             else:
                 outcome = ToolOutcome(
                     output=UNKNOWN_OUTCOME.format(name=tool.name), error="unknown_outcome"
@@ -129,7 +133,9 @@ class Recovery(ToolCalls):
         await asyncio.gather(
             *(
                 # The arguments as journaled, unless an approver edited them.
-                self.run_tool(call, tool, args, corr, attempt=n, key=key, raw=raw)
-                for call, tool, args, n, key, raw in rerun
+                self.run_tool(
+                    call, tool, args, corr, attempt=n, key=key, raw=raw, approved=approved
+                )
+                for call, tool, args, n, key, raw, approved in rerun
             )
         )

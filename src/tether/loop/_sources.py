@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..agent import Agent
+from ..errors import UsageError
 from ..events import EventDraft
 from ..journal import RunJournal, Store, read_events
 from ..tools import Tool, ToolSession
@@ -33,7 +34,8 @@ LISTING_NOTE = "tools.listed"
 """`kind` of the note that records one source's tool list."""
 
 _PREFIX_EVENTS = 64
-"""Listings are journaled before the first cycle; resume reads no further than this."""
+"""Listings are journaled before the first cycle; resume reads no further than this many
+events past one per source."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -49,9 +51,11 @@ class BoundSources:
                 await session.aclose()
 
 
-async def journaled_listings(store: Store, run_id: str) -> dict[str, list[dict[str, Any]]]:
+async def journaled_listings(
+    store: Store, run_id: str, *, sources: int
+) -> dict[str, list[dict[str, Any]]]:
     """Listings journaled at the start of the run, by source name (a bounded read)."""
-    events = await read_events(store, run_id, until_seq=_PREFIX_EVENTS)
+    events = await read_events(store, run_id, until_seq=_PREFIX_EVENTS + sources)
     found: dict[str, list[dict[str, Any]]] = {}
     for event in events:
         if event.type == "cycle.started":
@@ -66,7 +70,7 @@ async def with_journaled_tools(agent: Agent, store: Store, run_id: str) -> Agent
     edited approval against their schemas; it opens no connection."""
     if not agent.tool_sources:
         return agent
-    listed = await journaled_listings(store, run_id)
+    listed = await journaled_listings(store, run_id, sources=len(agent.tool_sources))
     tools = [
         tool
         for source in agent.tool_sources
@@ -80,20 +84,32 @@ async def bind_tool_sources(agent: Agent, journal: RunJournal) -> BoundSources:
     """Open one session per source for this run and add the tools of each.
 
     A listing the journal already holds is used as it is; a missing one is fetched from
-    the server and journaled (synced: the model will be shown these tools) before use.
+    the server and journaled (synced: the model will be shown these tools) before use,
+    unless the run is past its first cycle: a source added to the agent since then is
+    refused, so a run's tools never change under it.
     """
     if not agent.tool_sources:
         return BoundSources(agent=agent)
-    listed = await journaled_listings(journal.store, journal.run_id)
+    listed = await journaled_listings(
+        journal.store, journal.run_id, sources=len(agent.tool_sources)
+    )
     sessions: list[ToolSession] = []
     bound = BoundSources(agent=agent, sessions=sessions)
     drafts: list[EventDraft] = []
     tools: list[Tool] = []
+    offered_by = {t.name: "the agent" for t in agent.tools}
     try:
         for source in agent.tool_sources:
             session = source.open(journal.run_id)
             sessions.append(session)
             listing = listed.get(source.name)
+            if listing is None and journal.state.cycle > 0:
+                raise UsageError(
+                    f"run {journal.run_id} has no tool list of source {source.name!r}: the "
+                    "source was added to the agent after the run started, and the run's "
+                    "model was never offered its tools; resume it with the agent it started "
+                    "with, or start a new run"
+                )
             if listing is None:
                 # A server's listing is untrusted: text the journal can store, no NaN.
                 listing = json_safe(await session.list_tools())
@@ -105,7 +121,15 @@ async def bind_tool_sources(agent: Agent, journal: RunJournal) -> BoundSources:
                         actor=f"source:{source.name}",
                     )
                 )
-            tools.extend(session.tools(listing))
+            for tool in session.tools(listing):
+                if tool.name in offered_by:  # refused before anything is journaled
+                    raise UsageError(
+                        f"agent {agent.name}: tool {tool.name!r} of source {source.name!r} is "
+                        f"also offered by {offered_by[tool.name]}: give the source prefix= "
+                        "or include=[...]"
+                    )
+                offered_by[tool.name] = f"source {source.name!r}"
+                tools.append(tool)
         if drafts:
             await journal.append(*drafts, sync=True)
         bound.agent = dataclasses.replace(agent, tools=(*agent.tools, *tools), tool_sources=())

@@ -16,7 +16,7 @@ from typing import Any
 from .._clock import iso
 from ..approvals import approval_visibility, request_id_for
 from ..budget import Denial, Reservation
-from ..errors import HumanInputRequired
+from ..errors import ApprovalNeeded, HumanInputRequired
 from ..events import EventDraft, Usage
 from ..models._validate import clean_text
 from ..policies import AfterTool, BeforeTool, Verdict
@@ -169,9 +169,10 @@ class ToolCalls(ModelCalls):
         attempt: int,
         key: str,
         raw: str | None = None,
+        approved: bool = False,
     ) -> None:
         """Run one call and record its outcome; `raw` is the arguments as the model sent
-        them (what policies compare calls by)."""
+        them (what policies compare calls by); `approved`: a human approved this call."""
         if self.observer:
             self.observer(Progress(state=self.state, event="tool.started", tool=tool.name))
         arguments = raw if raw is not None else canonical_arguments(args)
@@ -195,6 +196,7 @@ class ToolCalls(ModelCalls):
             store=self.journal.store,
             correlation_id=corr,
             event_id=f"{self.state.run_id}:{call.seq}",
+            approved=approved,
         )
         hold: Reservation | Denial | None = None
         if tool.cost_usd and self.ledger is not None:
@@ -218,6 +220,21 @@ class ToolCalls(ModelCalls):
                 )
             )
             return
+        except ApprovalNeeded as asked:
+            # Raised before any effect: nothing was spent, and the call runs again approved.
+            if isinstance(hold, Reservation) and self.ledger is not None:
+                await self.ledger.release(hold)
+            hold = None
+            if not approved:
+                draft = self.approval_draft(call, tool, args, corr, reason=asked.reason,
+                                            kind="approval")  # fmt: skip
+                draft.payload["by_tool"] = True  # the tool asked (a replay asks again)
+                await self.append(draft)
+                return
+            outcome = ToolOutcome(
+                output=f"error: {tool.name} asked for approval again after it was approved",
+                error="exception",
+            )
         except BaseException:
             if isinstance(hold, Reservation) and self.ledger is not None:
                 await self.ledger.release(hold)

@@ -3,7 +3,8 @@
 `replay(agent, path)` reads a journal exported with `tether export RUN --view audit`
 (checksums and hash chain verified), creates the same run in a fresh memory store and
 drives `agent` on it with a model that returns the recorded answers in order and tools
-that return the recorded results by idempotency key: no model and no tool is called. A
+that return the recorded results by idempotency key (a tool source such as an MCP server
+gives the tool list the recording journaled): no model, tool or server is called. A
 recorded crash (a `run.resumed` that no pause and no outside input explains) is replayed
 as a crash at the same position followed by a resume; what came from outside the loop
 (approval decisions, new limits, an operator's pins) is applied where the recording has
@@ -36,6 +37,7 @@ from .._clock import FakeClock
 from ..agent import Agent, Limits
 from ..approvals import parse_request_id, request_id_for, resolve_approval
 from ..errors import (
+    ApprovalNeeded,
     ContextOverflow,
     HumanInputRequired,
     ModelError,
@@ -47,6 +49,7 @@ from ..errors import (
 from ..events import GENESIS_HASH, Event, EventDecodeError, decode_event
 from ..journal import Lease, MemoryStore, RunSummary, Store, read_events, summary_of
 from ..loop import Runtime
+from ..loop._sources import LISTING_NOTE
 from ..models import (
     Message,
     Model,
@@ -60,7 +63,7 @@ from ..models import (
 from ..models._base import TextSink
 from ..state import RunState, fold
 from ..state._fold import apply
-from ..tools import Tool
+from ..tools import Tool, ToolSession, ToolSource
 
 __all__ = ["Divergence", "ReplayError", "ReplayReport", "assert_replays", "load_journal", "replay"]
 
@@ -168,6 +171,8 @@ class _Recorded:
         self.results: dict[str, deque[Event]] = defaultdict(deque)
         self.questions: dict[str, str] = {}
         """Calls whose tool asked a human (`ask_human`), by key: the question."""
+        self.asked: dict[str, str] = {}
+        """Calls whose tool asked for approval (`ApprovalNeeded`), by key: the reason."""
         key_of_call: dict[tuple[str | None, str], str] = {}
         for e in events:
             cause = by_seq.get(_seq_of(e.causation_id))
@@ -193,6 +198,11 @@ class _Recorded:
                 if call is not None and call.type == "tool.requested":
                     text = e.payload.get("question") or e.payload.get("reason") or ""
                     self.questions[call.payload["idempotency_key"]] = str(text)
+            elif e.type == "approval.requested" and e.payload.get("by_tool"):
+                call = by_seq.get(int(e.payload.get("call_seq") or 0))
+                if call is not None and call.type == "tool.requested":
+                    reason = str(e.payload.get("reason") or "")
+                    self.asked[call.payload["idempotency_key"]] = reason
 
 
 def _seq_of(event_id: str | None) -> int:
@@ -284,6 +294,8 @@ def _recorded_tool(tool: Tool, recorded: _Recorded, clock: FakeClock) -> Tool:
         question = recorded.questions.pop(key, None)
         if question is not None:
             raise HumanInputRequired(question)  # the recorded answer is applied at the pause
+        if key in recorded.asked and not kwargs[_CTX].approved:
+            raise ApprovalNeeded(recorded.asked[key])  # the recorded decision is applied
         queue = recorded.results.get(key)
         if not queue:
             raise ToolRetry(f"replay: no recorded result for {tool.name} under key {key}")
@@ -319,6 +331,50 @@ def _recorded_failure(name: str, kind: str, output: str) -> BaseException:
 
 class _RecordedException(Exception):
     """A recorded tool exception, raised again under its recorded type name."""
+
+
+class _RecordedSource:
+    """A tool source (an MCP server) as the recording knew it: its journaled tool list and
+    recorded results. It never connects, so a replay neither lists nor calls the server."""
+
+    def __init__(
+        self, inner: ToolSource, listings: dict[str, list[Any]], recorded: _Recorded,
+        clock: FakeClock,
+    ) -> None:  # fmt: skip
+        self.inner, self.name = inner, inner.name
+        self.listing = listings.get(inner.name)
+        self.recorded, self.clock = recorded, clock
+
+    def open(self, run_id: str) -> _RecordedSession:
+        return _RecordedSession(self, self.inner.open(run_id))
+
+
+class _RecordedSession:
+    def __init__(self, source: _RecordedSource, inner: ToolSession) -> None:
+        self.source, self.inner = source, inner
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        if self.source.listing is None:
+            raise ReplayError(f"the recording has no tool list of source {self.source.name!r}")
+        return self.source.listing
+
+    def tools(self, listing: list[dict[str, Any]]) -> Sequence[Tool]:
+        return [
+            _recorded_tool(t, self.source.recorded, self.source.clock)
+            for t in self.inner.tools(listing)
+        ]
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()  # nothing was opened: the inner session was never used
+
+
+def _listings(events: Sequence[Event]) -> dict[str, list[Any]]:
+    """The tool lists the recording journaled, by source (the first of each)."""
+    found: dict[str, list[Any]] = {}
+    for e in events:
+        if e.type == "note" and e.payload.get("kind") == LISTING_NOTE:
+            found.setdefault(str(e.payload["source"]), list(e.payload["tools"]))
+    return found
 
 
 class _CrashAt:
@@ -500,6 +556,10 @@ async def replay(agent: Agent, path: Path | str, *, script: bool = False) -> Rep
             script=summarizer if script and isinstance(summarizer, ScriptedModel) else None,
         ),
         tools=[_recorded_tool(t, recorded, clock) for t in agent.tools],
+        tool_sources=[
+            _RecordedSource(s, _listings(recorded_events), recorded, clock)
+            for s in agent.tool_sources
+        ],
     )  # fmt: skip
     p = created.payload
     run_id = created.run_id

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from ..errors import HumanInputRequired, SimulatedCrash, ToolRetry
+from ..errors import ApprovalNeeded, HumanInputRequired, SimulatedCrash, ToolRetry
 from ..models._validate import clean_text, is_real_cancellation
 from ._tool import Tool, ToolContext
 from ._validate import BadArguments, ToolExited, load_arguments, render_value
@@ -105,8 +105,8 @@ async def execute(tool: Tool, arguments: dict[str, Any], context: ToolContext) -
                 async with asyncio.timeout(tool.timeout_s):
                     value = await tool.invoke(arguments, context)
             return ToolOutcome(output=render_output(value), attempts=attempts)
-        except HumanInputRequired:
-            raise  # the loop turns it into a durable question
+        except (HumanInputRequired, ApprovalNeeded):
+            raise  # the loop turns it into a durable question or approval
         except ToolRetry as exc:
             return ToolOutcome(
                 output=f"error: {clean_text(str(exc))}", error="retry_requested", attempts=attempts
@@ -118,8 +118,12 @@ async def execute(tool: Tool, arguments: dict[str, Any], context: ToolContext) -
                 continue
             if isinstance(exc, TimeoutError):
                 abandoned = " (abandoned; it may still be running)" if tool.is_sync else ""
+                # A call that was cut off may still have taken effect (a commit, a payment).
+                unknown = "" if tool.idempotent else "; its outcome is unknown: check it first"
                 return ToolOutcome(
-                    output=f"error: {tool.name} timed out after {tool.timeout_s}s{abandoned}",
+                    output=(
+                        f"error: {tool.name} timed out after {tool.timeout_s}s{abandoned}{unknown}"
+                    ),
                     error="timeout",
                     attempts=attempts,
                 )

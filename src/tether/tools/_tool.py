@@ -54,6 +54,8 @@ class ToolContext:
     event_id: str | None = None
     """`RUN_ID:SEQ` of the call's `tool.requested` event (for links such as a child run's
     parent); unlike the key, it may differ when a step is redone."""
+    approved: bool = False
+    """A human approved this call (its tool's rule, or its own `ApprovalNeeded`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
