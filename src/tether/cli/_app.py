@@ -165,13 +165,14 @@ def _store_arg(store_url: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _runtime(store_url: str) -> AsyncIterator[Runtime]:
+async def _runtime(store_url: str, *, create: bool = True) -> AsyncIterator[Runtime]:
     """A Runtime on the store, closed on the way out; its appends become OpenTelemetry
-    spans when TETHER_OTEL asks (every span exported before the process exits)."""
+    spans when TETHER_OTEL asks (every span exported before the process exits).
+    `create=False` for commands on an existing run: a missing store is an error."""
     from ..telemetry import instrument, observer_from_env
 
     observer = observer_from_env()
-    runtime = Runtime(store_url)
+    runtime = Runtime(store_url if create else _store(store_url, create=False))
     if observer is not None:
         runtime.store = instrument(runtime.store, observer)
     try:
@@ -495,7 +496,7 @@ def resume(
     async def go() -> RunResult:
         from ..loop._relimit import change_limits
 
-        async with _runtime(store_url) as runtime:
+        async with _runtime(store_url, create=False) as runtime:
             definition = await agent_of_run(runtime.store, run_id, agent)
             overrides = _limits_overrides(max_steps, max_cost, max_time)
             if any(v is not None for v in overrides.values()):
