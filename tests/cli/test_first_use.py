@@ -261,6 +261,7 @@ def test_resume_refuses_new_limits_for_a_completed_run(store: Path) -> None:
         ["budget", "set", "--scope", "global", "--daily", "nan"],
         ["budget", "set", "--scope", "global", "--per-call", "inf"],
         ["worker", "--lease-ttl", "nan"],
+        ["worker", "--grace", "inf"],
     ],
 )
 def test_non_finite_numbers_are_one_line_usage_errors(store: Path, args: list[str]) -> None:
@@ -269,6 +270,12 @@ def test_non_finite_numbers_are_one_line_usage_errors(store: Path, args: list[st
     assert "must be a finite number" in err and "Traceback" not in err + out
     assert len(err.strip().splitlines()) == 1
     assert not store.exists()
+
+
+def test_a_soak_of_infinite_duration_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["chaos", "--demo", "--duration", "inf"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --duration must be a finite number, not inf"
 
 
 def test_budget_set_without_values_is_an_error_and_huge_values_print_short(store: Path) -> None:

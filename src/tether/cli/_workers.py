@@ -81,7 +81,9 @@ def worker(
     grace: Annotated[
         float,
         typer.Option(
-            help="On SIGTERM, seconds to let runs reach a step boundary.", callback=finite
+            help="On SIGTERM, seconds to let runs reach a step boundary.",
+            callback=finite,
+            min=0,
         ),
     ] = 30.0,
     local_takeover: Annotated[
