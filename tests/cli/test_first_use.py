@@ -83,6 +83,14 @@ def test_approve_with_args_merges_onto_the_call_and_journals_what_runs(store: Pa
     assert report.startswith("# Edited\n") and "## Open questions" in report
 
 
+def test_approve_prints_the_edited_arguments_redacted(store: Path) -> None:
+    _, request_id = detached_demo(store)
+    key = "sk-proj-abcdefghijklmnopqrstuvwx"
+    code, out, _ = tether("approve", request_id, "--args", json.dumps({"title": key}), store=store)
+    assert code == 0 and "runs with: " in out
+    assert key not in out and "[REDACTED]" in out and '"sections": ["Summary"' in out
+
+
 def test_approve_with_empty_args_journals_the_arguments_that_run(store: Path) -> None:
     run_id, request_id = detached_demo(store)
     original = original_arguments(store)

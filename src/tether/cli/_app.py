@@ -874,8 +874,9 @@ def _resolve(
         _print_json(approval.to_json())
         return
     out.print(f"{approval.request_id} {approval.decision}")
-    if approval.resolved_arguments is not None:
-        out.print(f"runs with: {escape(json.dumps(approval.resolved_arguments))}")
+    if approval.resolved_arguments is not None:  # as --json shows them: redacted
+        shown = approval.to_json()["resolved_arguments"]
+        out.print(f"runs with: {escape(json.dumps(shown, ensure_ascii=False))}")
     out.print(hint)
 
 
