@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,23 @@ def test_approve_and_reject_print_resume_with_the_store_given(store: Path) -> No
     assert code == 0
     assert f"run {run_id} is completed: nothing to continue" in out
     assert "tether resume" not in out
+
+
+def test_printed_commands_quote_a_store_url_for_the_shell(store: Path) -> None:
+    url = f"sqlite:///{store}?synchronous=full"  # `?` is a glob: zsh refuses it unquoted
+    out_dir = str(store.parent / "out")
+    result = runner.invoke(app, ["demo", "--detach", "--out", out_dir, "--store", url])
+    assert result.exit_code == 4
+    approve_line = next(x for x in result.stdout.splitlines() if x.startswith("approve:"))
+    assert approve_line.endswith(f" --store '{url}'")
+    command = shlex.split(approve_line.removeprefix("approve:"))
+    assert command[0] == "tether" and command[-1] == url
+    result = runner.invoke(app, command[1:])
+    assert result.exit_code == 0
+    hint = result.stdout.splitlines()[-1]
+    assert hint.startswith("continue the run: tether resume ") and hint.endswith(f"'{url}'")
+    result = runner.invoke(app, [*shlex.split(hint.partition(": ")[2])[1:], "--yes"])
+    assert result.exit_code == 0, result.stdout + result.stderr
 
 
 def test_a_submitted_run_is_left_to_its_worker_not_to_resume(store: Path) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import getpass
 import json
+import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -160,8 +161,9 @@ _driving: list[tuple[str, str]] = []
 
 
 def _store_arg(store_url: str) -> str:
-    """` --store URL` when a printed command needs it to find the same store."""
-    return "" if store_url == _default_store_url() else f" --store {store_url}"
+    """` --store URL` when a printed command needs it to find the same store, quoted for
+    the shell (a PostgreSQL URL's `?schema=` is a glob that zsh refuses unquoted)."""
+    return "" if store_url == _default_store_url() else f" --store {shlex.quote(store_url)}"
 
 
 @contextlib.asynccontextmanager
