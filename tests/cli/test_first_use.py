@@ -265,6 +265,24 @@ def test_resume_raises_the_limit_that_stopped_a_run(store: Path) -> None:
     assert Path(done["report"]).exists()
 
 
+def test_resume_refuses_limits_a_stopped_run_has_already_used(store: Path) -> None:
+    out_dir = str(store.parent / "out")
+    _, out, _ = tether("demo", "--yes", "--json", "--max-steps", "6", "--out", out_dir,
+                       store=store)  # fmt: skip
+    stopped = json.loads(out)
+    run_id = str(stopped["run_id"])
+    used_up = [(["--max-steps", "5"], "--max-steps"), (["--max-cost", "5"], "--max-steps"),
+               (["--max-steps", "9", "--max-cost", "0.001"], "--max-cost")]  # fmt: skip
+    for args, option in used_up:
+        code, out, err = tether("resume", run_id, *args, store=store)
+        assert code == 2 and f"run {run_id} would stop again at once" in err
+        assert f"raise {option} above what it has used" in err and out == ""
+    _, out, _ = tether("show", run_id, "--json", store=store)
+    shown = json.loads(out)
+    assert shown["input_tokens"] == stopped["input_tokens"]  # no wrap-up turn was paid for
+    assert "limit.changed" not in out
+
+
 def test_resume_refuses_new_limits_for_a_completed_run(store: Path) -> None:
     out_dir = str(store.parent / "out")
     _, out, _ = tether("demo", "--yes", "--json", "--out", out_dir, store=store)

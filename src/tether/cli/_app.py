@@ -503,8 +503,9 @@ def resume(
             overrides = _limits_overrides(max_steps, max_cost, max_time)
             if any(v is not None for v in overrides.values()):
                 await change_limits(
-                    runtime.store, run_id, overrides, actor=f"cli:{getpass.getuser()}"
-                )
+                    runtime.store, run_id, overrides, actor=f"cli:{getpass.getuser()}",
+                    must_continue=True,
+                )  # fmt: skip
             meta = (await read_events(runtime.store, run_id, until_seq=1))[0].payload.get(
                 "metadata"
             ) or {}
