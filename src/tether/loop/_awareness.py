@@ -27,7 +27,17 @@ class Runway:
     """Fraction of that resource left (0..1)."""
 
 
+# Limits may be huge (1e308 is a legal cost, any int a legal step count); the line the
+# model reads every step must stay short, so big figures go to three significant digits.
+
+
+def _fmt_count(n: float) -> str:
+    return str(int(n)) if n < 1e9 else f"{n:.3g}"
+
+
 def _fmt_tokens(n: float) -> str:
+    if n >= 1e12:
+        return f"{n:.3g}"
     if n >= 1_000_000:
         return f"{n / 1_000_000:.1f}M"
     if n >= 1_000:
@@ -36,11 +46,12 @@ def _fmt_tokens(n: float) -> str:
 
 
 def _fmt_usd(amount: float) -> str:
-    # A limit of 1e308 is legal; the line the model reads every step must stay short.
     return f"${amount:.2f}" if amount < 1e9 else f"${amount:.3g}"
 
 
 def _fmt_time(seconds: float) -> str:
+    if seconds >= 3600 * 1e6:
+        return f"{seconds / 3600:.3g}h"
     if seconds >= 3600:
         return f"{seconds / 3600:.1f}h"
     if seconds >= 60:
@@ -56,7 +67,7 @@ def runway(
     left: dict[str, float] = {}
     step = state.steps
     if limits.max_steps:
-        parts.append(f"step {step}/{limits.max_steps}")
+        parts.append(f"step {step}/{_fmt_count(limits.max_steps)}")
         left["steps"] = 1 - step / limits.max_steps
     else:
         parts.append(f"step {step}")
