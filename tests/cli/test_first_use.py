@@ -382,6 +382,21 @@ def test_identical_demo_runs_have_their_own_workspace_and_identical_numbers(stor
         assert len(notes) == 17  # this run's notes only
 
 
+def test_an_out_folder_the_demo_cannot_use_is_one_line_before_the_run(
+    store: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "afile").write_text("")
+    cases = [
+        (["--yes", "--out", str(tmp_path / "afile")], "afile: a file, not a folder"),
+        (["--submit", "--out", str(tmp_path / "afile")], "afile: a file, not a folder"),
+        (["--yes", "--out", str(tmp_path / "afile" / "sub")], "sub: Not a directory"),
+    ]
+    for args, message in cases:
+        code, _, err = tether("demo", *args, store=store)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not store.exists()  # no run was started
+
+
 def test_report_is_printed_only_for_the_run_that_published(store: Path) -> None:
     out_dir = str(store.parent / "out")
     tether("demo", "--yes", "--json", "--out", out_dir, store=store)  # one report exists

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import getpass
 import json
+import os
 import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -358,6 +359,23 @@ def _finish(result: RunResult, *, store_url: str, as_json: bool, extra: dict[str
 # -- demo ---------------------------------------------------------------------------------
 
 
+def _check_out_dir(out_dir: Path, *, here: bool) -> None:
+    """A folder the demo cannot write is one line now, not a run of failing tool calls.
+    A run driven `here` makes it; a submitted one only refuses a path that is a file
+    (its worker may run on another machine)."""
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OSError("a file, not a folder")
+        if here:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(out_dir, os.W_OK | os.X_OK):
+                raise OSError("not writable")
+    except OSError as exc:
+        why = escape(exc.strerror or str(exc))
+        err.print(f"[red]error:[/red] --out {escape(str(out_dir))}: {why}")
+        raise typer.Exit(2) from None
+
+
 @app.command(epilog=OTEL_HELP)
 def demo(
     store: StoreOpt = None,
@@ -400,6 +418,7 @@ def demo(
     if incidents and submit:
         err.print("[red]error:[/red] --incidents runs here; it cannot be combined with --submit")
         raise typer.Exit(2)
+    _check_out_dir(out_dir, here=not submit)
     if submit:
         from ._workers import submit_demo
 
