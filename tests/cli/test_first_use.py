@@ -127,6 +127,10 @@ def test_invalid_edits_are_refused_before_anything_is_journaled(
 
 def test_approve_and_reject_print_resume_with_the_store_given(store: Path) -> None:
     run_id, request_id = detached_demo(store)
+    _, out, _ = tether("ls", "--json", store=store)
+    assert json.loads(out)[0]["waiting_for"] == (
+        f"a human's decision: tether approvals --store sqlite:///{store}"
+    )
     code, out, _ = tether("approve", request_id, store=store)
     assert code == 0
     assert f"continue the run: tether resume {run_id} --store sqlite:///{store}" in out
