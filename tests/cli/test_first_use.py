@@ -249,6 +249,11 @@ def test_a_run_handed_back_by_a_worker_lists_as_queued(store: Path) -> None:
     (row,) = json.loads(out)
     assert row["status"] == "queued"
     assert row["waiting_for"] == "a worker on queue 'default' that has agent research-demo@1"
+    _, out, _ = tether("show", run_id, "--json", store=store)  # `show` says the same
+    shown = json.loads(out)
+    assert (shown["status"], shown["waiting_for"]) == (row["status"], row["waiting_for"])
+    _, out, _ = tether("show", run_id, store=store)
+    assert " · queued\nwaiting for a worker on queue 'default'" in out
 
 
 def test_resume_raises_the_limit_that_stopped_a_run(store: Path) -> None:
