@@ -415,6 +415,19 @@ def test_report_is_printed_only_for_the_run_that_published(store: Path) -> None:
     assert code == 4 and "report" not in json.loads(out)
 
 
+def test_a_fork_that_did_not_publish_prints_no_report_of_its_parent(store: Path) -> None:
+    out_dir = str(store.parent / "out")
+    _, out, _ = tether("demo", "--yes", "--json", "--out", out_dir, store=store)
+    parent = json.loads(out)
+    assert Path(parent["report"]).exists()
+    _, out, _ = tether("fork", str(parent["run_id"]), "--at", "20", "--json", store=store)
+    fork_id = json.loads(out)["run_id"]
+    code, out, _ = tether("resume", fork_id, "--max-steps", "4", store=store)
+    assert code == 3 and "report:" not in out  # the folder's report.md is the parent's
+    code, out, _ = tether("resume", fork_id, "--max-steps", "80", "--yes", "--json", store=store)
+    assert code == 0 and json.loads(out)["report"] == parent["report"]  # now it published
+
+
 def test_the_readme_sample_output_is_what_the_demo_prints(store: Path) -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     sample = re.search(r"\n(steps \d+ · tokens [\d,]+ \([\d,]+ in, [\d,]+ out\) · \$[\d.]+)\n",

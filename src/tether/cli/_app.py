@@ -482,6 +482,14 @@ def run(
     _finish(_run(go), store_url=store_url, as_json=as_json, extra={})
 
 
+async def _published(store: Store, run_id: str) -> bool:
+    """Whether the demo run's own journal holds a `publish` that went through."""
+    return any(
+        e.type == "tool.completed" and e.payload.get("name") == "publish"
+        for e in await read_events(store, run_id)
+    )
+
+
 @app.command(epilog=OTEL_HELP)
 def resume(
     run_id: Annotated[str, typer.Argument(help="The run to continue.")],
@@ -533,10 +541,13 @@ def resume(
                 report.append(Path((meta.get("agent_args") or {}).get("out", ".")) / "report.md")
             chosen = model_from_spec(model_spec) if model_spec else None
             show = not quiet and not as_json
-            return await _drive(
+            result = await _drive(
                 runtime, definition, run_id=run_id, store_url=store_url, model=chosen,
                 show_progress=show, approve_all=yes, detach=detach,
             )  # fmt: skip
+            if report and not await _published(runtime.store, run_id):
+                report.clear()  # a fork shares its parent's folder: that report is not its own
+            return result
 
     result = _run(go)
     extra = {"report": _shown(report[0])} if report and report[0].exists() else {}
