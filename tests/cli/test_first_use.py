@@ -182,6 +182,15 @@ def test_a_submitted_run_is_left_to_its_worker_not_to_resume(store: Path) -> Non
     assert "tether resume" not in out
 
 
+def test_a_rejection_without_a_reason_is_refused(store: Path) -> None:
+    run_id, request_id = detached_demo(store)
+    code, _, err = tether("reject", request_id, "--reason", "  ", store=store)
+    assert code == 2 and err.strip() == (
+        "error: --reason is empty: the agent reads it as the call's result"
+    )
+    assert resolutions(store, run_id) == []
+
+
 def test_approve_args_on_a_run_whose_agent_cannot_be_found_says_how(store: Path) -> None:
     run_id, request_id = detached_demo(store)
     code, _, err = tether(

@@ -948,6 +948,9 @@ def reject(
     as_json: JsonOpt = False,
 ) -> None:
     """Reject a waiting call; the agent sees the rejection and carries on."""
+    if not reason.strip():
+        err.print("[red]error:[/red] --reason is empty: the agent reads it as the call's result")
+        raise typer.Exit(2)
     _resolve(
         store, request_id, decision="rejected", arguments=None, comment=reason, as_json=as_json
     )
