@@ -31,13 +31,22 @@ class Runway:
 # model reads every step must stay short, so big figures go to three significant digits.
 
 
+def _sci(n: float) -> str:
+    """Three significant digits for any number, also an int too big for a float."""
+    if isinstance(n, int) and n >= 10**308:
+        digits = str(n)
+        mantissa = f"{digits[0]}.{digits[1:3]}".rstrip("0").rstrip(".")
+        return f"{mantissa}e+{len(digits) - 1}"
+    return f"{float(n):.3g}"
+
+
 def _fmt_count(n: float) -> str:
-    return str(int(n)) if n < 1e9 else f"{n:.3g}"
+    return str(int(n)) if n < 1e9 else _sci(n)
 
 
 def _fmt_tokens(n: float) -> str:
     if n >= 1e12:
-        return f"{n:.3g}"
+        return _sci(n)
     if n >= 1_000_000:
         return f"{n / 1_000_000:.1f}M"
     if n >= 1_000:
