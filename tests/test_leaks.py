@@ -110,7 +110,10 @@ async def test_a_model_error_echoing_the_prompt_stays_out_of_operator_spans() ->
 @pytest.mark.parametrize(
     "text",
     ["Record the basic mechanism", "Record the Basic Mechanism.", "a Bearer Instrument",
-     "basic reasoning and bearer bonds"],
+     "basic reasoning and bearer bonds", "a basic ATP-driven step", "Basic long-term research",
+     "The secret: nobody knows the answer", "Password: must be reset yearly",
+     "Credentials: issued by the vendor", "Authorization: required for all releases",
+     "api-key: rotated monthly", "The trade secret: ferrogel knots hold data"],
 )  # fmt: skip
 def test_credential_patterns_do_not_fire_on_prose(text: str) -> None:
     assert Redactor().text(text) == text
@@ -123,6 +126,21 @@ def test_credential_patterns_do_not_fire_on_prose(text: str) -> None:
 )  # fmt: skip
 def test_bearer_and_basic_credentials_are_still_redacted(text: str) -> None:
     assert REDACTED in Redactor().text(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [("password: letmein", "letmein"), ("secret: Nobody", "Nobody"),
+     ("password:letmein more", "letmein"), ("password: hunter2 is the one", "hunter2"),
+     ('"password": "letmein now"', "letmein"), ("PASSWORD=letmein and more", "letmein"),
+     ("Authorization: Bearer letmeinplease now", "letmeinplease"),
+     ("Authorization: Token abcdefgh", "abcdefgh"), ("secret:\n  letmein", "letmein"),
+     ("api_key: SomeKey here", "SomeKey")],
+)  # fmt: skip
+def test_credentials_named_in_text_are_redacted_unless_the_value_reads_as_prose(
+    text: str, secret: str
+) -> None:
+    assert secret not in Redactor().text(text)
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,12 @@ MIN_SECRET_LENGTH = 4
 
 _SECRETS_ENV = "TETHER_SECRETS"
 
+# Between a credential's name and its value: a quoted name (JSON) or `=` (env, query) is
+# always an assignment; after an unquoted `name:` the value is skipped when it reads as
+# prose, one plain word followed by another ("Password: must be reset yearly").
+_PROSE = r"(?!(?i:bearer|basic|token)\b)(?-i:[A-Z]?[a-z]+(?:-[a-z]+)*)[ \t]+[A-Za-z]"
+_SEPARATOR = rf"(?:[\"']\s*[:=]\s*[\"']?|\s*=\s*[\"']?|\s*:\s*[\"']|\s*:(?![ \t]+{_PROSE})\s*)"
+
 # Credentials recognised by shape. Each pattern's group "s" (or the whole match) is what
 # gets replaced; the rest (a header name, a key name) is kept so a reader sees what was
 # there. Boundaries are strict on the left so ordinary words ("task-…", "risk-…") pass.
@@ -68,19 +74,21 @@ _PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         # JSON Web Tokens.
         r"(?<![A-Za-z0-9_-])(?P<s>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})",
         # Authorization headers and bearer / basic credentials anywhere in text.
-        r"(?i)(?:authorization|proxy-authorization|x-api-key|api-key)[\"']?\s*[:=]\s*[\"']?"
-        r"(?:(?:bearer|basic|token)\s+)?(?P<s>[^\s\"',;]{6,})",
-        # The credential must look like one (a digit, +/=, inner punctuation or two capitals,
-        # matched case-sensitively) so prose ("the basic mechanism") passes.
+        r"(?i)(?:authorization|proxy-authorization|x-api-key|api-key)"
+        + _SEPARATOR
+        + r"(?:(?:bearer|basic|token)\s+)?(?P<s>[^\s\"',;]{6,})",
+        # The credential must look like one (a digit, +/=, inner . _ ~, or a capital after a
+        # small letter, matched case-sensitively) so prose ("the basic mechanism", "a basic
+        # ATP-driven step") passes.
         r"(?i)\b(?:bearer|basic)\s+"
-        r"(?=(?-i:[A-Za-z0-9._~+/=-]*?(?:[0-9+/=]|[._~-][A-Za-z0-9]|[A-Z][A-Za-z0-9]*[A-Z])))"
+        r"(?=(?-i:[A-Za-z0-9._~+/=-]*?(?:[0-9+/=]|[._~][A-Za-z0-9]|[a-z][A-Za-z0-9]*[A-Z])))"
         r"(?P<s>[A-Za-z0-9._~+/=-]{8,})",
         # Passwords in URLs: scheme://user:PASSWORD@host
         r"(?i)\b[a-z][a-z0-9+.-]*://[^/\s:@\"']+:(?P<s>[^@\s/\"']+)@",
         # key = value assignments whose key names a credential (JSON, YAML, env, query).
         r"(?i)(?:api[_-]?key|apikey|secret|password|passwd|pwd|access[_-]?token|auth[_-]?token"
         r"|refresh[_-]?token|session[_-]?token|id[_-]?token|client[_-]?secret|private[_-]?key"
-        r"|credentials?)(?:[_.-][a-z0-9_.-]*)?[\"']?\s*[:=]\s*[\"']?(?P<s>[^\s\"',;&}]{4,})",
+        r"|credentials?)(?:[_.-][a-z0-9_.-]*)?" + _SEPARATOR + r"(?P<s>[^\s\"',;&}]{4,})",
     )
 )
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,14 @@ def test_approve_with_args_merges_onto_the_call_and_journals_what_runs(store: Pa
     assert report.startswith("# Edited\n") and "## Open questions" in report
 
 
+def test_approve_prints_the_edited_arguments_redacted(store: Path) -> None:
+    _, request_id = detached_demo(store)
+    key = "sk-proj-abcdefghijklmnopqrstuvwx"
+    code, out, _ = tether("approve", request_id, "--args", json.dumps({"title": key}), store=store)
+    assert code == 0 and "runs with: " in out
+    assert key not in out and "[REDACTED]" in out and '"sections": ["Summary"' in out
+
+
 def test_approve_with_empty_args_journals_the_arguments_that_run(store: Path) -> None:
     run_id, request_id = detached_demo(store)
     original = original_arguments(store)
@@ -118,6 +127,10 @@ def test_invalid_edits_are_refused_before_anything_is_journaled(
 
 def test_approve_and_reject_print_resume_with_the_store_given(store: Path) -> None:
     run_id, request_id = detached_demo(store)
+    _, out, _ = tether("ls", "--json", store=store)
+    assert json.loads(out)[0]["waiting_for"] == (
+        f"a human's decision: tether approvals --store sqlite:///{store}"
+    )
     code, out, _ = tether("approve", request_id, store=store)
     assert code == 0
     assert f"continue the run: tether resume {run_id} --store sqlite:///{store}" in out
@@ -128,6 +141,23 @@ def test_approve_and_reject_print_resume_with_the_store_given(store: Path) -> No
     assert code == 0
     assert f"run {run_id} is completed: nothing to continue" in out
     assert "tether resume" not in out
+
+
+def test_printed_commands_quote_a_store_url_for_the_shell(store: Path) -> None:
+    url = f"sqlite:///{store}?synchronous=full"  # `?` is a glob: zsh refuses it unquoted
+    out_dir = str(store.parent / "out")
+    result = runner.invoke(app, ["demo", "--detach", "--out", out_dir, "--store", url])
+    assert result.exit_code == 4
+    approve_line = next(x for x in result.stdout.splitlines() if x.startswith("approve:"))
+    assert approve_line.endswith(f" --store '{url}'")
+    command = shlex.split(approve_line.removeprefix("approve:"))
+    assert command[0] == "tether" and command[-1] == url
+    result = runner.invoke(app, command[1:])
+    assert result.exit_code == 0
+    hint = result.stdout.splitlines()[-1]
+    assert hint.startswith("continue the run: tether resume ") and hint.endswith(f"'{url}'")
+    result = runner.invoke(app, [*shlex.split(hint.partition(": ")[2])[1:], "--yes"])
+    assert result.exit_code == 0, result.stdout + result.stderr
 
 
 def test_a_submitted_run_is_left_to_its_worker_not_to_resume(store: Path) -> None:
@@ -150,6 +180,15 @@ def test_a_submitted_run_is_left_to_its_worker_not_to_resume(store: Path) -> Non
     assert code == 0
     assert "a worker serving queue 'default' continues the run" in out
     assert "tether resume" not in out
+
+
+def test_a_rejection_without_a_reason_is_refused(store: Path) -> None:
+    run_id, request_id = detached_demo(store)
+    code, _, err = tether("reject", request_id, "--reason", "  ", store=store)
+    assert code == 2 and err.strip() == (
+        "error: --reason is empty: the agent reads it as the call's result"
+    )
+    assert resolutions(store, run_id) == []
 
 
 def test_approve_args_on_a_run_whose_agent_cannot_be_found_says_how(store: Path) -> None:
@@ -219,6 +258,11 @@ def test_a_run_handed_back_by_a_worker_lists_as_queued(store: Path) -> None:
     (row,) = json.loads(out)
     assert row["status"] == "queued"
     assert row["waiting_for"] == "a worker on queue 'default' that has agent research-demo@1"
+    _, out, _ = tether("show", run_id, "--json", store=store)  # `show` says the same
+    shown = json.loads(out)
+    assert (shown["status"], shown["waiting_for"]) == (row["status"], row["waiting_for"])
+    _, out, _ = tether("show", run_id, store=store)
+    assert " · queued\nwaiting for a worker on queue 'default'" in out
 
 
 def test_resume_raises_the_limit_that_stopped_a_run(store: Path) -> None:
@@ -237,6 +281,24 @@ def test_resume_raises_the_limit_that_stopped_a_run(store: Path) -> None:
     done = json.loads(out)
     assert done["status"] == "completed" and done["partial"] is False
     assert Path(done["report"]).exists()
+
+
+def test_resume_refuses_limits_a_stopped_run_has_already_used(store: Path) -> None:
+    out_dir = str(store.parent / "out")
+    _, out, _ = tether("demo", "--yes", "--json", "--max-steps", "6", "--out", out_dir,
+                       store=store)  # fmt: skip
+    stopped = json.loads(out)
+    run_id = str(stopped["run_id"])
+    used_up = [(["--max-steps", "5"], "--max-steps"), (["--max-cost", "5"], "--max-steps"),
+               (["--max-steps", "9", "--max-cost", "0.001"], "--max-cost")]  # fmt: skip
+    for args, option in used_up:
+        code, out, err = tether("resume", run_id, *args, store=store)
+        assert code == 2 and f"run {run_id} would stop again at once" in err
+        assert f"raise {option} above what it has used" in err and out == ""
+    _, out, _ = tether("show", run_id, "--json", store=store)
+    shown = json.loads(out)
+    assert shown["input_tokens"] == stopped["input_tokens"]  # no wrap-up turn was paid for
+    assert "limit.changed" not in out
 
 
 def test_resume_refuses_new_limits_for_a_completed_run(store: Path) -> None:
@@ -261,6 +323,7 @@ def test_resume_refuses_new_limits_for_a_completed_run(store: Path) -> None:
         ["budget", "set", "--scope", "global", "--daily", "nan"],
         ["budget", "set", "--scope", "global", "--per-call", "inf"],
         ["worker", "--lease-ttl", "nan"],
+        ["worker", "--grace", "inf"],
     ],
 )
 def test_non_finite_numbers_are_one_line_usage_errors(store: Path, args: list[str]) -> None:
@@ -269,6 +332,12 @@ def test_non_finite_numbers_are_one_line_usage_errors(store: Path, args: list[st
     assert "must be a finite number" in err and "Traceback" not in err + out
     assert len(err.strip().splitlines()) == 1
     assert not store.exists()
+
+
+def test_a_soak_of_infinite_duration_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["chaos", "--demo", "--duration", "inf"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --duration must be a finite number, not inf"
 
 
 def test_budget_set_without_values_is_an_error_and_huge_values_print_short(store: Path) -> None:
@@ -331,6 +400,21 @@ def test_identical_demo_runs_have_their_own_workspace_and_identical_numbers(stor
         assert len(notes) == 17  # this run's notes only
 
 
+def test_an_out_folder_the_demo_cannot_use_is_one_line_before_the_run(
+    store: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "afile").write_text("")
+    cases = [
+        (["--yes", "--out", str(tmp_path / "afile")], "afile: a file, not a folder"),
+        (["--submit", "--out", str(tmp_path / "afile")], "afile: a file, not a folder"),
+        (["--yes", "--out", str(tmp_path / "afile" / "sub")], "sub: Not a directory"),
+    ]
+    for args, message in cases:
+        code, _, err = tether("demo", *args, store=store)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not store.exists()  # no run was started
+
+
 def test_report_is_printed_only_for_the_run_that_published(store: Path) -> None:
     out_dir = str(store.parent / "out")
     tether("demo", "--yes", "--json", "--out", out_dir, store=store)  # one report exists
@@ -338,6 +422,19 @@ def test_report_is_printed_only_for_the_run_that_published(store: Path) -> None:
     assert code == 3 and "report:" not in out
     code, out, _ = tether("demo", "--detach", "--json", "--out", out_dir, store=store)
     assert code == 4 and "report" not in json.loads(out)
+
+
+def test_a_fork_that_did_not_publish_prints_no_report_of_its_parent(store: Path) -> None:
+    out_dir = str(store.parent / "out")
+    _, out, _ = tether("demo", "--yes", "--json", "--out", out_dir, store=store)
+    parent = json.loads(out)
+    assert Path(parent["report"]).exists()
+    _, out, _ = tether("fork", str(parent["run_id"]), "--at", "20", "--json", store=store)
+    fork_id = json.loads(out)["run_id"]
+    code, out, _ = tether("resume", fork_id, "--max-steps", "4", store=store)
+    assert code == 3 and "report:" not in out  # the folder's report.md is the parent's
+    code, out, _ = tether("resume", fork_id, "--max-steps", "80", "--yes", "--json", store=store)
+    assert code == 0 and json.loads(out)["report"] == parent["report"]  # now it published
 
 
 def test_the_readme_sample_output_is_what_the_demo_prints(store: Path) -> None:

@@ -27,7 +27,11 @@ from ..conftest import require
 runner = CliRunner()
 
 READERS = [["ls"], ["show", "run_x"], ["why", "run_x:1"], ["audit"], ["export", "run_x"],
-           ["doctor"], ["approvals"], ["fork", "run_x", "--at", "1"]]  # fmt: skip
+           ["doctor"], ["approvals"], ["fork", "run_x", "--at", "1"], ["budget"],
+           ["budget", "--json"], ["approve", "apr:run_x:3"], ["reject", "apr:run_x:3", "--reason",
+           "r"], ["token", "list"],
+           # These write, but only to a run that exists: a missing store is a typo.
+           ["resume", "run_x"], ["pin", "run_x", "a fact"], ["unpin", "run_x", "F1"]]  # fmt: skip
 
 
 def tether(*args: str, store: str) -> tuple[int, str, str]:
@@ -35,7 +39,7 @@ def tether(*args: str, store: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.mark.parametrize("args", READERS, ids=lambda a: a[0])
+@pytest.mark.parametrize("args", READERS, ids=lambda a: "-".join(a[:2]))
 def test_a_reader_never_creates_a_store(tmp_path: Path, args: list[str]) -> None:
     path = tmp_path / "typo.db"
     code, out, err = tether(*args, store=f"sqlite:///{path}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,40 @@ def test_readme_first_command_shows_progress_asks_and_publishes(tmp_path: Path) 
         term.close()
     report = Path(found.group(1))
     assert report.parent.parent == tmp_path / "out" and report.read_text().startswith("# ")
+
+
+def readme_sample() -> list[str]:
+    """The README's sample of `tether demo` on a terminal, one pattern a line: any run id,
+    any duration, and `…` for text the README shortens."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    (block,) = [b for b in readme.split("```") if "\napproval needed apr:" in b]
+    patterns = []
+    for line in block.strip().splitlines():
+        if line.strip():
+            pattern = re.escape(line).replace("…", ".*?")
+            pattern = re.sub(r"run_[a-z0-9]+", r"run_\\w+", pattern)
+            patterns.append(re.sub(r"\d\\.\ds", r"\\d+\\.\\ds", pattern))
+    return patterns
+
+
+def test_the_readme_first_command_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    """`tether demo` exactly as the README's first command runs it: default store and folder."""
+    sample = readme_sample()
+    assert len(sample) == 11
+    term = Terminal("demo", cwd=tmp_path)
+    try:
+        for pattern in sample:
+            if pattern.startswith(re.escape("[a]pprove")):  # the answer typed, echoed
+                term.expect(pattern.removesuffix(re.escape(" a")))
+                term.send("a\r")
+                term.expect(r" a\n")
+                continue
+            term.expect(pattern)
+        assert term.wait() == 0
+    finally:
+        term.close()
+    (report,) = (tmp_path / "tether-demo").glob("run_*/report.md")
+    assert report.read_text().startswith("# Ferrogel Knot Storage in 2026")
 
 
 def test_edit_asks_again_on_bad_json_and_runs_the_merged_arguments(tmp_path: Path) -> None:

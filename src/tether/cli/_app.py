@@ -11,6 +11,8 @@ import contextlib
 import dataclasses
 import getpass
 import json
+import os
+import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -160,18 +162,20 @@ _driving: list[tuple[str, str]] = []
 
 
 def _store_arg(store_url: str) -> str:
-    """` --store URL` when a printed command needs it to find the same store."""
-    return "" if store_url == _default_store_url() else f" --store {store_url}"
+    """` --store URL` when a printed command needs it to find the same store, quoted for
+    the shell (a PostgreSQL URL's `?schema=` is a glob that zsh refuses unquoted)."""
+    return "" if store_url == _default_store_url() else f" --store {shlex.quote(store_url)}"
 
 
 @contextlib.asynccontextmanager
-async def _runtime(store_url: str) -> AsyncIterator[Runtime]:
+async def _runtime(store_url: str, *, create: bool = True) -> AsyncIterator[Runtime]:
     """A Runtime on the store, closed on the way out; its appends become OpenTelemetry
-    spans when TETHER_OTEL asks (every span exported before the process exits)."""
+    spans when TETHER_OTEL asks (every span exported before the process exits).
+    `create=False` for commands on an existing run: a missing store is an error."""
     from ..telemetry import instrument, observer_from_env
 
     observer = observer_from_env()
-    runtime = Runtime(store_url)
+    runtime = Runtime(store_url if create else _store(store_url, create=False))
     if observer is not None:
         runtime.store = instrument(runtime.store, observer)
     try:
@@ -355,6 +359,23 @@ def _finish(result: RunResult, *, store_url: str, as_json: bool, extra: dict[str
 # -- demo ---------------------------------------------------------------------------------
 
 
+def _check_out_dir(out_dir: Path, *, here: bool) -> None:
+    """A folder the demo cannot write is one line now, not a run of failing tool calls.
+    A run driven `here` makes it; a submitted one only refuses a path that is a file
+    (its worker may run on another machine)."""
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OSError("a file, not a folder")
+        if here:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(out_dir, os.W_OK | os.X_OK):
+                raise OSError("not writable")
+    except OSError as exc:
+        why = escape(exc.strerror or str(exc))
+        err.print(f"[red]error:[/red] --out {escape(str(out_dir))}: {why}")
+        raise typer.Exit(2) from None
+
+
 @app.command(epilog=OTEL_HELP)
 def demo(
     store: StoreOpt = None,
@@ -397,6 +418,7 @@ def demo(
     if incidents and submit:
         err.print("[red]error:[/red] --incidents runs here; it cannot be combined with --submit")
         raise typer.Exit(2)
+    _check_out_dir(out_dir, here=not submit)
     if submit:
         from ._workers import submit_demo
 
@@ -460,6 +482,14 @@ def run(
     _finish(_run(go), store_url=store_url, as_json=as_json, extra={})
 
 
+async def _published(store: Store, run_id: str) -> bool:
+    """Whether the demo run's own journal holds a `publish` that went through."""
+    return any(
+        e.type == "tool.completed" and e.payload.get("name") == "publish"
+        for e in await read_events(store, run_id)
+    )
+
+
 @app.command(epilog=OTEL_HELP)
 def resume(
     run_id: Annotated[str, typer.Argument(help="The run to continue.")],
@@ -495,13 +525,14 @@ def resume(
     async def go() -> RunResult:
         from ..loop._relimit import change_limits
 
-        async with _runtime(store_url) as runtime:
+        async with _runtime(store_url, create=False) as runtime:
             definition = await agent_of_run(runtime.store, run_id, agent)
             overrides = _limits_overrides(max_steps, max_cost, max_time)
             if any(v is not None for v in overrides.values()):
                 await change_limits(
-                    runtime.store, run_id, overrides, actor=f"cli:{getpass.getuser()}"
-                )
+                    runtime.store, run_id, overrides, actor=f"cli:{getpass.getuser()}",
+                    must_continue=True,
+                )  # fmt: skip
             meta = (await read_events(runtime.store, run_id, until_seq=1))[0].payload.get(
                 "metadata"
             ) or {}
@@ -510,10 +541,13 @@ def resume(
                 report.append(Path((meta.get("agent_args") or {}).get("out", ".")) / "report.md")
             chosen = model_from_spec(model_spec) if model_spec else None
             show = not quiet and not as_json
-            return await _drive(
+            result = await _drive(
                 runtime, definition, run_id=run_id, store_url=store_url, model=chosen,
                 show_progress=show, approve_all=yes, detach=detach,
             )  # fmt: skip
+            if report and not await _published(runtime.store, run_id):
+                report.clear()  # a fork shares its parent's folder: that report is not its own
+            return result
 
     result = _run(go)
     extra = {"report": _shown(report[0])} if report and report[0].exists() else {}
@@ -884,8 +918,9 @@ def _resolve(
         _print_json(approval.to_json())
         return
     out.print(f"{approval.request_id} {approval.decision}")
-    if approval.resolved_arguments is not None:
-        out.print(f"runs with: {escape(json.dumps(approval.resolved_arguments))}")
+    if approval.resolved_arguments is not None:  # as --json shows them: redacted
+        shown = approval.to_json()["resolved_arguments"]
+        out.print(f"runs with: {escape(json.dumps(shown, ensure_ascii=False))}")
     out.print(hint)
 
 
@@ -924,6 +959,9 @@ def reject(
     as_json: JsonOpt = False,
 ) -> None:
     """Reject a waiting call; the agent sees the rejection and carries on."""
+    if not reason.strip():
+        err.print("[red]error:[/red] --reason is empty: the agent reads it as the call's result")
+        raise typer.Exit(2)
     _resolve(
         store, request_id, decision="rejected", arguments=None, comment=reason, as_json=as_json
     )

@@ -20,8 +20,10 @@ from .._clock import iso
 from ..audit import AuditFilter, audit_events, why
 from ..errors import UsageError
 from ..events import EVENT_TYPES, parse_event_id
+from ..journal import store_url_from_env
 from ..views import Role, Viewer, parse_role
-from ._app import JsonOpt, StoreOpt, _print_json, _run, _store, app, err, out
+from ._app import JsonOpt, StoreOpt, _print_json, _run, _store, _store_arg, app, err, out
+from ._hints import listed
 
 ViewOpt = Annotated[
     str,
@@ -165,25 +167,31 @@ def show(
     """
     role = _role(view)
 
-    async def go() -> dict[str, Any]:
+    async def go() -> tuple[dict[str, Any], tuple[str, str]]:
         s = _store(store, create=False)
         try:
-            return await Viewer(s, role).run(run_id)
+            data = await Viewer(s, role).run(run_id)
+            # As `tether ls` shows it: a run a worker handed back is queued, not running.
+            hint = _store_arg(store_url_from_env(store))
+            return data, await listed(s, await s.get_run(run_id), now=time.time(), store_arg=hint)
         finally:
             await s.close()
 
-    data = _run(go)
-    summary, events = data["run"], data["events"]
+    data, (status, waiting_for) = _run(go)
+    summary, events = {**data["run"], "status": status}, data["events"]
+    waiting_for = "" if role == "user" else waiting_for  # the hint is for operators
     pins, artifacts = pins_of(events), artifacts_of(events)
     if as_json:
         _print_json(
-            {**{k: summary.get(k) for k in _RUN_KEYS}, "view": role, "pins": pins,
-             "artifacts": artifacts, "events": events},
+            {**{k: summary.get(k) for k in _RUN_KEYS}, "waiting_for": waiting_for or None,
+             "view": role, "pins": pins, "artifacts": artifacts, "events": events},
             role=role,
         )  # fmt: skip
         return
     out.print(f"[bold]{summary['run_id']}[/bold] · {summary['agent']} · "
               f"[bold]{summary['status']}[/bold]")  # fmt: skip
+    if waiting_for:
+        out.print(f"waiting for {escape(waiting_for)}")
     if role == "user":
         out.print()
         for e in events:

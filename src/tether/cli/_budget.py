@@ -44,7 +44,7 @@ def show_budget(ctx: typer.Context, store: StoreOpt = None, as_json: JsonOpt = F
         return
 
     async def go() -> list[WindowStatus]:
-        s = _store(store)
+        s = _store(store, create=False)  # a reader: never a new store
         try:
             return await ledger_for(s).status()
         finally:

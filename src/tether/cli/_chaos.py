@@ -17,6 +17,7 @@ from rich.text import Text
 
 from ..errors import UsageError
 from ._app import JsonOpt, _print_json, app, err, out
+from ._numbers import finite
 
 if TYPE_CHECKING:
     from ..testing import ChaosReport, ChaosTarget, RunOutcome
@@ -77,7 +78,9 @@ def chaos(
     duration: Annotated[
         float | None,
         typer.Option(
-            help="Soak: keep starting runs for this many seconds (overrides --runs).", min=0.001
+            help="Soak: keep starting runs for this many seconds (overrides --runs).",
+            min=0.001,
+            callback=finite,
         ),
     ] = None,
     plan: Annotated[

@@ -55,7 +55,7 @@ async def listed(
     if status in ("completed", "stopped", "failed", "cancelled"):
         return status, ""
     if status == "waiting_approval":
-        return status, "a human's decision: tether approvals"
+        return status, f"a human's decision: tether approvals{store_arg}"
     created = await _created(store, record.run_id)
     queue = (created.get("metadata") or {}).get("queue")
     live = _live_lease(record, now)

@@ -23,7 +23,7 @@ def pin(
     async def go() -> dict[str, str]:
         from ..loop._pins import pin_fact  # the loop is imported only when needed
 
-        s = _store(store)
+        s = _store(store, create=False)  # a run must exist: never a new store
         try:
             pinned = await pin_fact(s, run_id, fact, source=source, actor="operator")
             return {"run_id": run_id, "id": pinned.id, "text": pinned.text, "source": pinned.source}
@@ -48,7 +48,7 @@ def unpin(
     async def go() -> None:
         from ..loop._pins import unpin_fact
 
-        s = _store(store)
+        s = _store(store, create=False)  # a run must exist: never a new store
         try:
             await unpin_fact(s, run_id, fact_id, actor="operator")
         finally:

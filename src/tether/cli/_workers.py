@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -30,10 +31,10 @@ from ._app import (
     OTEL_HELP,
     JsonOpt,
     StoreOpt,
-    _default_store_url,
     _limits_overrides,
     _print_json,
     _run,
+    _store_arg,
     _store_url,
     app,
     err,
@@ -81,7 +82,9 @@ def worker(
     grace: Annotated[
         float,
         typer.Option(
-            help="On SIGTERM, seconds to let runs reach a step boundary.", callback=finite
+            help="On SIGTERM, seconds to let runs reach a step boundary.",
+            callback=finite,
+            min=0,
         ),
     ] = 30.0,
     local_takeover: Annotated[
@@ -183,12 +186,12 @@ def _print_submitted(
         )
         return
     out.print(run_id)
-    store_arg = "" if store_url == _default_store_url() else f" --store {store_url}"
-    queue_arg = "" if queue == DEFAULT_QUEUE else f" --queue {queue}"
+    store_arg = _store_arg(store_url)
+    queue_arg = "" if queue == DEFAULT_QUEUE else f" --queue {shlex.quote(queue)}"
     # A worker only claims runs of agents it has: name the module unless every worker
     # has it (built in, or installed under the tether.agents entry point group).
     served = source.spec in BUILTIN_AGENTS or source.spec.startswith("entry point ")
-    agent_arg = "" if served else f" --agent {source.spec}"
+    agent_arg = "" if served else f" --agent {shlex.quote(source.spec)}"
     err.print(
         f"queued {source.name}@{source.version} on {queue!r}; "
         f"serve it with: tether worker{store_arg}{queue_arg}{agent_arg}"

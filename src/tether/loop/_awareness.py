@@ -27,7 +27,26 @@ class Runway:
     """Fraction of that resource left (0..1)."""
 
 
+# Limits may be huge (1e308 is a legal cost, any int a legal step count); the line the
+# model reads every step must stay short, so big figures go to three significant digits.
+
+
+def _sci(n: float) -> str:
+    """Three significant digits for any number, also an int too big for a float."""
+    if isinstance(n, int) and n >= 10**308:
+        digits = str(n)
+        mantissa = f"{digits[0]}.{digits[1:3]}".rstrip("0").rstrip(".")
+        return f"{mantissa}e+{len(digits) - 1}"
+    return f"{float(n):.3g}"
+
+
+def _fmt_count(n: float) -> str:
+    return str(int(n)) if n < 1e9 else _sci(n)
+
+
 def _fmt_tokens(n: float) -> str:
+    if n >= 1e12:
+        return _sci(n)
     if n >= 1_000_000:
         return f"{n / 1_000_000:.1f}M"
     if n >= 1_000:
@@ -36,11 +55,12 @@ def _fmt_tokens(n: float) -> str:
 
 
 def _fmt_usd(amount: float) -> str:
-    # A limit of 1e308 is legal; the line the model reads every step must stay short.
     return f"${amount:.2f}" if amount < 1e9 else f"${amount:.3g}"
 
 
 def _fmt_time(seconds: float) -> str:
+    if seconds >= 3600 * 1e6:
+        return f"{seconds / 3600:.3g}h"
     if seconds >= 3600:
         return f"{seconds / 3600:.1f}h"
     if seconds >= 60:
@@ -56,7 +76,7 @@ def runway(
     left: dict[str, float] = {}
     step = state.steps
     if limits.max_steps:
-        parts.append(f"step {step}/{limits.max_steps}")
+        parts.append(f"step {step}/{_fmt_count(limits.max_steps)}")
         left["steps"] = 1 - step / limits.max_steps
     else:
         parts.append(f"step {step}")
