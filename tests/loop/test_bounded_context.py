@@ -61,6 +61,7 @@ def texts(request: ModelRequest) -> list[str]:
     return [m.content for m in request.messages]
 
 
+@pytest.mark.slow
 async def test_a_fact_pinned_at_step_10_and_the_task_are_in_the_context_at_step_20000() -> None:
     seen: dict[str, ModelRequest] = {}
     counter = {"n": 0}
@@ -87,6 +88,36 @@ async def test_a_fact_pinned_at_step_10_and_the_task_are_in_the_context_at_step_
     state = await rt.get(result.run_id)
     assert len(state.context) < 100  # bounded, after 20,000 steps
     assert [f.text for f in state.facts] == [FACT]
+
+
+async def test_turns_of_wide_parallel_calls_are_compacted_down_to_the_last_one() -> None:
+    @tool(idempotent=True)
+    async def chapter(n: int) -> str:
+        """One chapter of about 2,000 tokens."""
+        return f"chapter {n}: " + "lorem ipsum dolor " * 400
+
+    requests: list[ModelRequest] = []
+
+    def script(request: ModelRequest) -> Turn | str:
+        requests.append(request)
+        n = len(requests)
+        if n > 12:
+            return "done"
+        return Turn(calls=tuple(("chapter", {"n": 10 * n + i}) for i in range(4)))
+
+    model = ScriptedModel(script, context_window=16_000, summaries=good_summary)
+    store = MemoryStore()
+    result = await Runtime(store, ledger=False).start(
+        Agent(name="wide", instructions=MISSION, tools=[chapter], model=model,
+              limits=Limits(max_steps=20), max_output_tokens=500),
+        TASK,
+    )  # fmt: skip
+    # Two such turns (about 16,000 tokens) never fit together: only the last one is kept.
+    assert result.status == "completed", result.reason
+    assert len(requests) == 13
+    assert all(model.count_tokens(r.messages, r.tools) <= 16_000 for r in requests)
+    events = await events_of(store, result.run_id)
+    assert not any(e.type == "model.failed" for e in events)
 
 
 @pytest.mark.parametrize(
