@@ -18,6 +18,7 @@ from tether import Agent, Limits, Runtime, tool
 from tether.events import Event
 from tether.journal import MemoryStore, SQLiteStore, read_events
 from tether.loop._artifacts import MAX_READ_CHARS, read_artifact
+from tether.loop._context import ContextCache, plan_compaction
 from tether.loop._driver_base import RESUME_WINDOW
 from tether.loop._pins import pin_fact, unpin_fact
 from tether.loop._summary import OPEN_TASKS, check_summary, extractive_summary
@@ -90,7 +91,7 @@ async def test_a_fact_pinned_at_step_10_and_the_task_are_in_the_context_at_step_
     assert [f.text for f in state.facts] == [FACT]
 
 
-async def test_turns_of_wide_parallel_calls_are_compacted_down_to_the_last_one() -> None:
+async def test_a_turn_of_wide_parallel_calls_fits_the_window_its_outputs_are_artifacts() -> None:
     @tool(idempotent=True)
     async def chapter(n: int) -> str:
         """One chapter of about 2,000 tokens."""
@@ -101,9 +102,9 @@ async def test_turns_of_wide_parallel_calls_are_compacted_down_to_the_last_one()
     def script(request: ModelRequest) -> Turn | str:
         requests.append(request)
         n = len(requests)
-        if n > 12:
+        if n > 6:
             return "done"
-        return Turn(calls=tuple(("chapter", {"n": 10 * n + i}) for i in range(4)))
+        return Turn(calls=tuple(("chapter", {"n": 10 * n + i}) for i in range(8)))
 
     model = ScriptedModel(script, context_window=16_000, summaries=good_summary)
     store = MemoryStore()
@@ -112,12 +113,28 @@ async def test_turns_of_wide_parallel_calls_are_compacted_down_to_the_last_one()
               limits=Limits(max_steps=20), max_output_tokens=500),
         TASK,
     )  # fmt: skip
-    # Two such turns (about 16,000 tokens) never fit together: only the last one is kept.
+    # One turn's eight full outputs (about 16,000 tokens) would not fit the window alone.
     assert result.status == "completed", result.reason
-    assert len(requests) == 13
+    assert len(requests) == 7
     assert all(model.count_tokens(r.messages, r.tools) <= 16_000 for r in requests)
     events = await events_of(store, result.run_id)
     assert not any(e.type == "model.failed" for e in events)
+    heads = [m.content for m in requests[1].messages if m.role == "tool"]
+    assert len(heads) == 8 and all("read_artifact(handle=" in h for h in heads)
+
+
+async def test_compaction_keeps_only_the_last_turn_when_the_budget_needs_it() -> None:
+    store = MemoryStore()
+    model = ScriptedModel([call("page", {"n": n}) for n in range(3)] + ["done"])
+    result = await Runtime(store, ledger=False).start(agent(model, steps=10), TASK)
+    state = await Runtime(store, ledger=False).get(result.run_id)
+    cache = ContextCache(store, result.run_id)
+    await cache.load(state)
+    turns = [s for s in state.context if cache.messages[s].role == "assistant"]
+    assert len(turns) == 4  # three calls and the answer
+    removed = plan_compaction(state, cache, budget_tokens=300, summary_tokens=100)
+    # Every turn but the last, whole: the calls and their results.
+    assert removed == [s for s in state.context if s not in state.pinned and s < turns[-1]]
 
 
 @pytest.mark.parametrize(

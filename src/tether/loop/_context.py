@@ -192,6 +192,12 @@ class ContextCache:
         facts = self._facts(state)
         return self._total + (facts[1] if facts is not None else 0)
 
+    def turn_width(self, state: RunState) -> int:
+        """How many tools the last assistant turn called (at least 1)."""
+        self._sync(state)
+        last = self._final[-1] if self._final else None
+        return max(1, len(last.tool_calls)) if last is not None else 1
+
     def raw_tokens(self, seqs: Iterable[int]) -> int:
         return sum(self.tokens[s] for s in seqs)
 

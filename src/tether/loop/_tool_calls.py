@@ -365,7 +365,7 @@ class ToolCalls(ModelCalls):
                 "attempts": outcome.attempts,
                 "status": "\n".join(notes),
                 "level": "ok",
-                "max_chars": tool.max_output_chars if tool else 8_000,
+                "max_chars": self.head_chars(tool),
                 **extra,
             },
             correlation_id=corr,
@@ -391,6 +391,16 @@ class ToolCalls(ModelCalls):
             # call in flight, which recovery already handles (DESIGN invariant 2).
             await self.stage(*drafts)
 
+    def head_chars(self, tool: Tool | None) -> int:
+        """Characters of a result the context shows (the rest is read with `read_artifact`):
+        the tool's own limit, or less when the turn called so many tools that their heads
+        would not fit half the compaction trigger together. A character is at most a token
+        for every tokenizer we count with, so the last turn, which compaction keeps, fits."""
+        limit = tool.max_output_chars if tool is not None else 8_000
+        share = self.model.context_window * self.limits.context_threshold * 0.5
+        room = int(share) // self.cache.turn_width(self.state)
+        return min(limit, max(MIN_HEAD_CHARS, room))
+
     def interrupted(self) -> bool:
         """A budget denial or a policy's stop waits for the next cycle to wrap up."""
         return self.denied is not None or self.halt is not None
@@ -398,6 +408,9 @@ class ToolCalls(ModelCalls):
 
 _NOT_PAYLOAD = frozenset({"limit", "runway"})
 """Verdict data the loop uses itself rather than adding to the result's payload."""
+
+MIN_HEAD_CHARS = 200
+"""The least of a result the context shows, however many calls share the turn."""
 
 _FREE = frozenset({"unknown_outcome", "refused"})
 """Outcomes of calls that did not run (or may not have), so cost nothing."""
