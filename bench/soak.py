@@ -15,6 +15,7 @@ the steps (from the new process's start until its next step is journaled).
 
     .venv/bin/python bench/soak.py                  # 100,000 steps, rewrites bench/RESULTS.md
     .venv/bin/python bench/soak.py --steps 5000     # a short run; writes nothing
+    .venv/bin/python bench/soak.py --extractive     # no summariser: the fallback's figures
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ async def fetch(page: int) -> str:
     return line[:1_024]
 
 
-def make_agent(steps: int) -> Agent:
+def make_agent(steps: int, *, extractive: bool = False) -> Agent:
     counter = {"n": 0}
 
     def script(request: ModelRequest) -> Turn | str:
@@ -111,7 +112,10 @@ def make_agent(steps: int) -> Agent:
             return call("pin_fact", {"fact": FACT, "source": "archive index, page 1"})
         return call("fetch", {"page": n})
 
-    model = ScriptedModel(script, context_window=WINDOW, summaries=summarise)
+    # Without a summariser the model refuses summary requests: the extractive fallback.
+    model = ScriptedModel(
+        script, context_window=WINDOW, summaries=None if extractive else summarise
+    )
     return Agent(
         name="soak",
         instructions="You survey an archive page by page. Never lose the archive key.",
@@ -142,11 +146,11 @@ def copy_db(src: Path, dst: Path) -> None:
         b.execute("UPDATE runs SET lease_owner = NULL, lease_expires_at = 0")
 
 
-def resume_child(db: Path, run_id: str, steps: int) -> dict[str, Any]:
+def resume_child(db: Path, run_id: str, steps: int, extractive: bool) -> dict[str, Any]:
     """Resume a copy in a fresh process; its own figures come back as JSON."""
     out = subprocess.run(
         [sys.executable, __file__, "--resume", str(db), "--run", run_id,
-         "--steps", str(steps)],
+         "--steps", str(steps), *(["--extractive"] if extractive else [])],
         capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip
     if out.returncode != 0:
@@ -159,7 +163,7 @@ class _Stop(BaseException):
     """Ends the resumed copy once its next step is journaled."""
 
 
-async def do_resume(db: Path, run_id: str, steps: int) -> dict[str, Any]:
+async def do_resume(db: Path, run_id: str, steps: int, extractive: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     rt = Runtime(f"sqlite:///{db}")
     first: dict[str, int] = {}
@@ -171,7 +175,7 @@ async def do_resume(db: Path, run_id: str, steps: int) -> dict[str, Any]:
             raise _Stop
 
     with contextlib.suppress(_Stop):
-        await rt.resume(make_agent(steps), run_id, observer=observer)
+        await rt.resume(make_agent(steps, extractive=extractive), run_id, observer=observer)
     done = time.perf_counter()
     await rt.close()
     return {
@@ -181,16 +185,15 @@ async def do_resume(db: Path, run_id: str, steps: int) -> dict[str, Any]:
     }
 
 
-async def soak(steps: int, folder: Path) -> dict[str, Any]:
+async def soak(steps: int, folder: Path, *, extractive: bool = False) -> dict[str, Any]:
     db = folder / "soak.db"
     rt = Runtime(f"sqlite:///{db}")
-    agent = make_agent(steps)
+    agent = make_agent(steps, extractive=extractive)
     tenth = max(1, steps // 10)
     marks = {steps // 10: "10%", steps // 2: "50%", steps: "100%"}
     rows: list[dict[str, Any]] = []
     resumes: dict[str, Any] = {}
     compactions = {"n": 0}
-    overflows = {"n": 0}
     last = {"cpu": time.process_time(), "bytes": 0, "step": 0, "compactions": 0}
     run: dict[str, str] = {}
     sub = max(1, tenth // 10)
@@ -200,8 +203,6 @@ async def soak(steps: int, folder: Path) -> dict[str, Any]:
         state = progress.state
         if progress.event == "context.compacted":
             compactions["n"] += 1
-        if progress.event == "model.failed":
-            overflows["n"] += 1  # the only model failure the scripted model raises
         if progress.event != "tool.requested" or not state.run_id:
             return
         run.setdefault("id", state.run_id)
@@ -230,7 +231,10 @@ async def soak(steps: int, folder: Path) -> dict[str, Any]:
             if step in marks:
                 copy = folder / f"copy-{step}.db"
                 copy_db(db, copy)
-                resumes[marks[step]] = {"steps": step, **resume_child(copy, state.run_id, steps)}
+                resumes[marks[step]] = {
+                    "steps": step,
+                    **resume_child(copy, state.run_id, steps, extractive),
+                }
                 print(json.dumps({marks[step]: resumes[marks[step]]}), flush=True)
                 copy.unlink()
             last["cpu"] = time.process_time()
@@ -241,14 +245,28 @@ async def soak(steps: int, folder: Path) -> dict[str, Any]:
     context = await final_context(db, result.run_id)
     return {
         "steps": steps,
+        "extractive": extractive,
         "status": result.status,
         "reason": result.reason,
         "rows": rows,
         "resumes": resumes,
         "compactions": compactions["n"],
-        "overflows": overflows["n"],
+        "overflows": overflows(db, result.run_id),
         **context,
     }
+
+
+def overflows(db: Path, run_id: str) -> int:
+    """Requests the model refused for not fitting its window (`ContextOverflow`)."""
+    from tether.events import decode_event
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        rows = c.execute(
+            "SELECT seq, data FROM events WHERE run_id = ? AND type = 'model.failed'",
+            (run_id,),
+        ).fetchall()
+    kinds = [decode_event(bytes(d), run_id=run_id, seq=q).payload["kind"] for q, d in rows]
+    return kinds.count("ContextOverflow")
 
 
 def summary_chars(db: Path, run_id: str) -> int:
@@ -298,9 +316,14 @@ def report(figures: dict[str, Any]) -> str:
         f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}. One SQLite run "
         "(default `Runtime`: WAL, ledger in the file), a scripted model enforcing a "
         "128,000-token window (a request that does not fit raises `ContextOverflow`), a "
-        "~1 KB tool result per step, summaries written by a scripted summariser through the "
-        "journaled summariser call. CPU is process time; the machine is shared, so compare "
-        "the ratios.",
+        "~1 KB tool result per step, "
+        + (
+            "no summariser (every summary is the bounded extractive fallback). "
+            if figures.get("extractive")
+            else "summaries written by a scripted summariser through the journaled "
+            "summariser call. "
+        )
+        + "CPU is process time; the machine is shared, so compare the ratios.",
         "",
         f"Run ended `{figures['status']}` ({figures['reason']}); "
         f"{figures['compactions']} compactions; {figures['overflows']} requests refused "
@@ -353,17 +376,22 @@ def main() -> None:
     parser.add_argument("--resume", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="save the raw figures here")
+    parser.add_argument(
+        "--extractive", action="store_true",
+        help="no summariser: every summary is the extractive fallback (writes no results)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.resume:
-        print(json.dumps(asyncio.run(do_resume(args.resume, args.run, args.steps))))
+        figures = asyncio.run(do_resume(args.resume, args.run, args.steps, args.extractive))
+        print(json.dumps(figures))
         return
     with tempfile.TemporaryDirectory(prefix="tether-soak-") as folder:
-        figures = asyncio.run(soak(args.steps, Path(folder)))
+        figures = asyncio.run(soak(args.steps, Path(folder), extractive=args.extractive))
     text = report(figures)
     print(text)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
-    if args.steps >= 100_000:
+    if args.steps >= 100_000 and not args.extractive:
         sys.path.insert(0, os.path.dirname(__file__))
         from _results import write_section
 
