@@ -6,7 +6,8 @@ its window the way a provider does: a request that does not fit raises `ContextO
 (the run fails if compaction cannot make it fit). Summaries are asked of the model (a
 deterministic scripted summariser that keeps the open tasks and folds the previous
 summary in, within the budget it is given), so the journaled summariser path is the one
-measured; a fact is pinned at step 10 and checked to still be in the context at the end.
+measured; a fact is pinned at step 10 and checked to still be in the model's last request
+(with the task), and the largest request of the whole run is reported.
 
 Reported per tenth of the run: CPU ms per step (process time), RSS at the tenth's end,
 database bytes per step (file + WAL growth over the tenth), compactions, summary size;
@@ -102,6 +103,21 @@ async def fetch(page: int) -> str:
     return line[:1_024]
 
 
+class WatchedModel(ScriptedModel):
+    """Enforces the window (ScriptedModel raises ContextOverflow) and remembers the largest
+    request it accepted and the last one it answered, at O(1) per call."""
+
+    peak = 0
+    last: ModelRequest | None = None
+
+    async def complete(self, request: ModelRequest, **kw: Any) -> Any:
+        response = await super().complete(request, **kw)
+        self.peak = max(self.peak, response.usage.input_tokens)
+        if request.purpose != "summary":
+            self.last = request
+        return response
+
+
 def make_agent(steps: int, *, extractive: bool = False) -> Agent:
     counter = {"n": 0}
 
@@ -113,9 +129,7 @@ def make_agent(steps: int, *, extractive: bool = False) -> Agent:
         return call("fetch", {"page": n})
 
     # Without a summariser the model refuses summary requests: the extractive fallback.
-    model = ScriptedModel(
-        script, context_window=WINDOW, summaries=None if extractive else summarise
-    )
+    model = WatchedModel(script, context_window=WINDOW, summaries=None if extractive else summarise)
     return Agent(
         name="soak",
         instructions="You survey an archive page by page. Never lose the archive key.",
@@ -243,6 +257,9 @@ async def soak(steps: int, folder: Path, *, extractive: bool = False) -> dict[st
     result = await rt.start(agent, TASK, observer=observer)
     await rt.close()
     context = await final_context(db, result.run_id)
+    model = agent.model
+    assert isinstance(model, WatchedModel) and model.last is not None
+    texts = [m.content for m in model.last.messages]
     return {
         "steps": steps,
         "extractive": extractive,
@@ -252,6 +269,9 @@ async def soak(steps: int, folder: Path, *, extractive: bool = False) -> dict[st
         "resumes": resumes,
         "compactions": compactions["n"],
         "overflows": overflows(db, result.run_id),
+        "peak_input_tokens": model.peak,
+        "last_request_holds_task": TASK in texts,
+        "last_request_holds_fact": any(FACT in t for t in texts),
         **context,
     }
 
@@ -285,22 +305,15 @@ def summary_chars(db: Path, run_id: str) -> int:
 
 
 async def final_context(db: Path, run_id: str) -> dict[str, Any]:
-    """Whether the task and the fact pinned at step 10 are in the model's last context, and
-    the largest input the model was sent (from its journaled usage)."""
-    from tether.journal import load_run, open_store, read_events
+    """Whether the fact pinned at step 10 is still pinned in the run's folded state."""
+    from tether.journal import load_run, open_store
 
     store = open_store(f"sqlite:///{db}")
     try:
         state = (await load_run(store, run_id)).state
-        ctx = await read_events(store, run_id, after_seq=max(0, state.last_seq - 4_000))
-        peak = max(
-            (e.usage.input_tokens for e in ctx if e.usage is not None and e.type ==
-             "model.completed"), default=0,
-        )  # fmt: skip
         return {
             "fact_pinned": any(f.text == FACT for f in state.facts),
             "task_pinned": len(state.pinned) >= 2,
-            "peak_input_tokens_last_4000_events": peak,
             "window": WINDOW,
         }
     finally:
@@ -327,9 +340,10 @@ def report(figures: dict[str, Any]) -> str:
         "",
         f"Run ended `{figures['status']}` ({figures['reason']}); "
         f"{figures['compactions']} compactions; {figures['overflows']} requests refused "
-        "by the window (`ContextOverflow`); fact pinned at step 10 still pinned: "
-        f"{figures['fact_pinned']}; task pinned: {figures['task_pinned']}; largest request "
-        f"in the last 4,000 events: {figures['peak_input_tokens_last_4000_events']:,} tokens "
+        "by the window (`ContextOverflow`); the last request holds the task: "
+        f"{figures['last_request_holds_task']} and the fact pinned at step 10: "
+        f"{figures['last_request_holds_fact']} (still pinned: {figures['fact_pinned']}); "
+        f"largest request of the run: {figures['peak_input_tokens']:,} tokens "
         f"(window {figures['window']:,}).",
         "",
         "| tenth | steps | CPU ms/step | best hundredth | RSS MB | DB bytes/step | compactions "
