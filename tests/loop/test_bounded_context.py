@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tether.loop._summary import OPEN_TASKS, check_summary, extractive_summary
 from tether.models import Message, ModelRequest, ScriptedModel, ToolCall
 from tether.models.scripted import Turn, call
 from tether.tools import ToolContext, execute
+from tether.views import Viewer
 
 MISSION = "You survey an archive."
 TASK = "count the pages"
@@ -303,6 +305,38 @@ async def test_the_model_sees_a_head_and_a_handle_and_reads_on_through_the_loop(
     read = [m for m in requests[2].messages if m.role == "tool"][1].content
     assert read.split("\n[step", 1)[0] == text[1_000:1_500]
     assert any(t.name == "read_artifact" for t in requests[0].tools)
+
+
+async def test_a_read_of_an_always_hidden_output_is_always_hidden() -> None:
+    secret = "".join(f"secret-{i} " for i in range(3_000))
+
+    @tool(visibility="always_hidden", max_output_chars=1_000)
+    def internal() -> str:
+        """Internal data, longer than the context shows."""
+        return secret
+
+    def script(request: ModelRequest) -> Turn | str:
+        results = [m for m in request.messages if m.role == "tool"]
+        if not results:
+            return call("internal")
+        if len(results) == 1:
+            handle = results[0].content.split('handle="', 1)[1].split('"', 1)[0]
+            return call("read_artifact", {"handle": handle, "offset": 1_000, "length": 500})
+        return "done"
+
+    store = MemoryStore()
+    result = await Runtime(store, ledger=False).start(
+        Agent(name="a", instructions="m", tools=[internal], model=ScriptedModel(script)), "go"
+    )
+    events = await events_of(store, result.run_id)
+    read = [
+        e for e in events if e.type == "tool.completed" and e.payload["name"] == "read_artifact"
+    ]
+    assert len(read) == 1 and read[0].payload["output"] == secret[1_000:1_500]
+    # The slice is as private as the output it was read from: no operator ever sees it.
+    assert read[0].visibility == "always_hidden"
+    shown = await Viewer(store, "operator").run(result.run_id)
+    assert "secret-" not in json.dumps(shown)
 
 
 async def test_read_artifact_refuses_other_runs_and_non_outputs() -> None:

@@ -17,12 +17,13 @@ from .._clock import iso
 from ..approvals import approval_visibility, request_id_for
 from ..budget import Denial, Reservation
 from ..errors import HumanInputRequired
-from ..events import EventDraft, Usage
+from ..events import EventDraft, Usage, Visibility
 from ..models._validate import clean_text
 from ..policies import AfterTool, BeforeTool, Verdict
 from ..state import PendingCall
 from ..tools import Tool, ToolContext, ToolOutcome, execute, parse_arguments
 from ..tools._validate import json_safe
+from ._artifacts import ARTIFACT_TOOLS, source_visibility
 from ._model_calls import ModelCalls
 from ._pauses import pause_draft
 from ._pins import PIN_TOOLS, pin_call
@@ -227,9 +228,15 @@ class ToolCalls(ModelCalls):
                 await self.ledger.settle(hold, tool.cost_usd)
             else:
                 await self.ledger.release(hold)
+        visibility: Visibility | None = None
+        if outcome.ok and self.builtins.get(tool.name) is tool and tool.name in ARTIFACT_TOOLS:
+            # A slice of an output is as private as the output.
+            handle = str(args.get("handle", ""))
+            visibility = await source_visibility(self.journal.store, self.state.run_id, handle)
         await self.record_result(
-            call.call_id, tool.name, call.seq, outcome, tool=tool, corr=corr, arguments=arguments
-        )
+            call.call_id, tool.name, call.seq, outcome, tool=tool, corr=corr,
+            arguments=arguments, visibility=visibility,
+        )  # fmt: skip
 
     async def timed_tool(
         self, tool: Tool, args: dict[str, Any], context: ToolContext
@@ -328,9 +335,10 @@ class ToolCalls(ModelCalls):
         corr: str,
         kind: str | None = None,
         arguments: str = "",
+        visibility: Visibility | None = None,
     ) -> None:
         """Journal a call's outcome, with what the policies add to it: notices, the runway
-        line, and their health events, all in one commit."""
+        line, and their health events, all in one commit; `visibility` overrides the tool's."""
         verdicts = await self.consult(
             "after_tool",
             AfterTool(
@@ -371,7 +379,7 @@ class ToolCalls(ModelCalls):
             correlation_id=corr,
             causation_id=f"{self.state.run_id}:{request_seq}",
             actor=f"tool:{name}",
-            visibility=tool.visibility if tool else None,
+            visibility=visibility or (tool.visibility if tool else None),
             usage=Usage(cost_usd=cost) if cost else None,
         )
         drafts = [draft, *self.health_drafts(verdicts, corr)]
