@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tether import Agent, Limits, Runtime, tool
+from tether.errors import UsageError
 from tether.events import Event
 from tether.journal import MemoryStore, SQLiteStore, read_events
 from tether.loop._artifacts import MAX_READ_CHARS, read_artifact
@@ -404,6 +405,18 @@ async def test_an_operator_pins_and_unpins_facts_in_a_paused_run() -> None:
     assert "the deadline is Friday (source: email from ops)" in texts(requests[0])[2]
     with pytest.raises(Exception, match="ended"):
         await unpin_fact(store, run_id, fact.id)
+
+
+async def test_an_operators_pins_are_bounded_together() -> None:
+    store = MemoryStore()
+    rt = Runtime(store, ledger=False)
+    run_id = await rt.create(agent(ScriptedModel(["done"]), steps=5), TASK)
+    fact = "figure " * 1_500  # about 3,000 tokens: two fit, a third does not
+    await pin_fact(store, run_id, fact, source="sheet 1")
+    await pin_fact(store, run_id, fact, source="sheet 2")
+    with pytest.raises(UsageError, match="unpin something first"):
+        await pin_fact(store, run_id, fact, source="sheet 3")
+    assert len((await rt.get(run_id)).facts) == 2
 
 
 async def test_a_compaction_of_always_hidden_output_is_always_hidden() -> None:
