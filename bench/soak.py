@@ -6,7 +6,8 @@ its window the way a provider does: a request that does not fit raises `ContextO
 (the run fails if compaction cannot make it fit). Summaries are asked of the model (a
 deterministic scripted summariser that keeps the open tasks and folds the previous
 summary in, within the budget it is given), so the journaled summariser path is the one
-measured; a fact is pinned at step 10 and checked to still be in the context at the end.
+measured; a fact is pinned at step 10 and checked to still be in the model's last request
+(with the task), and the largest request of the whole run is reported.
 
 Reported per tenth of the run: CPU ms per step (process time), RSS at the tenth's end,
 database bytes per step (file + WAL growth over the tenth), compactions, summary size;
@@ -15,6 +16,7 @@ the steps (from the new process's start until its next step is journaled).
 
     .venv/bin/python bench/soak.py                  # 100,000 steps, rewrites bench/RESULTS.md
     .venv/bin/python bench/soak.py --steps 5000     # a short run; writes nothing
+    .venv/bin/python bench/soak.py --extractive     # no summariser: the fallback's figures
 """
 
 from __future__ import annotations
@@ -101,7 +103,22 @@ async def fetch(page: int) -> str:
     return line[:1_024]
 
 
-def make_agent(steps: int) -> Agent:
+class WatchedModel(ScriptedModel):
+    """Enforces the window (ScriptedModel raises ContextOverflow) and remembers the largest
+    request it accepted and the last one it answered, at O(1) per call."""
+
+    peak = 0
+    last: ModelRequest | None = None
+
+    async def complete(self, request: ModelRequest, **kw: Any) -> Any:
+        response = await super().complete(request, **kw)
+        self.peak = max(self.peak, response.usage.input_tokens)
+        if request.purpose != "summary":
+            self.last = request
+        return response
+
+
+def make_agent(steps: int, *, extractive: bool = False) -> Agent:
     counter = {"n": 0}
 
     def script(request: ModelRequest) -> Turn | str:
@@ -111,7 +128,8 @@ def make_agent(steps: int) -> Agent:
             return call("pin_fact", {"fact": FACT, "source": "archive index, page 1"})
         return call("fetch", {"page": n})
 
-    model = ScriptedModel(script, context_window=WINDOW, summaries=summarise)
+    # Without a summariser the model refuses summary requests: the extractive fallback.
+    model = WatchedModel(script, context_window=WINDOW, summaries=None if extractive else summarise)
     return Agent(
         name="soak",
         instructions="You survey an archive page by page. Never lose the archive key.",
@@ -142,11 +160,11 @@ def copy_db(src: Path, dst: Path) -> None:
         b.execute("UPDATE runs SET lease_owner = NULL, lease_expires_at = 0")
 
 
-def resume_child(db: Path, run_id: str, steps: int) -> dict[str, Any]:
+def resume_child(db: Path, run_id: str, steps: int, extractive: bool) -> dict[str, Any]:
     """Resume a copy in a fresh process; its own figures come back as JSON."""
     out = subprocess.run(
         [sys.executable, __file__, "--resume", str(db), "--run", run_id,
-         "--steps", str(steps)],
+         "--steps", str(steps), *(["--extractive"] if extractive else [])],
         capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip
     if out.returncode != 0:
@@ -159,7 +177,7 @@ class _Stop(BaseException):
     """Ends the resumed copy once its next step is journaled."""
 
 
-async def do_resume(db: Path, run_id: str, steps: int) -> dict[str, Any]:
+async def do_resume(db: Path, run_id: str, steps: int, extractive: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     rt = Runtime(f"sqlite:///{db}")
     first: dict[str, int] = {}
@@ -171,7 +189,7 @@ async def do_resume(db: Path, run_id: str, steps: int) -> dict[str, Any]:
             raise _Stop
 
     with contextlib.suppress(_Stop):
-        await rt.resume(make_agent(steps), run_id, observer=observer)
+        await rt.resume(make_agent(steps, extractive=extractive), run_id, observer=observer)
     done = time.perf_counter()
     await rt.close()
     return {
@@ -181,16 +199,15 @@ async def do_resume(db: Path, run_id: str, steps: int) -> dict[str, Any]:
     }
 
 
-async def soak(steps: int, folder: Path) -> dict[str, Any]:
+async def soak(steps: int, folder: Path, *, extractive: bool = False) -> dict[str, Any]:
     db = folder / "soak.db"
     rt = Runtime(f"sqlite:///{db}")
-    agent = make_agent(steps)
+    agent = make_agent(steps, extractive=extractive)
     tenth = max(1, steps // 10)
     marks = {steps // 10: "10%", steps // 2: "50%", steps: "100%"}
     rows: list[dict[str, Any]] = []
     resumes: dict[str, Any] = {}
     compactions = {"n": 0}
-    overflows = {"n": 0}
     last = {"cpu": time.process_time(), "bytes": 0, "step": 0, "compactions": 0}
     run: dict[str, str] = {}
     sub = max(1, tenth // 10)
@@ -200,8 +217,6 @@ async def soak(steps: int, folder: Path) -> dict[str, Any]:
         state = progress.state
         if progress.event == "context.compacted":
             compactions["n"] += 1
-        if progress.event == "model.failed":
-            overflows["n"] += 1  # the only model failure the scripted model raises
         if progress.event != "tool.requested" or not state.run_id:
             return
         run.setdefault("id", state.run_id)
@@ -230,7 +245,10 @@ async def soak(steps: int, folder: Path) -> dict[str, Any]:
             if step in marks:
                 copy = folder / f"copy-{step}.db"
                 copy_db(db, copy)
-                resumes[marks[step]] = {"steps": step, **resume_child(copy, state.run_id, steps)}
+                resumes[marks[step]] = {
+                    "steps": step,
+                    **resume_child(copy, state.run_id, steps, extractive),
+                }
                 print(json.dumps({marks[step]: resumes[marks[step]]}), flush=True)
                 copy.unlink()
             last["cpu"] = time.process_time()
@@ -239,16 +257,36 @@ async def soak(steps: int, folder: Path) -> dict[str, Any]:
     result = await rt.start(agent, TASK, observer=observer)
     await rt.close()
     context = await final_context(db, result.run_id)
+    model = agent.model
+    assert isinstance(model, WatchedModel) and model.last is not None
+    texts = [m.content for m in model.last.messages]
     return {
         "steps": steps,
+        "extractive": extractive,
         "status": result.status,
         "reason": result.reason,
         "rows": rows,
         "resumes": resumes,
         "compactions": compactions["n"],
-        "overflows": overflows["n"],
+        "overflows": overflows(db, result.run_id),
+        "peak_input_tokens": model.peak,
+        "last_request_holds_task": TASK in texts,
+        "last_request_holds_fact": any(FACT in t for t in texts),
         **context,
     }
+
+
+def overflows(db: Path, run_id: str) -> int:
+    """Requests the model refused for not fitting its window (`ContextOverflow`)."""
+    from tether.events import decode_event
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        rows = c.execute(
+            "SELECT seq, data FROM events WHERE run_id = ? AND type = 'model.failed'",
+            (run_id,),
+        ).fetchall()
+    kinds = [decode_event(bytes(d), run_id=run_id, seq=q).payload["kind"] for q, d in rows]
+    return kinds.count("ContextOverflow")
 
 
 def summary_chars(db: Path, run_id: str) -> int:
@@ -267,22 +305,15 @@ def summary_chars(db: Path, run_id: str) -> int:
 
 
 async def final_context(db: Path, run_id: str) -> dict[str, Any]:
-    """Whether the task and the fact pinned at step 10 are in the model's last context, and
-    the largest input the model was sent (from its journaled usage)."""
-    from tether.journal import load_run, open_store, read_events
+    """Whether the fact pinned at step 10 is still pinned in the run's folded state."""
+    from tether.journal import load_run, open_store
 
     store = open_store(f"sqlite:///{db}")
     try:
         state = (await load_run(store, run_id)).state
-        ctx = await read_events(store, run_id, after_seq=max(0, state.last_seq - 4_000))
-        peak = max(
-            (e.usage.input_tokens for e in ctx if e.usage is not None and e.type ==
-             "model.completed"), default=0,
-        )  # fmt: skip
         return {
             "fact_pinned": any(f.text == FACT for f in state.facts),
             "task_pinned": len(state.pinned) >= 2,
-            "peak_input_tokens_last_4000_events": peak,
             "window": WINDOW,
         }
     finally:
@@ -298,15 +329,21 @@ def report(figures: dict[str, Any]) -> str:
         f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}. One SQLite run "
         "(default `Runtime`: WAL, ledger in the file), a scripted model enforcing a "
         "128,000-token window (a request that does not fit raises `ContextOverflow`), a "
-        "~1 KB tool result per step, summaries written by a scripted summariser through the "
-        "journaled summariser call. CPU is process time; the machine is shared, so compare "
-        "the ratios.",
+        "~1 KB tool result per step, "
+        + (
+            "no summariser (every summary is the bounded extractive fallback). "
+            if figures.get("extractive")
+            else "summaries written by a scripted summariser through the journaled "
+            "summariser call. "
+        )
+        + "CPU is process time; the machine is shared, so compare the ratios.",
         "",
         f"Run ended `{figures['status']}` ({figures['reason']}); "
         f"{figures['compactions']} compactions; {figures['overflows']} requests refused "
-        "by the window (`ContextOverflow`); fact pinned at step 10 still pinned: "
-        f"{figures['fact_pinned']}; task pinned: {figures['task_pinned']}; largest request "
-        f"in the last 4,000 events: {figures['peak_input_tokens_last_4000_events']:,} tokens "
+        "by the window (`ContextOverflow`); the last request holds the task: "
+        f"{figures['last_request_holds_task']} and the fact pinned at step 10: "
+        f"{figures['last_request_holds_fact']} (still pinned: {figures['fact_pinned']}); "
+        f"largest request of the run: {figures['peak_input_tokens']:,} tokens "
         f"(window {figures['window']:,}).",
         "",
         "| tenth | steps | CPU ms/step | best hundredth | RSS MB | DB bytes/step | compactions "
@@ -353,17 +390,22 @@ def main() -> None:
     parser.add_argument("--resume", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="save the raw figures here")
+    parser.add_argument(
+        "--extractive", action="store_true",
+        help="no summariser: every summary is the extractive fallback (writes no results)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.resume:
-        print(json.dumps(asyncio.run(do_resume(args.resume, args.run, args.steps))))
+        figures = asyncio.run(do_resume(args.resume, args.run, args.steps, args.extractive))
+        print(json.dumps(figures))
         return
     with tempfile.TemporaryDirectory(prefix="tether-soak-") as folder:
-        figures = asyncio.run(soak(args.steps, Path(folder)))
+        figures = asyncio.run(soak(args.steps, Path(folder), extractive=args.extractive))
     text = report(figures)
     print(text)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
-    if args.steps >= 100_000:
+    if args.steps >= 100_000 and not args.extractive:
         sys.path.insert(0, os.path.dirname(__file__))
         from _results import write_section
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,18 @@ from typing import Any
 import pytest
 
 from tether import Agent, Limits, Runtime, tool
+from tether.errors import UsageError
 from tether.events import Event
 from tether.journal import MemoryStore, SQLiteStore, read_events
 from tether.loop._artifacts import MAX_READ_CHARS, read_artifact
+from tether.loop._context import ContextCache, plan_compaction
 from tether.loop._driver_base import RESUME_WINDOW
 from tether.loop._pins import pin_fact, unpin_fact
 from tether.loop._summary import OPEN_TASKS, check_summary, extractive_summary
 from tether.models import Message, ModelRequest, ScriptedModel, ToolCall
 from tether.models.scripted import Turn, call
 from tether.tools import ToolContext, execute
+from tether.views import Viewer
 
 MISSION = "You survey an archive."
 TASK = "count the pages"
@@ -61,6 +65,7 @@ def texts(request: ModelRequest) -> list[str]:
     return [m.content for m in request.messages]
 
 
+@pytest.mark.slow
 async def test_a_fact_pinned_at_step_10_and_the_task_are_in_the_context_at_step_20000() -> None:
     seen: dict[str, ModelRequest] = {}
     counter = {"n": 0}
@@ -87,6 +92,52 @@ async def test_a_fact_pinned_at_step_10_and_the_task_are_in_the_context_at_step_
     state = await rt.get(result.run_id)
     assert len(state.context) < 100  # bounded, after 20,000 steps
     assert [f.text for f in state.facts] == [FACT]
+
+
+async def test_a_turn_of_wide_parallel_calls_fits_the_window_its_outputs_are_artifacts() -> None:
+    @tool(idempotent=True)
+    async def chapter(n: int) -> str:
+        """One chapter of about 2,000 tokens."""
+        return f"chapter {n}: " + "lorem ipsum dolor " * 400
+
+    requests: list[ModelRequest] = []
+
+    def script(request: ModelRequest) -> Turn | str:
+        requests.append(request)
+        n = len(requests)
+        if n > 6:
+            return "done"
+        return Turn(calls=tuple(("chapter", {"n": 10 * n + i}) for i in range(8)))
+
+    model = ScriptedModel(script, context_window=16_000, summaries=good_summary)
+    store = MemoryStore()
+    result = await Runtime(store, ledger=False).start(
+        Agent(name="wide", instructions=MISSION, tools=[chapter], model=model,
+              limits=Limits(max_steps=20), max_output_tokens=500),
+        TASK,
+    )  # fmt: skip
+    # One turn's eight full outputs (about 16,000 tokens) would not fit the window alone.
+    assert result.status == "completed", result.reason
+    assert len(requests) == 7
+    assert all(model.count_tokens(r.messages, r.tools) <= 16_000 for r in requests)
+    events = await events_of(store, result.run_id)
+    assert not any(e.type == "model.failed" for e in events)
+    heads = [m.content for m in requests[1].messages if m.role == "tool"]
+    assert len(heads) == 8 and all("read_artifact(handle=" in h for h in heads)
+
+
+async def test_compaction_keeps_only_the_last_turn_when_the_budget_needs_it() -> None:
+    store = MemoryStore()
+    model = ScriptedModel([call("page", {"n": n}) for n in range(3)] + ["done"])
+    result = await Runtime(store, ledger=False).start(agent(model, steps=10), TASK)
+    state = await Runtime(store, ledger=False).get(result.run_id)
+    cache = ContextCache(store, result.run_id)
+    await cache.load(state)
+    turns = [s for s in state.context if cache.messages[s].role == "assistant"]
+    assert len(turns) == 4  # three calls and the answer
+    removed = plan_compaction(state, cache, budget_tokens=300, summary_tokens=100)
+    # Every turn but the last, whole: the calls and their results.
+    assert removed == [s for s in state.context if s not in state.pinned and s < turns[-1]]
 
 
 @pytest.mark.parametrize(
@@ -257,6 +308,38 @@ async def test_the_model_sees_a_head_and_a_handle_and_reads_on_through_the_loop(
     assert any(t.name == "read_artifact" for t in requests[0].tools)
 
 
+async def test_a_read_of_an_always_hidden_output_is_always_hidden() -> None:
+    secret = "".join(f"secret-{i} " for i in range(3_000))
+
+    @tool(visibility="always_hidden", max_output_chars=1_000)
+    def internal() -> str:
+        """Internal data, longer than the context shows."""
+        return secret
+
+    def script(request: ModelRequest) -> Turn | str:
+        results = [m for m in request.messages if m.role == "tool"]
+        if not results:
+            return call("internal")
+        if len(results) == 1:
+            handle = results[0].content.split('handle="', 1)[1].split('"', 1)[0]
+            return call("read_artifact", {"handle": handle, "offset": 1_000, "length": 500})
+        return "done"
+
+    store = MemoryStore()
+    result = await Runtime(store, ledger=False).start(
+        Agent(name="a", instructions="m", tools=[internal], model=ScriptedModel(script)), "go"
+    )
+    events = await events_of(store, result.run_id)
+    read = [
+        e for e in events if e.type == "tool.completed" and e.payload["name"] == "read_artifact"
+    ]
+    assert len(read) == 1 and read[0].payload["output"] == secret[1_000:1_500]
+    # The slice is as private as the output it was read from: no operator ever sees it.
+    assert read[0].visibility == "always_hidden"
+    shown = await Viewer(store, "operator").run(result.run_id)
+    assert "secret-" not in json.dumps(shown)
+
+
 async def test_read_artifact_refuses_other_runs_and_non_outputs() -> None:
     store = MemoryStore()
     model = ScriptedModel([call("page", {"n": 1}), "done"])
@@ -322,6 +405,18 @@ async def test_an_operator_pins_and_unpins_facts_in_a_paused_run() -> None:
     assert "the deadline is Friday (source: email from ops)" in texts(requests[0])[2]
     with pytest.raises(Exception, match="ended"):
         await unpin_fact(store, run_id, fact.id)
+
+
+async def test_an_operators_pins_are_bounded_together() -> None:
+    store = MemoryStore()
+    rt = Runtime(store, ledger=False)
+    run_id = await rt.create(agent(ScriptedModel(["done"]), steps=5), TASK)
+    fact = "figure " * 1_500  # about 3,000 tokens: two fit, a third does not
+    await pin_fact(store, run_id, fact, source="sheet 1")
+    await pin_fact(store, run_id, fact, source="sheet 2")
+    with pytest.raises(UsageError, match="unpin something first"):
+        await pin_fact(store, run_id, fact, source="sheet 3")
+    assert len((await rt.get(run_id)).facts) == 2
 
 
 async def test_a_compaction_of_always_hidden_output_is_always_hidden() -> None:

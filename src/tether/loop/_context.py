@@ -192,6 +192,12 @@ class ContextCache:
         facts = self._facts(state)
         return self._total + (facts[1] if facts is not None else 0)
 
+    def turn_width(self, state: RunState) -> int:
+        """How many tools the last assistant turn called (at least 1)."""
+        self._sync(state)
+        last = self._final[-1] if self._final else None
+        return max(1, len(last.tool_calls)) if last is not None else 1
+
     def raw_tokens(self, seqs: Iterable[int]) -> int:
         return sum(self.tokens[s] for s in seqs)
 
@@ -253,14 +259,16 @@ def plan_compaction(
     *,
     budget_tokens: int,
     summary_tokens: int,
-    keep_recent: int = 2,
+    keep_recent: int = 1,
 ) -> list[int]:
     """Seqs of old turns (and the previous summary) to fold into a new summary so that the
     context, with a summary of `summary_tokens`, fits `budget_tokens`.
 
-    Cuts whole turns only (an assistant message with all its tool results), oldest first,
-    keeps the last `keep_recent` turns and every pinned event. The previous summary is
-    always folded in, so there is one summary, and it converges instead of growing.
+    Cuts whole turns only (an assistant message with all its tool results), oldest first
+    and only as many as the budget needs, keeps the last `keep_recent` turns (the model has
+    yet to answer the last one) and every pinned event. Keeping more by default would fail
+    a run whose last two turns of wide parallel calls do not fit the window together. The
+    previous summary is always folded in, so there is one summary, and it converges.
     """
     pinned = set(state.pinned)
     turns: list[list[int]] = []

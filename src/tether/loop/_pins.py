@@ -32,6 +32,9 @@ __all__ = [
 
 DEFAULT_PIN_TOKENS = 2_000
 """Tokens all pinned facts may take together (`Agent.pin_tokens` overrides it)."""
+OPERATOR_PIN_TOKENS = 4 * DEFAULT_PIN_TOKENS
+"""Tokens all pins may take once an operator pins: an operator is not held to the agent's
+budget (not known where the store is), but pins are never compacted, so they are bounded."""
 
 FACTS_HEADER = "Pinned facts (never compacted; unpin what is no longer needed):"
 
@@ -140,14 +143,21 @@ async def pin_fact(
     """Pin a fact into a run's context as an operator (under a brief lease of the run)."""
     if not text.strip():
         raise UsageError("the fact is empty")
-    if estimate_text_tokens(text) > 4 * DEFAULT_PIN_TOKENS:
+    if estimate_text_tokens(text) > OPERATOR_PIN_TOKENS:
         raise UsageError("the fact is too long to pin; pin a short statement and its source")
 
     def draft(journal: RunJournal) -> EventDraft:
         seq = journal.state.last_seq + 1
+        fact = Fact(id=f"F{seq}", text=text.strip(), source=source.strip(), by=actor, seq=seq)
+        used = pinned_tokens((*journal.state.facts, fact))
+        if used > OPERATOR_PIN_TOKENS:
+            raise UsageError(
+                f"run {run_id}'s pins would take {used} tokens, over the "
+                f"{OPERATOR_PIN_TOKENS} all pins may take; unpin something first"
+            )
         return EventDraft(
             type="fact.pinned",
-            payload={"id": f"F{seq}", "text": text.strip(), "source": source.strip()},
+            payload={"id": fact.id, "text": fact.text, "source": fact.source},
             actor=actor,
         )
 

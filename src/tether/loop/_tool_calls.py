@@ -17,12 +17,13 @@ from .._clock import iso
 from ..approvals import approval_visibility, request_id_for
 from ..budget import Denial, Reservation
 from ..errors import ApprovalNeeded, HumanInputRequired
-from ..events import EventDraft, Usage
+from ..events import EventDraft, Usage, Visibility
 from ..models._validate import clean_text
 from ..policies import AfterTool, BeforeTool, Verdict
 from ..state import PendingCall
 from ..tools import Tool, ToolContext, ToolOutcome, execute, parse_arguments
 from ..tools._validate import json_safe
+from ._artifacts import ARTIFACT_TOOLS, source_visibility
 from ._model_calls import ModelCalls
 from ._pauses import pause_draft
 from ._pins import PIN_TOOLS, pin_call
@@ -244,9 +245,15 @@ class ToolCalls(ModelCalls):
                 await self.ledger.settle(hold, tool.cost_usd)
             else:
                 await self.ledger.release(hold)
+        visibility: Visibility | None = None
+        if outcome.ok and self.builtins.get(tool.name) is tool and tool.name in ARTIFACT_TOOLS:
+            # A slice of an output is as private as the output.
+            handle = str(args.get("handle", ""))
+            visibility = await source_visibility(self.journal.store, self.state.run_id, handle)
         await self.record_result(
-            call.call_id, tool.name, call.seq, outcome, tool=tool, corr=corr, arguments=arguments
-        )
+            call.call_id, tool.name, call.seq, outcome, tool=tool, corr=corr,
+            arguments=arguments, visibility=visibility,
+        )  # fmt: skip
 
     async def timed_tool(
         self, tool: Tool, args: dict[str, Any], context: ToolContext
@@ -345,9 +352,10 @@ class ToolCalls(ModelCalls):
         corr: str,
         kind: str | None = None,
         arguments: str = "",
+        visibility: Visibility | None = None,
     ) -> None:
         """Journal a call's outcome, with what the policies add to it: notices, the runway
-        line, and their health events, all in one commit."""
+        line, and their health events, all in one commit; `visibility` overrides the tool's."""
         verdicts = await self.consult(
             "after_tool",
             AfterTool(
@@ -382,13 +390,13 @@ class ToolCalls(ModelCalls):
                 "attempts": outcome.attempts,
                 "status": "\n".join(notes),
                 "level": "ok",
-                "max_chars": tool.max_output_chars if tool else 8_000,
+                "max_chars": self.head_chars(tool),
                 **extra,
             },
             correlation_id=corr,
             causation_id=f"{self.state.run_id}:{request_seq}",
             actor=f"tool:{name}",
-            visibility=tool.visibility if tool else None,
+            visibility=visibility or (tool.visibility if tool else None),
             usage=Usage(cost_usd=cost) if cost else None,
         )
         drafts = [draft, *self.health_drafts(verdicts, corr)]
@@ -408,6 +416,16 @@ class ToolCalls(ModelCalls):
             # call in flight, which recovery already handles (DESIGN invariant 2).
             await self.stage(*drafts)
 
+    def head_chars(self, tool: Tool | None) -> int:
+        """Characters of a result the context shows (the rest is read with `read_artifact`):
+        the tool's own limit, or less when the turn called so many tools that their heads
+        would not fit half the compaction trigger together. A character is at most a token
+        for every tokenizer we count with, so the last turn, which compaction keeps, fits."""
+        limit = tool.max_output_chars if tool is not None else 8_000
+        share = self.model.context_window * self.limits.context_threshold * 0.5
+        room = int(share) // self.cache.turn_width(self.state)
+        return min(limit, max(MIN_HEAD_CHARS, room))
+
     def interrupted(self) -> bool:
         """A budget denial or a policy's stop waits for the next cycle to wrap up."""
         return self.denied is not None or self.halt is not None
@@ -415,6 +433,9 @@ class ToolCalls(ModelCalls):
 
 _NOT_PAYLOAD = frozenset({"limit", "runway"})
 """Verdict data the loop uses itself rather than adding to the result's payload."""
+
+MIN_HEAD_CHARS = 200
+"""The least of a result the context shows, however many calls share the turn."""
 
 _FREE = frozenset({"unknown_outcome", "refused"})
 """Outcomes of calls that did not run (or may not have), so cost nothing."""
