@@ -23,6 +23,8 @@ from tether.web.tokens import (
     revoke_token,
 )
 
+from ..conftest import postgres_store
+
 runner = CliRunner()
 
 
@@ -108,3 +110,81 @@ def test_tether_serve_refuses_a_missing_store_and_a_bad_port(tmp_path: Path) -> 
     asyncio.run(SQLiteStore(db).close())
     port = runner.invoke(app, ["serve", "--store", f"sqlite:///{db}", "--port", "70000"])
     assert port.exit_code == 2 and "not a TCP port" in port.stderr
+
+
+async def _tamper(store: Store, sql: str, *args: object) -> None:
+    """Change a token row behind the store's back (as damage or a hand edit would)."""
+    if isinstance(store, SQLiteStore):
+        store._db.execute(sql.replace("%s", "?"), args)
+        return
+    async with store._conn() as conn:  # type: ignore[attr-defined]
+        await conn.execute(sql, args)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_damaged_token_row_signs_no_one_in_and_doctor_names_it(
+    backend: str, tmp_path: Path
+) -> None:
+    """A revoked token whose row is changed back (revoked_at nulled) must stay refused:
+    its seal no longer matches, so it signs no one in, listing says why, `doctor`'s
+    check names it, and revoking it again writes it revoked with a fresh seal."""
+    if backend == "postgres":
+        async with postgres_store() as store:
+            await _damaged_token(store)
+    else:
+        store = SQLiteStore(tmp_path / "t.db")
+        await _damaged_token(store)
+        await store.close()
+
+
+async def _damaged_token(store: Store) -> None:
+    token, record = await create_token(store, role="user", name="ann")
+    await revoke_token(store, record.token_id)
+    assert await store.check_tokens() is None  # type: ignore[attr-defined]
+    await _tamper(store, "UPDATE console_tokens SET revoked_at=NULL, role=%s", "admin")
+    with pytest.raises(TokenRejected):
+        await authenticate(store, token)
+    with pytest.raises(Exception, match=r"damaged.*tether token revoke"):
+        await list_tokens(store)
+    problem = await store.check_tokens()  # type: ignore[attr-defined]
+    assert problem is not None and record.token_id in problem
+    await revoke_token(store, record.token_id)  # the way out
+    assert await store.check_tokens() is None  # type: ignore[attr-defined]
+    [again] = await list_tokens(store)
+    assert again.revoked_at is not None
+    with pytest.raises(TokenRejected, match="revoked"):
+        await authenticate(store, token)
+
+
+def test_doctor_reports_a_damaged_token_row(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    asyncio.run(SQLiteStore(tmp_path / "t.db").close())
+    made = runner.invoke(app, ["token", "create", "--role", "operator", "--name", "ci",
+                               "--store", url, "--json"])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert runner.invoke(app, ["doctor", "--store", url]).exit_code == 0
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "t.db")
+    db.execute("UPDATE console_tokens SET expires_at='2999-01-01T00:00:00.000000Z'")
+    db.commit()
+    db.close()
+    done = runner.invoke(app, ["doctor", "--store", url])
+    assert done.exit_code == 1 and "console tokens" in done.output, done.output
+
+
+async def test_tokens_made_before_seals_are_sealed_once_and_still_work(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "t.db")
+    token, record = await create_token(store, role="operator", name="old")
+    await store.close()
+    import sqlite3
+
+    # As a store made before seals existed: the table without the column.
+    db = sqlite3.connect(tmp_path / "t.db")
+    db.execute("ALTER TABLE console_tokens DROP COLUMN seal")
+    db.commit()
+    db.close()
+    store = SQLiteStore(tmp_path / "t.db")
+    assert (await authenticate(store, token)).token_id == record.token_id
+    assert await store.check_tokens() is None
+    await store.close()

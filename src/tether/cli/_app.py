@@ -685,6 +685,9 @@ def doctor(
                 secrets = getattr(s, "check_secrets", None)
                 if secrets is not None:
                     whole["secrets"] = await secrets()
+                tokens = getattr(s, "check_tokens", None)
+                if tokens is not None:
+                    whole["tokens"] = await tokens()
                 if getattr(s, "read_only", False) and rebuild_ledger:
                     raise UsageError("--rebuild-ledger: the store is open read-only")
                 if getattr(s, "read_only", False):
@@ -725,7 +728,10 @@ def doctor(
         ledger = [p for p in ledger if p.where.startswith("limits ")]
     file_problem = whole.get("file")
     secrets_problem = whole.get("secrets")
-    damaged = bool(bad or index_problem or ledger or file_problem or secrets_problem)
+    tokens_problem = whole.get("tokens")
+    damaged = bool(
+        bad or index_problem or ledger or file_problem or secrets_problem or tokens_problem
+    )
     if as_json:
         doc: dict[str, object] = {
             "store": url,
@@ -745,6 +751,8 @@ def doctor(
             doc["file"] = {"ok": not file_problem, "problem": file_problem}
         if "secrets" in whole:
             doc["secrets"] = {"ok": not secrets_problem, "problem": secrets_problem}
+        if "tokens" in whole:
+            doc["console_tokens"] = {"ok": not tokens_problem, "problem": tokens_problem}
         _print_json(doc)
     else:
         if "rebuilt" in index:
@@ -760,6 +768,8 @@ def doctor(
             out.print("        repair: restore the store from a backup")
         if secrets_problem:
             out.print(f"[red]CORRUPT[/red] recorded secrets: {escape(str(secrets_problem))}")
+        if tokens_problem:
+            out.print(f"[red]CORRUPT[/red] console tokens: {escape(str(tokens_problem))}")
         for r in reports:
             if r.ok:
                 out.print(f"[green]ok[/green]      {r.run_id}  {r.events} events, "
@@ -783,6 +793,7 @@ def doctor(
             + ("; the budget ledger disagrees with the journals" if ledger else "")
             + ("; the file has damaged pages" if file_problem else "")
             + ("; recorded secrets are damaged" if secrets_problem else "")
+            + ("; console tokens are damaged" if tokens_problem else "")
         )
     raise typer.Exit(1 if damaged else 0)
 

@@ -75,6 +75,7 @@ from ._schema import (
     TOKENS_TABLE,
 )
 from ._secrets import COUNT_SECRETS, SECRET_KEY_PREFIX, SECRET_KEYS_END, secret_key
+from ._tokens import SEAL_COLUMN, all_sealed, damaged_tokens, intact, sealed_token, token_seal
 
 if TYPE_CHECKING:
     from ..budget._tables_pg import PostgresLedgerTables
@@ -224,6 +225,10 @@ FROM picked WHERE runs.run_id = picked.run_id
 RETURNING runs.run_id, runs.lease_epoch, picked.lease_owner, picked.lease_expires_at,
     runs.created_at
 """
+
+
+def _token(r: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(**dict(zip(TOKEN_COLUMNS.split(", "), r, strict=True)))
 
 
 def _redact(url: str) -> str:
@@ -917,25 +922,41 @@ class PostgresStore:
     # -- console access tokens (TokenStore) -------------------------------------------
 
     async def _token_table(self) -> None:
-        if not self._tokens_ready:
-            async with self._conn() as conn:
-                await conn.execute(TOKENS_TABLE)
-            self._tokens_ready = True
+        """Make the token table, and seal the rows of one made before seals existed."""
+        if self._tokens_ready:
+            return
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(TOKENS_TABLE)
+            cur = await conn.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = 'console_tokens' AND column_name = 'seal'"
+            )
+            if await cur.fetchone() is None:
+                await conn.execute(SEAL_COLUMN)
+                cur = await conn.execute(f"SELECT {TOKEN_COLUMNS} FROM console_tokens")
+                for r in await cur.fetchall():
+                    record = _token(r)
+                    await conn.execute(
+                        "UPDATE console_tokens SET seal=%s WHERE token_id=%s",
+                        (token_seal(record), record.token_id),
+                    )
+        self._tokens_ready = True
 
-    async def _token_rows(self, where: str, params: Any = None) -> list[TokenRecord]:
+    async def _token_rows(self, where: str, params: Any = None) -> list[tuple[TokenRecord, Any]]:
         await self._token_table()
-        rows = await self._read(f"SELECT {TOKEN_COLUMNS} FROM console_tokens {where}", params)
-        return [TokenRecord(**dict(zip(TOKEN_COLUMNS.split(", "), r, strict=True))) for r in rows]
+        rows = await self._read(f"SELECT {TOKEN_COLUMNS}, seal FROM console_tokens {where}", params)
+        return [(_token(r[:-1]), r[-1]) for r in rows]
 
     async def put_token(self, record: TokenRecord) -> None:
         await self._token_table()
         try:
             async with self._conn() as conn:
                 await conn.execute(
-                    f"INSERT INTO console_tokens ({TOKEN_COLUMNS}) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                    f"INSERT INTO console_tokens ({TOKEN_COLUMNS}, seal) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
                     (record.token_id, record.name, record.role, record.token_hash,
-                     record.created_at, record.expires_at, record.revoked_at),
+                     record.created_at, record.expires_at, record.revoked_at,
+                     token_seal(record)),
                 )  # fmt: skip
         except StoreError as exc:
             if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
@@ -944,19 +965,34 @@ class PostgresStore:
 
     async def token_by_hash(self, token_hash: str) -> TokenRecord | None:
         found = await self._token_rows("WHERE token_hash=%s", (token_hash,))
-        return found[0] if found else None
+        return sealed_token(found[0]) if found else None
 
     async def list_tokens(self) -> list[TokenRecord]:
-        return await self._token_rows("ORDER BY created_at, token_id")
+        return all_sealed(await self._token_rows("ORDER BY created_at, token_id"))
+
+    async def check_tokens(self) -> str | None:
+        return damaged_tokens(await self._token_rows(""))
 
     async def revoke_token(self, token_id: str, *, at: str) -> bool:
         await self._token_table()
-        async with self._conn() as conn:
+        async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(
-                "UPDATE console_tokens SET revoked_at=%s WHERE token_id=%s AND revoked_at IS NULL",
-                (at, token_id),
+                f"SELECT {TOKEN_COLUMNS}, seal FROM console_tokens WHERE token_id=%s FOR UPDATE",
+                (token_id,),
             )
-            return cur.rowcount == 1
+            row = await cur.fetchone()
+            if row is None:
+                return False
+            record = _token(row[:-1])
+            if record.revoked_at is not None and intact(record, row[-1]):
+                return False
+            # A damaged row is written again revoked, with a fresh seal: the safe state.
+            revoked = dataclasses.replace(record, revoked_at=at)
+            await conn.execute(
+                "UPDATE console_tokens SET revoked_at=%s, seal=%s WHERE token_id=%s",
+                (at, token_seal(revoked), token_id),
+            )
+            return True
 
     def joins_ledger(self, tables: object) -> bool:
         """Whether `append(also=...)` can run these ledger tables' work in the append's own

@@ -426,6 +426,7 @@ TOKENS_TABLE = """CREATE TABLE IF NOT EXISTS console_tokens (
     token_hash TEXT NOT NULL UNIQUE,
     created_at TEXT NOT NULL,
     expires_at TEXT,
-    revoked_at TEXT
+    revoked_at TEXT,
+    seal TEXT
 )"""
 TOKEN_COLUMNS = "token_id, name, role, token_hash, created_at, expires_at, revoked_at"
