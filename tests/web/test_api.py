@@ -3,6 +3,7 @@ actions the CLI has (journaled with the token's name as actor), and clear errors
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -651,3 +652,23 @@ async def test_the_inbox_reads_approval_events_not_whole_journals(
     assert ok.status_code == 200 and ok.json()["decision"] == "approved"
     again = await console.api("operator").post(f"/api/approvals/{rid}/reject", json={"reason": "x"})
     assert again.status_code == 409
+
+
+async def test_the_last_doctor_result_is_kept_in_the_store_for_any_console(
+    console: Console,
+) -> None:
+    """`tether doctor` from a terminal, or a console's own check, is what the health page
+    shows, in any console process started later (it is kept in the store)."""
+    from typer.testing import CliRunner
+
+    from tether.cli import app as cli
+
+    assert (await console.api("operator").get("/api/health")).json()["doctor"] is None
+    url = console.store.url  # type: ignore[attr-defined]
+    done = await asyncio.to_thread(CliRunner().invoke, cli, ["doctor", "--store", url])
+    assert done.exit_code == 0, done.output
+    kept = (await console.api("operator").get("/api/health")).json()["doctor"]
+    assert kept["ok"] is True and kept["runs"] == 2 and kept["by"] == "tether doctor"
+    assert "by tether doctor" in (await console.api("operator").get("/health")).text
+    await console.api("operator").post("/api/health/doctor", json={})
+    assert (await console.store.last_doctor())["by"].startswith("console:")  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -696,6 +697,10 @@ def doctor(
                     problems, counted = await verify_ledger(s, rebuild=rebuild_ledger)
                     whole["ledger"] = problems
                     whole["ledger_rebuilt"] = counted
+                record = getattr(s, "record_doctor", None)
+                if record is not None and not getattr(s, "read_only", False):
+                    # For the console's health page (it shows the last result).
+                    await record(_doctor_record(reports, index.get("problem"), whole))
             return reports
         finally:
             await s.close()
@@ -796,6 +801,31 @@ def doctor(
             + ("; console tokens are damaged" if tokens_problem else "")
         )
     raise typer.Exit(1 if damaged else 0)
+
+
+def _doctor_record(
+    reports: list[RunReport], index_problem: object, whole: dict[str, Any]
+) -> dict[str, Any]:
+    """A doctor result as the console shows it (the first 20 damaged runs)."""
+    damaged = [
+        {"run_id": r.run_id, "problems": [p.to_json() for p in r.problems]}
+        for r in reports
+        if not r.ok
+    ]
+    ledger = [p.to_json() for p in whole.get("ledger") or []]
+    problems = [whole.get(k) for k in ("file", "secrets", "tokens")]
+    return {
+        "at": time.time(),
+        "by": "tether doctor",
+        "runs": len(reports),
+        "damaged": damaged[:20],
+        "audit_index": index_problem,
+        "file": whole.get("file"),
+        "secrets": whole.get("secrets"),
+        "tokens": whole.get("tokens"),
+        "ledger": ledger,
+        "ok": not (damaged or index_problem or ledger or any(problems)),
+    }
 
 
 def _last_good(report: RunReport) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .._clock import Clock, SystemClock
 from .._redact import remember_stored_secrets
@@ -45,6 +46,14 @@ class MemoryStore:
         self._ledger_tables: object | None = None
         self._secrets: set[str] = set()
         self._tokens: dict[str, TokenRecord] = {}
+        self._doctor: dict[str, Any] | None = None
+
+    async def record_doctor(self, result: dict[str, Any]) -> None:
+        """Keep the last `doctor` result for the console."""
+        self._doctor = dict(result)
+
+    async def last_doctor(self) -> dict[str, Any] | None:
+        return self._doctor
 
     async def store_secrets(self, values: Sequence[str]) -> None:
         """Recorded like the other stores' (see `_secrets`); readers share this process."""

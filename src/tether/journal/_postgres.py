@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -404,6 +405,25 @@ class PostgresStore:
                     "ON CONFLICT (key) DO NOTHING",
                     [(secret_key(v), v) for v in values],
                 )
+
+    async def record_doctor(self, result: dict[str, Any]) -> None:
+        """Keep the last `doctor` result for the console."""
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO tether_meta (key, value) VALUES ('doctor.last', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (json.dumps(result, ensure_ascii=False),),
+            )
+
+    async def last_doctor(self) -> dict[str, Any] | None:
+        rows = await self._read("SELECT value FROM tether_meta WHERE key='doctor.last'")
+        if not rows:
+            return None
+        try:
+            found = json.loads(rows[0][0])
+        except (TypeError, ValueError, RecursionError):
+            return None
+        return found if isinstance(found, dict) else None
 
     async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
         async with conn.transaction():

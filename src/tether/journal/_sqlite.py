@@ -232,6 +232,15 @@ def _stored(r: Sequence[Any]) -> StoredRow:
     )
 
 
+def _doctor_json(value: Any) -> dict[str, Any] | None:
+    """A kept doctor result; a damaged one reads as none (the next doctor run replaces it)."""
+    try:
+        found = json.loads(value)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def _token(r: Sequence[Any]) -> TokenRecord:
     return TokenRecord(**dict(zip(TOKEN_COLUMNS.split(", "), r, strict=True)))
 
@@ -742,6 +751,18 @@ class SQLiteStore:
                 "INSERT OR REPLACE INTO tether_meta(key, value) VALUES (?, ?)",
                 [(secret_key(v), v) for v in values],
             )
+
+    async def record_doctor(self, result: dict[str, Any]) -> None:
+        """Keep the last `doctor` result for the console (see `tether.doctor_record`)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO tether_meta(key, value) VALUES ('doctor.last', ?)",
+                (json.dumps(result, ensure_ascii=False),),
+            )
+
+    async def last_doctor(self) -> dict[str, Any] | None:
+        rows = self._read("SELECT value FROM tether_meta WHERE key='doctor.last'")
+        return _doctor_json(rows[0][0]) if rows else None
 
     def _load_secrets(self) -> None:
         try:

@@ -328,8 +328,11 @@ def create_app(
 
     async def load_health(request: Request, reader: Reader) -> dict[str, Any]:
         reader.require("operator", "audit", "admin")
-        data = await _pages.health_data(console.store(), reader.view)
-        return {**data, "doctor": console.doctor}
+        store = console.store()
+        data = await _pages.health_data(store, reader.view)
+        last = getattr(store, "last_doctor", None)
+        kept = await last() if console.doctor is None and last is not None else None
+        return {**data, "doctor": console.doctor or kept}
 
     async def load_tokens(request: Request, reader: Reader) -> dict[str, Any]:
         reader.require("admin")
@@ -552,7 +555,11 @@ def create_app(
         reader = await reader_of(request)
         reader.require("operator", "audit", "admin")
         await body_of(request, reader)
-        console.doctor = await _pages.doctor_data(console.store())
+        store = console.store()
+        console.doctor = await _pages.doctor_data(store)
+        record = getattr(store, "record_doctor", None)
+        if record is not None:
+            await record({**console.doctor, "by": f"console:{reader.actor}"})
         return done(request, console.doctor, "/health")
 
     return app
