@@ -699,8 +699,10 @@ def doctor(
                     whole["ledger_rebuilt"] = counted
                 record = getattr(s, "record_doctor", None)
                 if record is not None and not getattr(s, "read_only", False):
-                    # For the console's health page (it shows the last result).
-                    await record(_doctor_record(reports, index.get("problem"), whole))
+                    # For the console's health page (it shows the last result); a store
+                    # too damaged or full to take it still gets its verdict printed.
+                    with contextlib.suppress(StoreError, OSError):
+                        await record(_doctor_record(reports, index.get("problem"), whole))
             return reports
         finally:
             await s.close()
