@@ -134,6 +134,15 @@ def test_show_text_view_prints_a_timeline(store: Path) -> None:
     _, data = run_demo(store)
     code, out, _ = tether("show", str(data["run_id"]), store=store)
     assert code == 0 and "completed" in out and "tool.completed" in out
+    assert "earlier events" not in out  # the demo's whole timeline fits the default
+    # A long run's timeline starts at its newest events; --last 0 prints them all.
+    _, full, _ = tether("show", str(data["run_id"]), "--last", "0", store=store)
+    code, short, _ = tether("show", str(data["run_id"]), "--last", "5", store=store)
+    assert code == 0 and "earlier events (--last 0 shows them all)" in short
+    timeline = [line for line in full.splitlines() if line[:5].strip().isdigit()]
+    assert [line for line in short.splitlines() if line[:5].strip().isdigit()] == timeline[-5:]
+    code, _, err = tether("show", str(data["run_id"]), "--last", "-1", store=store)
+    assert code == 2 and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

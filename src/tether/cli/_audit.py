@@ -157,13 +157,22 @@ def show(
     run_id: Annotated[str, typer.Argument(help="The run to show.")],
     store: StoreOpt = None,
     view: ViewOpt = "operator",
+    last: Annotated[
+        int,
+        typer.Option(
+            "--last",
+            min=0,
+            help="Print only the newest N events of the timeline (0: all). --json has all.",
+        ),
+    ] = 500,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a run: a transcript for users, a full timeline for operators and auditors.
+    """Show a run: a transcript for users, a timeline for operators and auditors.
 
-    With --json: the run's summary and {"events": [...]}, each event with seq, type,
-    visibility, correlation_id, cause, actor, payload and usage (the audit view adds
-    checksum and prev_hash).
+    A long run's timeline starts at its newest 500 events (--last). With --json: the
+    run's summary and {"events": [...]}, each event with seq, type, visibility,
+    correlation_id, cause, actor, payload and usage (the audit view adds checksum and
+    prev_hash).
     """
     role = _role(view)
 
@@ -192,9 +201,13 @@ def show(
               f"[bold]{summary['status']}[/bold]")  # fmt: skip
     if waiting_for:
         out.print(f"waiting for {escape(waiting_for)}")
+    shown = events[-last:] if last else events
+    earlier = len(events) - len(shown)
     if role == "user":
         out.print()
-        for e in events:
+        if earlier:
+            out.print(f"[dim]… {earlier:,} earlier events (--last 0 shows them all)[/dim]")
+        for e in shown:
             line = _transcript_line(e)
             if line is not None:
                 out.print(line)
@@ -216,7 +229,9 @@ def show(
         more = f" and {len(health) - 12} more" if len(health) > 12 else ""
         out.print(f"[yellow]health events: {escape(found)}{more}[/yellow]")
     out.print()
-    for e in events:
+    if earlier:
+        out.print(f"[dim]… {earlier:,} earlier events (--last 0 shows them all)[/dim]")
+    for e in shown:
         check = f" [dim]{e['checksum'][:12]}[/dim]" if role == "audit" else ""
         style = "yellow" if e["type"].startswith("health.") else "cyan"
         out.print(
