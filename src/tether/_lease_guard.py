@@ -10,19 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from ._clock import Clock
 from .errors import LeaseLost, StoreError
 from .events import Event
 from .journal import Lease, RunSummary, Store
+from .journal._wrapper import StoreWrapper
 
 __all__ = ["LeaseGuard"]
 
 log = logging.getLogger("tether.worker")
 
 
-class LeaseGuard:
+class LeaseGuard(StoreWrapper):
     """The store as one driven run sees it: under the lease its worker claimed.
 
     A watchdog (`watch`) renews the lease every third of its life; when renewal keeps
@@ -40,8 +40,7 @@ class LeaseGuard:
         clock: Clock,
         retry_s: float | None = None,
     ) -> None:
-        self.inner = inner
-        self.url = inner.url
+        super().__init__(inner)
         self.lease = lease
         self.ttl_s = ttl_s
         self.margin_s = ttl_s / 4
@@ -49,9 +48,6 @@ class LeaseGuard:
         self.clock = clock
         self.fenced: str | None = None
         self.released = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     def _mine(self, lease: Lease) -> bool:
         return lease.run_id == self.lease.run_id and lease.owner == self.lease.owner

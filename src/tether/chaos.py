@@ -31,6 +31,7 @@ from typing import Any
 from .errors import ModelUnavailable, UsageError
 from .events import Event
 from .journal import Lease, RunSummary, Store
+from .journal._wrapper import StoreWrapper
 from .models import Message, Model, ModelRequest, ModelResponse, ToolCall, ToolSpec
 from .models._base import TextSink
 from .tools import Tool
@@ -159,16 +160,12 @@ def _die(plan: FaultPlan) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-class FaultyStore:
+class FaultyStore(StoreWrapper):
     """A store that kills its process at a chosen journal position."""
 
     def __init__(self, inner: Store, plan: FaultPlan) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.plan = plan
-        self.url = inner.url
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     async def append(
         self,

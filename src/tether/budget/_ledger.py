@@ -364,14 +364,7 @@ class Ledger:
                 denial = self._denial(scopes, extra, run_id, estimate_usd, now)
             if denial is not None:
                 return denial
-            row = ReservationRow(
-                id=reservation_id or new_reservation_id(now),
-                run_id=run_id,
-                scopes=scopes,
-                minute=math.floor(now / 60),
-                estimate=estimate_usd,
-                state="reserved",
-            )
+            row = _new_row(run_id, scopes, estimate_usd, reservation_id, now)
             self.tables.insert(row, created=now, expires=now + self.reservation_ttl_s)
         return Reservation(
             id=row.id, run_id=run_id, estimate_usd=estimate_usd, scopes=scopes, minute=row.minute
@@ -401,14 +394,7 @@ class Ledger:
         if any(lim.per_call is not None and estimate > lim.per_call for _, lim in applied):
             return None
         per_run = [lim.per_run for _, lim in applied if lim.per_run is not None]
-        row = ReservationRow(
-            id=reservation_id or new_reservation_id(now),
-            run_id=run_id,
-            scopes=scopes,
-            minute=math.floor(now / 60),
-            estimate=estimate,
-            state="reserved",
-        )
+        row = _new_row(run_id, scopes, estimate, reservation_id, now)
         tables.defer_reservation(  # type: ignore[attr-defined]
             DeferredReservation(
                 row=row,
@@ -541,3 +527,17 @@ class Ledger:
                             )
                         )
         return out
+
+
+def _new_row(
+    run_id: str, scopes: tuple[str, ...], estimate: float, reservation_id: str | None, now: float
+) -> ReservationRow:
+    """A hold about to be written (by the ledger itself, or deferred into an append)."""
+    return ReservationRow(
+        id=reservation_id or new_reservation_id(now),
+        run_id=run_id,
+        scopes=scopes,
+        minute=math.floor(now / 60),
+        estimate=estimate,
+        state="reserved",
+    )

@@ -4,33 +4,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from ..events import Event
 from ..journal import Lease, RunSummary, Store, read_events
-
-if TYPE_CHECKING:
-    pass
-
+from ..journal._wrapper import StoreWrapper
 from ._observer import _TERMINAL, TelemetryObserver, _ns
 
 
-class _InstrumentedStore:
+class _InstrumentedStore(StoreWrapper):
     """A store that shows every event it durably appends to a TelemetryObserver."""
 
     def __init__(self, inner: Store, observer: TelemetryObserver) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.observer = observer
-        self.url = inner.url
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     async def _agent(self, event: Event) -> str | None:
         if event.run_id in self.observer.runs or event.type == "run.created":
             return None
         try:
-            return (await self._inner.get_run(event.run_id)).agent
+            return (await self.inner.get_run(event.run_id)).agent
         except Exception:  # the name is a nicety; never fail an append over it
             return None
 
@@ -43,7 +36,7 @@ class _InstrumentedStore:
             await asyncio.to_thread(self.observer.flush)
 
     async def create_run(self, first: Event, **kwargs: Any) -> None:
-        await self._inner.create_run(first, **kwargs)
+        await self.inner.create_run(first, **kwargs)
         await self._observe([first])
 
     async def append(
@@ -55,11 +48,11 @@ class _InstrumentedStore:
         also: Callable[[], None] | None = None,
         sync: bool = False,
     ) -> None:
-        await self._inner.append(lease, events, summary=summary, also=also, sync=sync)
+        await self.inner.append(lease, events, summary=summary, also=also, sync=sync)
         await self._observe(events)
 
     async def release_lease(self, lease: Lease) -> None:
-        await self._inner.release_lease(lease)
+        await self.inner.release_lease(lease)
         if lease.run_id in self.observer.runs:
             self.observer.end_segment(lease.run_id)
             await asyncio.to_thread(self.observer.flush)

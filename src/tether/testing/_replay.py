@@ -48,6 +48,7 @@ from ..errors import (
 )
 from ..events import GENESIS_HASH, Event, EventDecodeError, decode_event
 from ..journal import Lease, MemoryStore, RunSummary, Store, read_events, summary_of
+from ..journal._wrapper import StoreWrapper
 from ..loop import Runtime
 from ..loop._sources import LISTING_NOTE
 from ..models import (
@@ -377,14 +378,12 @@ def _listings(events: Sequence[Event]) -> dict[str, list[Any]]:
     return found
 
 
-class _CrashAt:
+class _CrashAt(StoreWrapper):
     """A store that raises SimulatedCrash once an append has made `after_seq` durable."""
 
     def __init__(self, inner: Store, after_seq: int) -> None:
-        self.inner, self.after_seq, self.url = inner, after_seq, inner.url
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        super().__init__(inner)
+        self.after_seq = after_seq
 
     async def append(
         self,
