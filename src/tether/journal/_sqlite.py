@@ -953,11 +953,13 @@ class SQLiteStore:
                 return _ordered(self._rows(f"WHERE {where} ORDER BY {order}{limit}", params), query)
             if _context_only(query):
                 # `why`'s context lookups: the copied rows by the per-run context index,
-                # and the run's rows not copied yet.
+                # and the run's rows not copied yet. A limit is applied in SQL to the copied
+                # rows (a run page's newest compactions), then again to the whole.
                 copied_where, copied_params = audit_where(query)
                 found = self._rows(
-                    "WHERE id IN (SELECT a.id FROM audit_rows a INDEXED BY audit_by_run_context "
-                    f"JOIN run_keys k ON k.key = a.run WHERE {copied_where})",
+                    "WHERE id IN (SELECT id FROM (SELECT a.id AS id FROM audit_rows a INDEXED BY "
+                    f"audit_by_run_context JOIN run_keys k ON k.key = a.run WHERE {copied_where}"
+                    f" ORDER BY {audit_order(query)}{limit}))",
                     copied_params,
                 )
                 seen = {r.seq for r in found}
@@ -968,15 +970,7 @@ class SQLiteStore:
                     if r.seq not in seen
                 ]
             else:
-                found = self._rows(
-                    "WHERE run_id=? AND seq>? AND seq<? ORDER BY seq",
-                    (
-                        query.run_id,
-                        0 if query.after_seq is None else query.after_seq,
-                        2**62 if query.before_seq is None else query.before_seq,
-                    ),
-                    types=query.types,
-                )
+                found = self._run_rows(query)
             return _ordered([r for r in found if row_matches(r, query)], query)
         # Across runs: the indexed copies in `audit_rows` (filtered, ordered and cut in
         # SQL), plus the newest events no append has copied yet (about AUDIT_BATCH).
@@ -989,6 +983,27 @@ class SQLiteStore:
         )
         newest = self._rows(f"WHERE {tail}")
         return _ordered([*copied, *(r for r in newest if row_matches(r, query))], query)
+
+    def _run_rows(self, query: RowQuery) -> list[StoredRow]:
+        """Candidates for a query within one run: by type, the rows whose copied type
+        matches (found through the copy's small rows, so the run's other events are never
+        read), those not copied yet and those whose copy has no type (damaged bytes,
+        which verification must still see); without types, all of the run's rows."""
+        bounds = (
+            query.run_id,
+            0 if query.after_seq is None else query.after_seq,
+            2**62 if query.before_seq is None else query.before_seq,
+        )
+        if not query.types:
+            return self._rows("WHERE run_id=? AND seq>? AND seq<? ORDER BY seq", bounds)
+        marks = ",".join("?" * len(query.types))
+        return self._rows(
+            "WHERE id IN (SELECT e.id FROM event_rows e LEFT JOIN audit_rows a ON a.id = e.id "
+            "WHERE e.run=(SELECT key FROM run_keys WHERE run_id=?) AND e.seq>? AND e.seq<? "
+            f"AND (a.type IS NULL OR a.type IN ({marks}))) ORDER BY seq",
+            (*bounds, *query.types),
+            types=query.types,
+        )
 
     def _rows(
         self,
