@@ -84,6 +84,7 @@ from ._secrets import (
     damaged_secrets,
     secret_key,
 )
+from ._sections import RUN_SECTION_INDEX, SECTION_INDEX_NAME, SECTION_INDEX_TERM, SECTION_TYPES
 from ._synclog import Synced, SyncLog, lost_records
 from ._tokens import SEAL_COLUMN, all_sealed, damaged_tokens, intact, sealed_token, token_seal
 
@@ -179,6 +180,10 @@ def _type_filter(types: Sequence[str]) -> Callable[[Any], bool] | None:
 
 def _context_only(q: RowQuery) -> bool:
     return bool(q.types) and set(q.types) <= set(CONTEXT_INDEX_TYPES)
+
+
+def _sections_only(q: RowQuery) -> bool:
+    return bool(q.types) and set(q.types) <= set(SECTION_TYPES)
 
 
 def _lease_columns(run_id: str, row: Sequence[Any]) -> tuple[str | None, int, float | None]:
@@ -969,6 +974,8 @@ class SQLiteStore:
                     for r in self._rows(f"WHERE {tail} AND +run_id=?", (query.run_id,))
                     if r.seq not in seen
                 ]
+            elif _sections_only(query) and self._has_section_index():
+                return self._section_rows(query)
             else:
                 found = self._run_rows(query)
             return _ordered([r for r in found if row_matches(r, query)], query)
@@ -1004,6 +1011,35 @@ class SQLiteStore:
             (*bounds, *query.types),
             types=query.types,
         )
+
+    def _has_section_index(self) -> bool:
+        """Whether `audit_rows` has the per-run index of sparse events, exactly as
+        `_sections` defines it (looked up per query: a rebuild of the copy drops it)."""
+        found = self._read(
+            "SELECT sql FROM sqlite_master WHERE type='index' AND name=?", (SECTION_INDEX_NAME,)
+        )
+        return bool(found) and " ".join(str(found[0][0]).split()) == RUN_SECTION_INDEX
+
+    def _section_rows(self, query: RowQuery) -> list[StoredRow]:
+        """A run's sparse events by the section index: per type, its newest (or oldest)
+        `limit` in SQL, so the work is bounded by the limit, not by the run's length; the
+        run's rows not copied yet are matched as they are read."""
+        order = "a.seq DESC" if query.newest_first else "a.seq"
+        limit = "" if query.limit is None else f" LIMIT {int(query.limit)}"
+        arms: list[str] = []
+        params: list[Any] = []
+        for kind in sorted(set(query.types)):
+            where, values = audit_where(dataclasses.replace(query, types=(kind,)))
+            arms.append(
+                f"SELECT id FROM (SELECT a.id AS id FROM audit_rows a INDEXED BY "
+                f"{SECTION_INDEX_NAME} JOIN run_keys k ON k.key = a.run WHERE {where} "
+                f"AND {SECTION_INDEX_TERM} ORDER BY {order}{limit})"
+            )
+            params += values
+        found = self._rows(f"WHERE id IN ({' UNION ALL '.join(arms)})", params)
+        tail = "id > (SELECT COALESCE(MAX(id), 0) FROM audit_rows)"
+        newest = self._rows(f"WHERE {tail} AND +run_id=?", (query.run_id,))
+        return _ordered([*found, *(r for r in newest if row_matches(r, query))], query)
 
     def _rows(
         self,
