@@ -17,21 +17,22 @@ from typing import Any
 from .._clock import SystemClock
 from ..agent import Agent, Limits
 from ..approvals import Approval, expire_approvals, pending_approvals
-from ..audit import AuditFilter, audit_events, index_of, why
+from ..audit import AuditFilter, audit_events, why
 from ..budget import ledger_for
 from ..budget._verify import verify_ledger
 from ..cli._agents import agent_of_run
 from ..cli._audit import artifacts_of, event_line, parse_when, pins_of
 from ..cli._hints import listed
 from ..errors import CorruptionError, StoreUnavailable, TetherError, UsageError
-from ..events import EVENT_TYPES, GENESIS_HASH, Event, EventDecodeError
+from ..events import EVENT_TYPES, GENESIS_HASH, Event
 from ..journal import Store, load_run, read_events, verify_run
 from ..journal._base import RunRecord
 from ..journal._index import AuditIndex, RowQuery
-from ..journal._integrity import verify_row, walk
+from ..journal._integrity import walk
 from ..loop._awareness import runway
+from ..run_reads import events_of_types, pinned_events, summary_events
 from ..state import RUN_STATUSES, RunState
-from ..views import _TERMINAL, Role, Viewer
+from ..views import Role, Viewer
 
 __all__ = [
     "MINOR_TYPES",
@@ -58,6 +59,7 @@ SCAN_LIMIT = 10_000
 """The most runs a list, or events a search or a page's sections, read in one request."""
 
 HEALTH_TYPES = ("health.warning", "limit.warning", "limit.reached", "budget.denied")
+_APPROVAL_TYPES = ("approval.requested", "approval.resolved")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -212,22 +214,23 @@ TIMELINE_WINDOW = 400
 """Events a run page shows at once (older ones a link away): its work stays bounded
 however long the run grows."""
 
-_SUMMARY_TYPES = ("run.created", *sorted(_TERMINAL), "approval.requested")
-"""The events `state_view` reads to decide what of the summary a role may see."""
-_SECTIONS = ("approval.requested", "approval.resolved", "context.compacted", *HEALTH_TYPES,
-             "fact.pinned", "fact.unpinned")  # fmt: skip
+SECTION_SIZE = 50
+"""The newest approvals, health events and compactions a run page lists (each section
+says when there are older ones, which the audit search finds)."""
 
 
-async def _events_of_types(store: Store, run_id: str, types: tuple[str, ...]) -> list[Event]:
-    """The run's events of `types`, verified, by one indexed query (not a replay)."""
-    rows = await index_of(store).query_rows(RowQuery(run_id=run_id, types=types))
-    events = []
-    for row in rows:
-        try:
-            events.append(verify_row(row))
-        except EventDecodeError as exc:
-            raise CorruptionError(run_id, row.seq, str(exc)) from None
-    return events
+async def _section(
+    viewer: Viewer, run_id: str, types: tuple[str, ...]
+) -> tuple[list[dict[str, Any]], bool]:
+    """The newest `SECTION_SIZE` events of `types` the reader may see, oldest first, and
+    whether older ones exist. One more than shown is read, to know; the role's filter
+    comes after the query, so a section may show fewer than its size."""
+    found = await events_of_types(viewer.store, run_id, types, newest=SECTION_SIZE + 1)
+    more = len(found) > SECTION_SIZE
+    shown = viewer.events(found[1:] if more else found)
+    for e in shown:
+        e["line"] = event_line(e)
+    return shown, more
 
 
 async def run_data(
@@ -235,25 +238,20 @@ async def run_data(
 ) -> dict[str, Any]:
     """A run as `role` may see it: summary, runway, approvals, health, compactions, pins,
     and a window of its timeline (the newest `TIMELINE_WINDOW` events before `before`),
-    grouped by cycle. Each part is read by a bounded or indexed query, never the whole
-    journal; the summary is `state_view` of the loaded state, as `tether show` has it."""
+    grouped by cycle. Each part is a bounded read, so a run of 100,000 steps costs what
+    one of 1,000 does: the state from the snapshot and tail (the summary is `state_view`
+    of it, as `tether show` has it), pins from the folded state, and the sections as the
+    newest `SECTION_SIZE` of their events by indexed queries (`tether.run_reads`)."""
     state = (await load_run(store, run_id)).state
     viewer = Viewer(store, role)
-    # The summary's deciding events and the sections' in one query: on SQLite a query by
-    # type within a run reads the run's rows, so one read, not two. The viewer drops what
-    # the role may not see, exactly as an audit search of these types would.
-    deciding = await _events_of_types(store, run_id, tuple(sorted({*_SUMMARY_TYPES, *_SECTIONS})))
-    summary = viewer.state(state, [e for e in deciding if e.type in _SUMMARY_TYPES])
+    summary = viewer.state(state, await summary_events(store, run_id, state))
     head = state.last_seq
     until = head if before is None else max(0, min(before - 1, head))
     after = max(0, until - TIMELINE_WINDOW)
     events = viewer.events(await read_events(store, run_id, after_seq=after, until_seq=until))
-    found = viewer.events([e for e in deciding if e.type in _SECTIONS])[:SCAN_LIMIT]
-    for e in found:
-        e["line"] = event_line(e)
-    of: dict[str, list[dict[str, Any]]] = {}
-    for e in found:
-        of.setdefault(e["type"], []).append(e)
+    approvals, more_approvals = await _section(viewer, run_id, _APPROVAL_TYPES)
+    health, more_health = await _section(viewer, run_id, HEALTH_TYPES)
+    compactions, more_compactions = await _section(viewer, run_id, ("context.compacted",))
     created = await read_events(store, run_id, until_seq=1)
     shown = viewer.events(created)
     # The runway reads the limits in force (the fold applies `limit.changed`), as the
@@ -266,11 +264,13 @@ async def run_data(
         "runway": _runway(summary, limits, active_s=summary["active_s"])
         if role != "user" and isinstance(limits, dict)
         else None,
-        "pins": pins_of([e for e in found if e["type"] in ("fact.pinned", "fact.unpinned")]),
+        "pins": pins_of(viewer.events(await pinned_events(store, run_id, state))),
         "artifacts": artifacts_of(events),
-        "compactions": of.get("context.compacted", []),
-        "health": [e for e in found if e["type"] in HEALTH_TYPES],
-        "approvals": [e for e in found if e["type"].startswith("approval.")],
+        "compactions": compactions,
+        "health": health,
+        "approvals": approvals,
+        "older": {"approvals": more_approvals, "health": more_health,
+                  "compactions": more_compactions},
         "window": {
             "after_seq": after,
             "until_seq": until,
@@ -282,7 +282,7 @@ async def run_data(
         "groups": _groups(events),
         "events": len(events),
         "moving": summary["status"] in ("queued", "running"),
-    }
+    }  # fmt: skip
 
 
 async def why_data(store: Store, role: Role, event_id: str) -> dict[str, Any]:
