@@ -61,3 +61,27 @@ async def test_sections_are_the_newest_few_and_say_so(
     whole = await _pages.run_data(store, "operator", RUN_ID)
     assert len(whole["health"]) == 7 and whole["older"]["health"] is False
     await store.close()
+
+
+async def test_the_page_links_to_the_older_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from tether.web import create_app
+    from tether.web.tokens import create_token
+
+    monkeypatch.setattr(_pages, "SECTION_SIZE", 3)
+    store = SQLiteStore(tmp_path / "a.db")
+    _, lease = await write_run(store, drafts())
+    await store.release_lease(lease)
+    token, _ = await create_token(store, role="operator", name="t")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(store=store)), base_url="http://t",
+        headers={"authorization": f"Bearer {token}"},
+    ) as client:  # fmt: skip
+        page = (await client.get(f"/runs/{RUN_ID}")).text
+    for section in ("approvals", "health", "compactions"):
+        assert f'id="older-{section}"' in page
+    assert f"/audit?run={RUN_ID}&amp;type=context.compacted" in page
+    await store.close()
