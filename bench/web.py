@@ -32,7 +32,7 @@ import audit as generator  # noqa: E402
 from _results import write_section  # noqa: E402
 
 from tether.journal import SQLiteStore, load_run, seal_snapshot  # noqa: E402
-from tether.web._pages import TIMELINE_WINDOW  # noqa: E402
+from tether.web._pages import SECTION_SIZE, TIMELINE_WINDOW  # noqa: E402
 
 SECTION = "web"
 TARGET_MS = 300.0
@@ -154,9 +154,10 @@ def main() -> int:
             "- **What a page reads:** the runs page reads the run index, each run's first "
             "event and one indexed health query; the run page reads the snapshot and tail, "
             "one window of the timeline (the newest "
-            f"{TIMELINE_WINDOW} events; older ones are a link away) and, by one query by "
-            "type, the summary's deciding events and its sections (on SQLite that query "
-            "reads the run's rows unparsed, so this part grows with the run).",
+            f"{TIMELINE_WINDOW} events; older ones are a link away), the pins the fold "
+            f"keeps, and the newest {SECTION_SIZE} approvals, health events and compactions "
+            "by queries by type (on SQLite, without the per-run section index, those walk "
+            "the run's audit rows, no event bytes: this part still grows with the run).",
             f"- **Method:** {samples} timed requests per page after one warm-up, through the "
             "console's ASGI app with httpx (token check, `tether.views`, Jinja or JSON), "
             "operator token; time.perf_counter around each request (wall time, the target), "
