@@ -422,7 +422,7 @@ def file_bytes(path: Path) -> dict[str, int]:
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
         snapshots = db.execute("SELECT count(*), coalesce(sum(length(data)), 0) FROM snapshots")
         snap_count, snap_bytes = snapshots.fetchone()
-        rows = db.execute("SELECT coalesce(sum(length(data)), 0) FROM events").fetchone()[0]
+        rows = db.execute("SELECT coalesce(sum(length(data)), 0) FROM event_rows").fetchone()[0]
     finally:
         db.close()
     return {

@@ -457,7 +457,7 @@ def tether_file_detail(path: Path) -> dict[str, Any]:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         events, event_bytes = db.execute(
-            "SELECT count(*), coalesce(sum(length(data)), 0) FROM events"
+            "SELECT count(*), coalesce(sum(length(data)), 0) FROM event_rows"
         ).fetchone()
         snaps, snap_bytes = db.execute(
             "SELECT count(*), coalesce(sum(length(data)), 0) FROM snapshots"

@@ -90,7 +90,7 @@ async def test_a_schema5_store_of_v1_events_migrates_loads_resumes_and_exports(
         assert everything == [*OLD, *new]
         assert (await verify_run(store, RUN_ID)).ok
 
-        # Export: v1 lines are the stored bytes, v2 lines their portable form; every line
+        # Export: v1 lines are the stored bytes, v3 lines their portable form; every line
         # decodes on its own and the chain runs through both.
         lines = await Viewer(store, "audit").export_lines(RUN_ID)
         assert lines[: len(OLD)] == [e.raw for e in OLD]
@@ -98,7 +98,7 @@ async def test_a_schema5_store_of_v1_events_migrates_loads_resumes_and_exports(
         assert decoded == everything
         prev = GENESIS_HASH
         for e in decoded:
-            assert e.prev_hash == prev
+            assert e.follows(prev)
             prev = e.checksum
 
         # Audit queries across runs read the migrated `audit_rows` and the new tail.
