@@ -422,7 +422,7 @@ def file_bytes(path: Path) -> dict[str, int]:
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
         snapshots = db.execute("SELECT count(*), coalesce(sum(length(data)), 0) FROM snapshots")
         snap_count, snap_bytes = snapshots.fetchone()
-        rows = db.execute("SELECT coalesce(sum(length(data)), 0) FROM events").fetchone()[0]
+        rows = db.execute("SELECT coalesce(sum(length(data)), 0) FROM event_rows").fetchone()[0]
     finally:
         db.close()
     return {
@@ -826,8 +826,9 @@ def describe(r: dict[str, Any]) -> dict[str, str]:
         "step": (
             f"one `tool.completed` event per step (call_id, name, is_error and a "
             f"{shape['output_chars']:,}-character output): payload {shape['payload_bytes']:,} B "
-            f"of JSON, stored as a sealed row of {shape['row_bytes']:,} B (envelope, hash "
-            f"chain and checksum included); one `RunJournal.append` = one transaction per step, "
+            f"of JSON, stored as a sealed row of {shape['row_bytes']:,} B (v3 envelope: deflated "
+            f"body, 8-byte chain link, checksum and CRC); one `RunJournal.append` = one "
+            f"transaction per step, "
             f"snapshot every {DEFAULT_SNAPSHOT_EVERY} events (the default)"
         ),
         "method": (

@@ -457,7 +457,7 @@ def tether_file_detail(path: Path) -> dict[str, Any]:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         events, event_bytes = db.execute(
-            "SELECT count(*), coalesce(sum(length(data)), 0) FROM events"
+            "SELECT count(*), coalesce(sum(length(data)), 0) FROM event_rows"
         ).fetchone()
         snaps, snap_bytes = db.execute(
             "SELECT count(*), coalesce(sum(length(data)), 0) FROM snapshots"
@@ -1591,8 +1591,8 @@ def findings(r: dict[str, Any]) -> list[str]:
         + ". Those commits write no audit index page (SQLite copies the indexed columns "
         "into `audit_rows` 512 events at a time, from the values the writer sealed) and "
         "never checkpoint the WAL (a background thread does): they write the events (schema "
-        "6: run key, seq and the v2 envelope's bytes only), their `(run, seq)` key, the "
-        "run's row and the ledger's rows."
+        "6: run key, seq and the v3 envelope's bytes only, the body deflated), their "
+        "`(run, seq)` key, the run's row and the ledger's rows."
     )
     sizes = sorted(s["tether"])
     growth = ", ".join(

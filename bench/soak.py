@@ -38,6 +38,7 @@ from typing import Any
 START = time.perf_counter()
 
 from tether import Agent, Limits, Runtime, tool  # noqa: E402
+from tether.journal import sqlite_functions  # noqa: E402
 from tether.models import ModelRequest, ScriptedModel  # noqa: E402
 from tether.models.scripted import Turn, call  # noqa: E402
 
@@ -281,6 +282,7 @@ def overflows(db: Path, run_id: str) -> int:
     from tether.events import decode_event
 
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        sqlite_functions(c)  # the `events` view reads bodies through it (schema 8)
         rows = c.execute(
             "SELECT seq, data FROM events WHERE run_id = ? AND type = 'model.failed'",
             (run_id,),
@@ -291,6 +293,7 @@ def overflows(db: Path, run_id: str) -> int:
 
 def summary_chars(db: Path, run_id: str) -> int:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        sqlite_functions(c)
         row = c.execute(
             "SELECT seq, data FROM events WHERE run_id = ? AND type = 'context.compacted' "
             "ORDER BY seq DESC LIMIT 1",

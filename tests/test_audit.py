@@ -19,7 +19,14 @@ from tether.audit import AuditFilter, audit_events, context_at, why
 from tether.demo import demo_agent, demo_plan
 from tether.errors import UsageError
 from tether.events import GENESIS_HASH, Event, EventDraft
-from tether.journal import MemoryStore, SQLiteStore, Store, read_events, verify_run
+from tether.journal import (
+    MemoryStore,
+    SQLiteStore,
+    Store,
+    read_events,
+    sqlite_functions,
+    verify_run,
+)
 from tether.journal._index import audit_columns
 from tether.journal._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 from tether.models import ScriptedModel, Turn, call
@@ -493,6 +500,7 @@ def _old_store(path: Path, rows: list[Event]) -> None:
     """A store as schema 2 wrote it (no audit columns), holding `rows` (v1 envelopes)."""
     rows = _as_v1(rows)
     db = sqlite3.connect(path, isolation_level=None)
+    sqlite_functions(db)
     db.execute("CREATE TABLE tether_meta (key TEXT PRIMARY KEY, value TEXT)")
     for version, statements in SQLITE_MIGRATIONS:
         if version <= 2:
@@ -522,6 +530,7 @@ async def test_an_older_store_is_migrated_and_its_rows_get_audit_columns(tmp_pat
     _old_store(path, events)
     # One row is damaged (not even JSON): the migration must still open the store.
     db = sqlite3.connect(path)
+    sqlite_functions(db)
     db.execute("UPDATE events SET data=? WHERE seq=5", (b"\x00garbage",))
     db.commit()
     db.close()
@@ -532,6 +541,7 @@ async def test_an_older_store_is_migrated_and_its_rows_get_audit_columns(tmp_pat
         report = await verify_run(store, result.run_id)
         assert [(p.kind, p.seq) for p in report.problems][:1] == [("event", 5)]
         db = sqlite3.connect(path)
+        sqlite_functions(db)
         version = db.execute("SELECT value FROM tether_meta WHERE key='schema_version'").fetchone()
         assert version == (str(SCHEMA_VERSION),)
         # Schema 4: the type index leaves out the types every step writes.
@@ -572,6 +582,7 @@ async def test_a_damaged_audit_column_is_reported(tmp_path: Path, column: str, v
     events = await read_events(store, result.run_id)
     target = next(e for e in events if e.type == "tool.requested")
     db = sqlite3.connect(store.path)
+    sqlite_functions(db)
     where = (result.run_id, target.seq)
     with pytest.raises(sqlite3.OperationalError):
         db.execute(f"UPDATE events SET {column}=? WHERE run_id=? AND seq=?", (value, *where))

@@ -68,7 +68,8 @@ def test_integrity_fields_are_audit_only_and_the_envelope_is_fixed() -> None:
         assert view is not None and set(view) == set(EVENT_FIELDS)
     audit = event_view(event, "audit")
     assert audit is not None and set(audit) == set(EVENT_FIELDS) | set(AUDIT_FIELDS)
-    assert audit["checksum"] == event.checksum and audit["prev_hash"] == GENESIS_HASH
+    assert audit["checksum"] == event.checksum and audit["prev_hash"] == event.prev_hash
+    assert event.follows(GENESIS_HASH)  # a v3 prev_hash is the link: 16 of the 64 digits
     assert audit["cause"] == event.causation_id and audit["payload"] == {"content": "hi"}
 
 

@@ -20,6 +20,9 @@ is either derived or omitted when it is the default:
 
 A body decodes only if encoding its fields again gives the same bytes, so every event has
 exactly one stored form (as in v1, whose bytes must be canonical JSON).
+
+v3 (`_envelope_v3`, what new events are sealed in) keeps this body and its rules; it stores
+the body deflated and only 8 bytes of the previous checksum.
 """
 
 from __future__ import annotations

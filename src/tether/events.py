@@ -4,12 +4,16 @@ An event is sealed once, by the writer, when its `seq` and predecessor are known
 checksum covers every field including `prev_hash`, so the events of a run form a hash
 chain. Stores persist the sealed bytes exactly; every read re-verifies them.
 
-Two envelopes exist; both keep loading (`decode_event`), new events are sealed in v2:
+Three envelopes exist; all keep loading (`decode_event`), new events are sealed in v3:
 
 - v1: canonical JSON with every field spelled out and hex digests (~400 bytes of envelope).
 - v2 (`_envelope.py`): one version byte, the raw 32-byte `prev_hash` and checksum, then a
   compact canonical JSON body. What the row already binds (run id, seq) is not stored but
   is part of the hashed input, so a row moved to another run or seq fails its checksum.
+- v3 (`_envelope_v3.py`): v2's body deflated with a fixed dictionary (or as is, when that
+  is not smaller), a CRC of the deflated bytes, and only the first 8 bytes of
+  `prev_hash` (a v3 event's `prev_hash` is those 16 hex digits; `Event.follows` is the
+  chain check). The checksum is still over the uncompressed body.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from ._envelope import V2_HEAD, V2_TAG, v2_body, v2_fields, v2_salt
+from ._envelope_v3 import LINK_BYTES, LINK_HEX, V3_TAGS, pack_v3, unpack_v3, v3_digest
 
 __all__ = [
     "DEFAULT_VISIBILITY",
@@ -38,9 +43,9 @@ __all__ = [
     "peek_fields",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the event envelope new events are sealed in. Journals written at any
-version must keep loading: `decode_event` reads v1 and v2."""
+version must keep loading: `decode_event` reads v1, v2 and v3."""
 
 GENESIS_HASH = "0" * 64
 """The `prev_hash` of every run's first event."""
@@ -150,9 +155,10 @@ class EventDraft:
     actor: str = "runtime"
     usage: Usage | None = None
 
-    def seal(self, *, run_id: str, seq: int, prev_hash: str, ts: str, version: int = 2) -> Event:
-        """Seal in the current envelope (v2); `version=1` writes the old one (tests, tools
-        that must produce journals older code reads)."""
+    def seal(self, *, run_id: str, seq: int, prev_hash: str, ts: str, version: int = 3) -> Event:
+        """Seal in the current envelope (v3) after the event whose checksum is `prev_hash`;
+        `version=1` or `2` writes an older one (tests, tools that must produce journals
+        older code reads)."""
         visibility = self.visibility or DEFAULT_VISIBILITY.get(self.type, "user_hidden")
         usage = self.usage
         if usage is not None:
@@ -162,6 +168,8 @@ class EventDraft:
                 output_tokens=int(usage.output_tokens),
                 cost_usd=float(usage.cost_usd),
             )
+        if version not in (1, 2, 3):
+            raise ValueError(f"no envelope version {version}")
         if version == 1:
             checksum, stored = _seal_v1(self, run_id, seq, prev_hash, ts, visibility, usage)
         else:
@@ -174,8 +182,15 @@ class EventDraft:
                     visibility, self.actor, self.payload, usage,
                 )
             )  # fmt: skip
-            digest = hashlib.sha256(v2_salt(run_id, seq) + prev + data).digest()
-            checksum, stored = digest.hex(), V2_TAG + prev + digest + data
+            if version == 3:
+                prev = prev[:LINK_BYTES]
+                prev_hash = prev.hex()
+                digest = v3_digest(run_id, seq, prev, data)
+                stored = pack_v3(prev, digest, data)
+            else:
+                digest = hashlib.sha256(v2_salt(run_id, seq) + prev + data).digest()
+                stored = V2_TAG + prev + digest + data
+            checksum = digest.hex()
         return Event(
             run_id=run_id,
             seq=seq,
@@ -235,6 +250,8 @@ class Event:
     usage: Usage | None
     schema_version: int
     prev_hash: str
+    """The previous event's checksum (`GENESIS_HASH` for the first); in v3, its first 16
+    hex digits, which is all the row stores (see `follows`)."""
     checksum: str
     """SHA-256 over the canonical body; the next event's `prev_hash`."""
     raw: bytes = field(repr=False, compare=False)
@@ -244,11 +261,20 @@ class Event:
     def id(self) -> str:
         return event_id(self.run_id, self.seq)
 
+    def follows(self, checksum: str) -> bool:
+        """Whether this event is chained to the event whose checksum is `checksum` (the
+        whole 64 digits): its `prev_hash` is that checksum, or in v3 its prefix."""
+        if self.schema_version == 3:
+            return len(checksum) == 64 and checksum[:LINK_HEX] == self.prev_hash
+        return checksum == self.prev_hash
+
     def portable(self) -> bytes:
-        """One self-verifying JSON line (exports): a v1 event's stored bytes, or a v2
-        event's body with the run id, seq and digests its row holds beside it."""
+        """One self-verifying JSON line (exports): a v1 event's stored bytes, or a v2/v3
+        event's (uncompressed) body with the run id, seq and digests its row holds beside
+        it (a v3 `prev_hash` is its 16-digit link)."""
         if self.schema_version == 1:
             return self.raw
+        body = self.raw[V2_HEAD:] if self.schema_version == 2 else unpack_v3(self.raw)[2]
         return canonical_json(
             {
                 "v": self.schema_version,
@@ -256,7 +282,7 @@ class Event:
                 "seq": self.seq,
                 "prev_hash": self.prev_hash,
                 "checksum": self.checksum,
-                "event": json.loads(self.raw[V2_HEAD:]),
+                "event": json.loads(body),
             }
         )
 
@@ -284,20 +310,20 @@ _PORTABLE_V2_KEYS = frozenset({"v", "run_id", "seq", "prev_hash", "checksum", "e
 def decode_event(raw: bytes, *, run_id: str | None = None, seq: int | None = None) -> Event:
     """Parse and verify one stored event. Never fills in a default for bad data.
 
-    A v2 event's stored bytes do not hold its run id and seq (its row does): pass them.
-    v1 bytes and portable lines (`Event.portable`) carry their own."""
+    A v2 or v3 event's stored bytes do not hold its run id and seq (its row does): pass
+    them. v1 bytes and portable lines (`Event.portable`) carry their own."""
     if not isinstance(raw, bytes):
         # A damaged store can hand back another type (a TEXT or INTEGER cell in SQLite).
         raise EventDecodeError(f"stored data is {type(raw).__name__}, not bytes")
-    if raw[:1] == V2_TAG:
+    if raw[:1] == V2_TAG or (raw and raw[0] in V3_TAGS):
         if run_id is None or seq is None:
-            raise EventDecodeError("a v2 event decodes with its row's run id and seq")
-        return _decode_v2(raw, run_id, seq)
+            raise EventDecodeError("a v2 or v3 event decodes with its row's run id and seq")
+        return _decode_compact(raw, run_id, seq)
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # incl. JSONDecodeError, UnicodeDecodeError
         raise EventDecodeError(f"undecodable bytes ({exc.__class__.__name__})") from None
-    if isinstance(body, dict) and set(body) == _PORTABLE_V2_KEYS and body["v"] == 2:
+    if isinstance(body, dict) and set(body) == _PORTABLE_V2_KEYS and body["v"] in (2, 3):
         return _decode_portable(raw, body)
     if not isinstance(body, dict) or set(body) != _ENVELOPE_KEYS:
         raise EventDecodeError("envelope has missing or unknown fields")
@@ -342,6 +368,8 @@ def peek_fields(raw: Any, run_id: str) -> dict[str, Any] | None:
             return None
         if raw[:1] == V2_TAG:
             fields = v2_fields(run_id, json.loads(raw[V2_HEAD:]))
+        elif raw and raw[0] in V3_TAGS:
+            fields = v2_fields(run_id, json.loads(unpack_v3(raw)[2]))
         else:
             body = json.loads(raw)
             fields = {k: body[k] for k in _PEEK_V1}
@@ -355,20 +383,31 @@ def peek_fields(raw: Any, run_id: str) -> dict[str, Any] | None:
 _PEEK_V1 = ("type", "ts", "correlation_id", "causation_id", "visibility", "actor", "payload")
 
 
-def _decode_v2(raw: bytes, run_id: str, seq: int) -> Event:
+def _decode_compact(raw: bytes, run_id: str, seq: int) -> Event:
+    """A v2 or v3 event from its row: the same body, told apart by the first byte."""
     if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(run_id, str):
         raise EventDecodeError("the row's run id or seq is damaged")
-    prev, digest, data = raw[1:33], raw[33:V2_HEAD], raw[V2_HEAD:]
-    if len(digest) != 32:
-        raise EventDecodeError("truncated envelope")
-    if hashlib.sha256(v2_salt(run_id, seq) + prev + data).digest() != digest:
+    if raw[:1] == V2_TAG:
+        version = 2
+        prev, digest, data = raw[1:33], raw[33:V2_HEAD], raw[V2_HEAD:]
+        if len(digest) != 32:
+            raise EventDecodeError("truncated envelope")
+        expected = hashlib.sha256(v2_salt(run_id, seq) + prev + data).digest()
+    else:
+        version = 3
+        try:
+            prev, digest, data = unpack_v3(raw)
+        except ValueError as exc:
+            raise EventDecodeError(str(exc)) from None
+        expected = v3_digest(run_id, seq, prev, data)
+    if expected != digest:
         raise EventDecodeError("checksum mismatch")
     try:
         fields = v2_fields(run_id, json.loads(data))
         event = _event(
             {**fields, "run_id": run_id, "seq": seq},
             usage=fields["usage"],
-            version=2,
+            version=version,
             prev_hash=prev.hex(),
             checksum=digest.hex(),
             raw=raw,
@@ -388,16 +427,21 @@ def _decode_v2(raw: bytes, run_id: str, seq: int) -> Event:
 
 
 def _decode_portable(line: bytes, body: dict[str, Any]) -> Event:
-    """A v2 event from an export line: rebuilt into its stored bytes, then verified."""
+    """A v2 or v3 event from an export line: rebuilt into its stored bytes (a v3 body
+    deflated by this zlib: the checksum does not depend on it), then verified."""
     try:
         run_id, seq = _str(body["run_id"]), _int(body["seq"])
         prev, digest = bytes.fromhex(_str(body["prev_hash"])), bytes.fromhex(_str(body["checksum"]))
-        if len(prev) != 32 or len(digest) != 32:
-            raise ValueError("digests are not SHA-256")
-        raw = V2_TAG + prev + digest + canonical_json(body["event"])
+        data = canonical_json(body["event"])
+        if body["v"] == 2:
+            if len(prev) != 32 or len(digest) != 32:
+                raise ValueError("digests are not SHA-256")
+            raw = V2_TAG + prev + digest + data
+        else:
+            raw = pack_v3(prev, digest, data)
     except (TypeError, ValueError, RecursionError) as exc:
         raise EventDecodeError(f"malformed field: {exc}") from None
-    event = _decode_v2(raw, run_id, seq)
+    event = _decode_compact(raw, run_id, seq)
     if event.portable() != line:
         raise EventDecodeError("bytes are not in canonical form")
     return event

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tether.journal import sqlite_functions
+
 from .scenario import effects
 from .test_power_loss import scenario
 
@@ -36,6 +38,7 @@ def template(folder: Path, kill_at: int | None) -> str:
     done = scenario("run", str(folder), "normal", *([str(kill_at)] if kill_at else []))
     assert done.returncode == (-9 if kill_at else 0), done.stderr[-2000:]
     db = sqlite3.connect(folder / "t.db")
+    sqlite_functions(db)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
     return done.stdout.split()[0]
@@ -88,6 +91,7 @@ def test_a_bit_flipped_in_committed_rows_refuses_the_run_and_repeats_nothing(
         shutil.copytree(source, folder)
         db_path = folder / "t.db"
         db = sqlite3.connect(db_path)
+        sqlite_functions(db)
         blobs = [
             r[0]
             for r in db.execute(

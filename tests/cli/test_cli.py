@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tether.cli import app
-from tether.journal import SQLiteStore
+from tether.journal import SQLiteStore, sqlite_functions
 
 runner = CliRunner()
 
@@ -190,6 +190,7 @@ def test_doctor_finds_corruption_and_fork_repairs_it(store: Path) -> None:
     code, out, _ = tether("doctor", store=store)
     assert code == 0 and "all intact" in out
     with sqlite3.connect(store) as db:
+        sqlite_functions(db)
         raw = db.execute("SELECT data FROM events WHERE run_id=? AND seq=100", (run_id,)).fetchone()
         damaged = raw[0][:-2] + bytes([raw[0][-2] ^ 1]) + raw[0][-1:]  # one bit flipped
         db.execute("UPDATE events SET data=? WHERE run_id=? AND seq=100", (damaged, run_id))
@@ -214,9 +215,11 @@ def test_doctor_checks_the_audit_index_and_rebuilds_it(store: Path) -> None:
     run_demo(store)
     code, out, _ = tether("doctor", "--rebuild-index", store=store)
     with sqlite3.connect(store) as db:
+        sqlite_functions(db)
         (events,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
     assert code == 0 and f"audit index rebuilt: {events} events copied" in out
     with sqlite3.connect(store) as db:
+        sqlite_functions(db)
         db.execute("UPDATE audit_rows SET tool='rm' WHERE id=40")
         db.execute("DELETE FROM audit_rows WHERE id=41")
     code, out, _ = tether("doctor", store=store)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tether.journal import sqlite_functions
+
 pytestmark = pytest.mark.chaos
 
 AGENT_FILE = '''
@@ -62,6 +64,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     killed = cli("run", "agent.py:agent", "--task", "go", "--quiet", cwd=folder, env=env)
     assert killed.returncode == -9
     db = sqlite3.connect(folder / "tether.db")
+    sqlite_functions(db)
     running = db.execute("SELECT run_id FROM runs WHERE status='running'").fetchone()[0]
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
@@ -71,6 +74,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
 def sql(*statements: str) -> Callable[[Path, str, str], None]:
     def damage(db_path: Path, completed: str, running: str) -> None:
         db = sqlite3.connect(db_path)
+        sqlite_functions(db)
         for s in statements:
             db.execute(s.format(completed=completed, running=running))
         db.commit()
@@ -82,6 +86,7 @@ def sql(*statements: str) -> Callable[[Path, str, str], None]:
 def overwrite_page(which: str) -> Callable[[Path, str, str], None]:
     def damage(db_path: Path, completed: str, running: str) -> None:
         db = sqlite3.connect(db_path)
+        sqlite_functions(db)
         (root,) = db.execute("SELECT rootpage FROM sqlite_schema WHERE name=?", (which,)).fetchone()
         (size,) = db.execute("PRAGMA page_size").fetchone()
         db.close()

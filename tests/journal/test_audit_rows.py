@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tether.events import Event, EventDraft
-from tether.journal import MemoryStore, RunJournal, SQLiteStore, Store, summary_of
+from tether.journal import MemoryStore, RunJournal, SQLiteStore, Store, sqlite_functions, summary_of
 from tether.journal import _sqlite as sqlite_store
 from tether.journal._index import RowQuery
 from tether.state import fold
@@ -121,6 +121,7 @@ async def test_event_ids_are_an_explicit_key_so_vacuum_keeps_them(tmp_path: Path
     before = store._db.execute("SELECT id, run_id, seq FROM events ORDER BY id").fetchall()
     await store.close()
     db = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    sqlite_functions(db)
     db.execute("DELETE FROM events WHERE id IN (2, 3)")  # gaps, which VACUUM may close
     db.execute("VACUUM")
     after = db.execute("SELECT id, run_id, seq FROM events ORDER BY id").fetchall()
@@ -134,6 +135,7 @@ async def test_event_ids_are_an_explicit_key_so_vacuum_keeps_them(tmp_path: Path
 def damage_page_of(path: Path, btree: str) -> int:
     """Overwrite the header of one page of `btree` in the (closed, checkpointed) file."""
     db = sqlite3.connect(path)
+    sqlite_functions(db)
     (page,) = db.execute(
         "SELECT pageno FROM dbstat WHERE name=? ORDER BY pageno DESC LIMIT 1", (btree,)
     ).fetchone()

@@ -18,7 +18,7 @@ import pytest
 
 from tether._clock import iso
 from tether.events import GENESIS_HASH, Event, EventDraft
-from tether.journal import MemoryStore, SQLiteStore, Store, summary_of
+from tether.journal import MemoryStore, SQLiteStore, Store, sqlite_functions, summary_of
 from tether.journal import _sqlite as sqlite_store
 from tether.journal._audit_rows import bound_us
 from tether.journal._index import RowQuery
@@ -172,6 +172,7 @@ async def test_a_schema6_copy_migrates_to_the_same_rows(tmp_path: Path) -> None:
     want = store._db.execute("SELECT * FROM audit_rows ORDER BY id").fetchall()
     await store.close()
     db = sqlite3.connect(path, isolation_level=None)
+    sqlite_functions(db)
     db.execute("DROP TABLE audit_rows")
     (v6,) = [statements for version, statements in SQLITE_MIGRATIONS if version == 6]
     for statement in v6[v6.index("DROP TABLE events") + 1 :]:

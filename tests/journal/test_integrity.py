@@ -39,6 +39,7 @@ from tether.journal import (
     load_run,
     read_events,
     seal_snapshot,
+    sqlite_functions,
     verify_run,
 )
 from tether.journal._integrity import open_snapshot
@@ -659,6 +660,7 @@ async def test_rows_past_the_recorded_head_are_reported(store: Store) -> None:
         PostgresPoker(store).insert_events(BASE[10:12])
     else:
         db = sqlite3.connect(store.path, isolation_level=None)
+        sqlite_functions(db)
         db.executemany(
             "INSERT INTO events (run_id, seq, type, correlation_id, data) VALUES (?,?,?,?,?)",
             [(e.run_id, e.seq, e.type, e.correlation_id, e.raw) for e in BASE[10:12]],
@@ -683,6 +685,7 @@ async def test_a_damaged_run_index_row_is_reported(tmp_path: Path, sql: str) -> 
     store = SQLiteStore(tmp_path / "t.db")
     await import_events(store, BASE)
     db = sqlite3.connect(store.path, isolation_level=None)
+    sqlite_functions(db)
     db.execute(sql)
     db.close()
     report = await verify_run(store, RUN_ID)

@@ -12,7 +12,14 @@ import sqlite3
 from pathlib import Path
 
 from tether.events import GENESIS_HASH, decode_event
-from tether.journal import RunJournal, SQLiteStore, load_run, read_events, verify_run
+from tether.journal import (
+    RunJournal,
+    SQLiteStore,
+    load_run,
+    read_events,
+    sqlite_functions,
+    verify_run,
+)
 from tether.journal._index import RowQuery, audit_columns
 from tether.journal._integrity import seal_snapshot
 from tether.journal._schema import SQLITE_INDEX_TAIL, SQLITE_MIGRATIONS
@@ -26,6 +33,7 @@ OLD = seal_chain([created(), *cycles(3)], version=1)
 
 def _schema5_store(path: Path) -> None:
     db = sqlite3.connect(path, isolation_level=None)
+    sqlite_functions(db)
     db.execute("CREATE TABLE tether_meta (key TEXT PRIMARY KEY, value TEXT)")
     for version, statements in SQLITE_MIGRATIONS:
         if version <= 5:
@@ -73,16 +81,16 @@ async def test_a_schema5_store_of_v1_events_migrates_loads_resumes_and_exports(
         loaded = await load_run(store, RUN_ID)
         assert loaded.state == fold(OLD) and loaded.snapshot_seq == 10
 
-        # Resume: new events are v2 and chain onto the last v1 event.
+        # Resume: new events are v3 and chain onto the last v1 event.
         lease = await store.acquire_lease(RUN_ID, owner="resumer", ttl_s=60)
         journal, _ = await RunJournal.open(store, lease)
         new = await journal.append(*cycles(1, start=4))
-        assert {e.schema_version for e in new} == {2} and new[0].prev_hash == OLD[-1].checksum
+        assert {e.schema_version for e in new} == {3} and new[0].follows(OLD[-1].checksum)
         everything = await read_events(store, RUN_ID)
         assert everything == [*OLD, *new]
         assert (await verify_run(store, RUN_ID)).ok
 
-        # Export: v1 lines are the stored bytes, v2 lines their portable form; every line
+        # Export: v1 lines are the stored bytes, v3 lines their portable form; every line
         # decodes on its own and the chain runs through both.
         lines = await Viewer(store, "audit").export_lines(RUN_ID)
         assert lines[: len(OLD)] == [e.raw for e in OLD]
@@ -90,7 +98,7 @@ async def test_a_schema5_store_of_v1_events_migrates_loads_resumes_and_exports(
         assert decoded == everything
         prev = GENESIS_HASH
         for e in decoded:
-            assert e.prev_hash == prev
+            assert e.follows(prev)
             prev = e.checksum
 
         # Audit queries across runs read the migrated `audit_rows` and the new tail.

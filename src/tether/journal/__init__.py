@@ -19,6 +19,7 @@ from ._journal import (
     read_events,
 )
 from ._memory import MemoryStore
+from ._schema import sqlite_functions
 from ._sqlite import SQLiteStore
 from ._verify_run import RunReport, verify_run
 
@@ -47,6 +48,7 @@ __all__ = [
     "open_store",
     "read_events",
     "seal_snapshot",
+    "sqlite_functions",
     "store_url_from_env",
     "summary_of",
     "verify_run",

@@ -341,11 +341,18 @@ def row_of(event: Event) -> StoredRow:
     )
 
 
-def check_continues(head_seq: int, head_hash: str, events: Sequence[Event], run_id: str) -> None:
-    """The append contract, shared by every backend: events must extend the stored head."""
+def check_continues(
+    head_seq: int, head_hash: str | None, events: Sequence[Event], run_id: str
+) -> None:
+    """The append contract, shared by every backend: events must extend the stored head
+    (`head_hash` None: one not read here, so only the events' own chain is checked)."""
     expected_seq, expected_hash = head_seq + 1, head_hash
     for event in events:
-        if event.run_id != run_id or event.seq != expected_seq or event.prev_hash != expected_hash:
+        if (
+            event.run_id != run_id
+            or event.seq != expected_seq
+            or (expected_hash is not None and not event.follows(expected_hash))
+        ):
             raise AppendConflict(
                 f"run {run_id}: expected seq {expected_seq} after the stored head, "
                 f"got seq {event.seq}; another writer appended first"

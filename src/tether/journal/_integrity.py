@@ -88,7 +88,7 @@ def walk(rows: Sequence[StoredRow], *, start_seq: int, prev_hash: str) -> Walk:
         except EventDecodeError as exc:
             result.fault = Problem(kind="event", seq=row.seq, what=str(exc))
             continue
-        if event.prev_hash != expected_prev:
+        if not event.follows(expected_prev):
             result.fault = Problem(
                 kind="chain",
                 seq=row.seq,

@@ -109,7 +109,8 @@ _APPEND_HEAD = """
 WITH moved AS (
     UPDATE runs SET head_seq=%s, head_hash=%s, status=%s, steps=%s, input_tokens=%s,
         output_tokens=%s, cost_usd=%s, updated_at=%s
-    WHERE run_id=%s AND lease_epoch=%s AND lease_owner=%s AND head_seq=%s AND head_hash=%s
+    WHERE run_id=%s AND lease_epoch=%s AND lease_owner=%s AND head_seq=%s
+        AND left(head_hash, 16)=left(%s, 16)
     RETURNING run_id
 )
 INSERT INTO events (run_id, seq, type, correlation_id, data, ts, actor, tool, visibility)
@@ -685,7 +686,7 @@ class PostgresStore:
         if not events:
             return
         first, last = events[0], events[-1]
-        check_continues(first.seq - 1, first.prev_hash, events, lease.run_id)
+        check_continues(first.seq - 1, None, events, lease.run_id)
         statement, params = _append_statement(lease, events, summary)
         for attempt in range(1, _APPEND_ATTEMPTS + 1):
             try:
@@ -738,7 +739,7 @@ class PostgresStore:
         if head == (last.seq, last.checksum):
             log.warning("%s; the append to %s had landed", cause, run_id)
             return True
-        if head == (first.seq - 1, first.prev_hash):
+        if head[0] == first.seq - 1 and first.follows(head[1]):
             return False
         raise StoreError(f"{cause}; the run {run_id} moved on meanwhile (head {head[0]})")
 

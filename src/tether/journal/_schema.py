@@ -14,10 +14,17 @@ ever add, and a store newer than the code is refused with a clear message.
 6: SQLite only: a smaller row (see `SQLITE_EVENTS_V6`): `events` stores only an integer run
    key, the seq and the bytes; its other columns are computed from the bytes (virtual), so
    nothing is stored both in `events` and in `audit_rows`.
+7: SQLite only: `audit_rows` in a compact form (see `_audit_rows`).
+8: SQLite only: the `events` view reads v3 envelopes (deflated bodies) through the SQL
+   function `tether_event_body`, which every connection of the store registers
+   (`sqlite_functions`); a plain sqlite3 shell reads `event_rows` instead.
 """
 
 from __future__ import annotations
 
+import sqlite3
+
+from .._envelope_v3 import body_text
 from ._audit_rows import MIGRATE_TO_V7
 from ._index import ACTOR_INDEX_TERM, CONTEXT_INDEX_TERM, TYPE_INDEX_TERM
 
@@ -116,8 +123,18 @@ SQLITE_EVENTS_V5 = [
 # be computed by every INSERT) and not when the columns are copied into `audit_rows`,
 # which the writer fills from the values it sealed (see `SQLiteStore._copy_audit`).
 # INSTEAD OF triggers keep the view writable by run id and seq for tools and repairs.
-_V2 = "substr(e.data, 1, 1) = x'02'"
-_J = f"(CASE WHEN {_V2} THEN CAST(substr(e.data, 66) AS TEXT) ELSE CAST(e.data AS TEXT) END)"
+#
+# Schema 8: the JSON text comes from `tether_event_body` (a deterministic Python function:
+# a v3 body must be inflated with its dictionary first), the same for every envelope.
+_V2 = "substr(e.data, 1, 1) IN (x'02', x'03', x'04')"
+"""The row holds a compact (v2 or v3) body, read with the short keys."""
+_J = "tether_event_body(e.data)"
+
+
+def sqlite_functions(db: sqlite3.Connection) -> None:
+    """Register what the `events` view calls (schema 8) on a connection to a store: every
+    connection that reads or writes through the view needs it."""
+    db.create_function("tether_event_body", 1, body_text, deterministic=True)
 
 
 def _text(v2_path: str, v1_path: str, v2_default: str = "NULL") -> str:
@@ -214,7 +231,7 @@ SQLITE_EVENTS_V6 = [
     *SQLITE_AUDIT_ROWS_V6,
 ]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
     (
@@ -293,6 +310,8 @@ SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
     (6, SQLITE_EVENTS_V6),
     # Schema 7 (SQLite): `audit_rows` in its compact form (see `_audit_rows`).
     (7, MIGRATE_TO_V7),
+    # Schema 8 (SQLite): the view reads v3 bodies (dropping it drops its triggers).
+    (8, ["DROP VIEW events", *SQLITE_EVENTS_VIEW]),
 ]
 
 NOTIFY_CHANNEL = "tether_runnable"
@@ -413,6 +432,11 @@ POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
     (5, []),  # schema 5 changes only SQLite's layout
     (6, []),  # so does schema 6 (PostgreSQL stores the v2 envelope in the same columns)
     (7, []),  # and 7 (SQLite's compact audit copy)
+    # and 8 (SQLite's view of v3 bodies). PostgreSQL stores v3 rows in the same columns;
+    # its `tether_event_audit` trigger parses only rows inserted without audit columns, as
+    # v1 JSON: a v2 or v3 row (a tag byte first) is never JSON, so such a row gets NULL
+    # columns, which verification reports, never values read from the wrong bytes.
+    (8, []),
 ]
 
 

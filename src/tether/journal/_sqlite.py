@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._clock import Clock, SystemClock
+from .._envelope_v3 import V3_DEFLATED
 from .._redact import remember_stored_secrets
 from ..errors import (
     CorruptionError,
@@ -76,6 +77,7 @@ from ._schema import (
     SQLITE_MIGRATIONS,
     TOKEN_COLUMNS,
     TOKENS_TABLE,
+    sqlite_functions,
 )
 from ._secrets import (
     COUNT_SECRETS,
@@ -112,8 +114,11 @@ _RUN_COLUMN_KINDS: list[tuple[type, ...]] = [
 """What each column of `_RUN_COLUMNS` may hold."""
 _APPEND_TAIL = (
     "steps=?, input_tokens=?, output_tokens=?, cost_usd=?, updated_at=? WHERE run_id=? "
-    "AND lease_epoch=? AND lease_owner=? AND head_seq=? AND head_hash=?"
+    "AND lease_epoch=? AND lease_owner=? AND head_seq=? "
+    "AND substr(head_hash, 1, 16)=substr(?, 1, 16)"
 )
+"""The head hash is compared on the 16 digits a v3 event's link holds (see `Event.follows`;
+the lease and the seq are the fence, the hash only says the history is the same one)."""
 _APPEND_NEW_STATUS = "UPDATE runs SET head_seq=?, head_hash=?, status=?, " + _APPEND_TAIL
 _APPEND_SAME_STATUS = "UPDATE runs SET head_seq=?, head_hash=?, " + _APPEND_TAIL
 _CORRUPT_CODES = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
@@ -157,10 +162,14 @@ def _ordered(rows: list[StoredRow], q: RowQuery) -> list[StoredRow]:
     return rows if q.limit is None else rows[: q.limit]
 
 
+_DEFLATED = bytes((V3_DEFLATED,))
+
+
 def _type_filter(types: Sequence[str]) -> Callable[[Any], bool] | None:
     """A cheap first cut for a filter by type: the bytes of an event of one of `types`
-    contain its type as canonical JSON spells it (`"t":"…"` in v2, `"type":"…"` in v1).
-    Rows it keeps are still matched on their parsed columns; damaged bytes are kept."""
+    contain its type as canonical JSON spells it (`"t":"…"` in v2, `"type":"…"` in v1);
+    a deflated v3 body cannot be searched, so it is kept. Rows it keeps are still matched
+    on their parsed columns; damaged bytes are kept."""
     if not types:
         return None
     marks = [
@@ -173,7 +182,7 @@ def _type_filter(types: Sequence[str]) -> Callable[[Any], bool] | None:
     search = re.compile(b"|".join(re.escape(m) for m in marks)).search
 
     def keep(raw: Any) -> bool:
-        return not isinstance(raw, bytes) or search(raw) is not None
+        return not isinstance(raw, bytes) or raw[:1] == _DEFLATED or search(raw) is not None
 
     return keep
 
@@ -303,6 +312,7 @@ class SQLiteStore:
                 self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
             )
             self._db.text_factory = _text
+            sqlite_functions(self._db)
             # A new file only (an existing one keeps its size): see PAGE_SIZE.
             self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -354,6 +364,7 @@ class SQLiteStore:
                     "where it can be written, or use a matching version"
                 )
             db.text_factory = _text
+            sqlite_functions(db)
             self._db = db
             self._audit_mark = self._indexed_through()
             stat = os.stat(self.path)
@@ -706,7 +717,7 @@ class SQLiteStore:
                 raise UsageError("append(also=...) needs at least one event")
             return
         first = events[0]
-        check_continues(first.seq - 1, first.prev_hash, events, lease.run_id)
+        check_continues(first.seq - 1, None, events, lease.run_id)
         if also is not None and self._ledger_tables is None:
             raise UsageError("append(also=...) runs only this store's own ledger work")
         try:

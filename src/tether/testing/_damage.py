@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CorruptionError
-from ..journal import SQLiteStore, load_run, read_events, verify_run
+from ..journal import SQLiteStore, load_run, read_events, sqlite_functions, verify_run
 from ..state import fold
 
 __all__ = ["Damage", "copy_store", "damage_copy", "delete_committed", "undetected"]
@@ -48,6 +48,7 @@ def damage_copy(db: Path, run_id: str, kind: str, rng: random.Random) -> Damage 
     """Damage one thing of `kind` in the copy at `db`; None when there is nothing of that
     kind to damage (a run too short to have a snapshot or a middle)."""
     con = sqlite3.connect(db)
+    sqlite_functions(con)  # the `events` view reads bodies through it
     try:
         if kind == "snapshot":
             rows = con.execute(

@@ -146,7 +146,7 @@ def load_journal(path: Path) -> list[Event]:
                 "`tether export RUN --view audit`"
             ) from None
         prev = events[-1] if events else None
-        if event.seq != (prev.seq + 1 if prev else 1) or event.prev_hash != (
+        if event.seq != (prev.seq + 1 if prev else 1) or not event.follows(
             prev.checksum if prev else GENESIS_HASH
         ):
             raise ReplayError(f"{path} line {n}: the hash chain is broken at seq {event.seq}")
