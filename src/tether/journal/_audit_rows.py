@@ -24,6 +24,7 @@ the two agree for every timestamp the journal writes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -187,12 +188,17 @@ def _uncorr(run_id: str, corr: str | None) -> str | None:
     return corr
 
 
+_sealed_ts = functools.lru_cache(maxsize=64)(ts_micros)
+"""`ts_micros` for the writer's own events: the few of a step share a timestamp, and
+parsing and checking one is most of what building a row costs."""
+
+
 def audit_row(
     event_id: int, key: int, run_id: str, seq: int, type_: str, correlation_id: str | None,
     columns: AuditColumns,
 ) -> tuple[Any, ...]:  # fmt: skip
     """The `audit_rows` values of an event this process sealed (`AUDIT_COLUMNS` order)."""
-    us = ts_micros(columns.ts)
+    us = _sealed_ts(columns.ts)
     return (
         event_id, key, seq, type_, _corr(run_id, correlation_id),
         columns.ts if us is None else us,

@@ -204,6 +204,7 @@ class _AuditCopyFailed(Exception):
 
 
 @functools.cache
+@functools.cache
 def _insert_events(n: int) -> str:
     return "INSERT INTO event_rows (run, seq, data) VALUES " + ",".join(["(?,?,?)"] * n)
 
