@@ -31,6 +31,7 @@ from typing import Any
 
 from .._envelope import micros_ts, ts_micros
 from ..errors import UsageError
+from ..events import Event
 from ._base import StoredRow
 from ._index import (
     CONTEXT_INDEX_TERM,
@@ -39,6 +40,7 @@ from ._index import (
     TYPE_INDEX_TERM,
     AuditColumns,
     RowQuery,
+    tool_in,
 )
 
 __all__ = [
@@ -193,18 +195,19 @@ _sealed_ts = functools.lru_cache(maxsize=64)(ts_micros)
 parsing and checking one is most of what building a row costs."""
 
 
-def audit_row(
-    event_id: int, key: int, run_id: str, seq: int, type_: str, correlation_id: str | None,
-    columns: AuditColumns,
-) -> tuple[Any, ...]:  # fmt: skip
-    """The `audit_rows` values of an event this process sealed (`AUDIT_COLUMNS` order)."""
-    us = _sealed_ts(columns.ts)
+def audit_row(event_id: int, key: int, run_id: str, event: Event) -> tuple[Any, ...]:
+    """The `audit_rows` values of an event this process sealed (`AUDIT_COLUMNS` order),
+    then its bytes (the copy checks its event row still holds them). Read off the event
+    itself, with no `AuditColumns` made for it: this runs for every event appended."""
+    ts, actor, visibility = event.ts, event.actor, event.visibility
+    us = _sealed_ts(ts)
     return (
-        event_id, key, seq, type_, _corr(run_id, correlation_id),
-        columns.ts if us is None else us,
-        None if columns.actor == "runtime" else columns.actor,
-        columns.tool,
-        None if columns.visibility == "user_hidden" else columns.visibility,
+        event_id, key, event.seq, event.type, _corr(run_id, event.correlation_id),
+        ts if us is None else us,
+        None if actor == "runtime" else actor,
+        tool_in(event.type, event.payload),
+        None if visibility == "user_hidden" else visibility,
+        event.raw,
     )  # fmt: skip
 
 

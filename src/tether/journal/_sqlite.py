@@ -61,7 +61,6 @@ from ._index import (
     CONTEXT_INDEX_TYPES,
     AuditColumns,
     RowQuery,
-    audit_columns,
     row_matches,
     runs_where,
     sort_key,
@@ -860,11 +859,7 @@ class SQLiteStore:
         # One INSERT gives its rows consecutive ids (this transaction holds the write lock).
         first_id = last_id - len(events) + 1
         run_id = lease.run_id
-        self._audit_new = [
-            (*audit_row(first_id + i, key, run_id, e.seq, e.type, e.correlation_id,
-                        audit_columns(e)), e.raw)
-            for i, e in enumerate(events)
-        ]  # fmt: skip
+        self._audit_new = [audit_row(first_id + i, key, run_id, e) for i, e in enumerate(events)]
         if last_id - marked >= AUDIT_BATCH:
             try:
                 self._copy_audit(db, marked)
