@@ -225,3 +225,42 @@ async def test_two_writers_fill_the_audit_copy_from_their_own_and_each_others_ev
     finally:
         await one.close()
         await two.close()
+
+
+async def test_sealed_rows_whose_events_were_replaced_under_their_ids_are_not_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer keeps the audit rows of the events it sealed until the next batch. If the
+    run is cut and written again meanwhile through another connection, the new events
+    take the freed ids: the writer's rows for the old ones must not be copied over them
+    (each row is copied only while its event row still holds the bytes it sealed)."""
+    monkeypatch.setattr(sqlite_store, "AUDIT_BATCH", 10_000)
+    path = tmp_path / "cut.db"
+    one, two = SQLiteStore(path), SQLiteStore(path)
+    try:
+        original = RUNS[0]
+        await interleaved(one, [original], chunk=3)  # all of it held by `one`, not copied
+        assert one._db.execute("SELECT COUNT(*) FROM audit_rows").fetchone() == (0,)
+        assert len(one._audit_pending) == len(original) - 1
+        # Another holder cuts the run after seq 4 and writes a different tail.
+        keep = original[3]
+        other_tail = seal_chain(
+            [audit_cycle(9)[1], audit_cycle(9)[0], audit_cycle(9)[3]],
+            run_id=original[0].run_id,
+            after=keep,
+        )
+        lease = await two.acquire_lease("run_a", owner="w", ttl_s=3600)
+        await two.truncate(lease, "run_a", keep_through=keep.seq, head_hash=keep.checksum)
+        await two.append(lease, other_tail, summary=summary_of(fold([*original[:4], *other_tail])))
+        # `one` copies its batch (with another run's append): only what still holds.
+        monkeypatch.setattr(sqlite_store, "AUDIT_BATCH", 1)
+        await interleaved(one, RUNS[1:2], chunk=len(RUNS[1]))
+        assert await one.check_audit_index() is None
+        copied = one._db.execute(
+            "SELECT a.seq, a.type FROM audit_rows a JOIN run_keys k ON k.key = a.run "
+            "WHERE k.run_id = 'run_a' ORDER BY a.seq"
+        ).fetchall()
+        assert copied == [(e.seq, e.type) for e in [*original[:4], *other_tail]]
+    finally:
+        await one.close()
+        await two.close()

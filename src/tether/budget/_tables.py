@@ -462,6 +462,10 @@ class SQLiteLedgerTables(SQLLedgerTables):
         self.path = path
         self.db = db
         self._on_commit = on_commit
+        self._limits_version: int | None = None
+        """`PRAGMA data_version` when the cached limits were read (None: read again)."""
+        self._limits_written = False
+        """This connection changed limits in a transaction that may not have ended."""
         try:
             with self.transaction():
                 for statement in LEDGER_SCHEMA:
@@ -471,6 +475,30 @@ class SQLiteLedgerTables(SQLLedgerTables):
 
     def close(self) -> None:
         pass  # the connection is the store's
+
+    def limits(self) -> dict[str, BudgetLimits]:
+        """The stored limits, read again only when they may have changed.
+
+        Every check reads them, so a change by another process or `tether budget set`
+        is obeyed at the next one. Unchanged, they cost a step one statement and the
+        rows' comparison; SQLite's `data_version` says in one cheap pragma whether any
+        other connection committed since this one last looked (inside the check's
+        transaction, so what it says holds until the reservation commits), and this
+        connection's own changes go through `set_limits`, which forgets the cache.
+        """
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._limits_version or self._limits_written:
+            self._limits_version = None  # kept only once the rows read verify
+            super().limits()
+            if not self._limits_written:
+                self._limits_version = version
+        return dict(self._limits)
+
+    def set_limits(self, scope: str, limits: BudgetLimits | None) -> None:
+        # Not cached until the transaction that wrote them ends: it may roll back.
+        self._limits_version = None
+        self._limits_written = True
+        super().set_limits(scope, limits)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -494,3 +522,4 @@ class SQLiteLedgerTables(SQLLedgerTables):
             raise StoreError(f"budget ledger in {self.path}: {exc}") from None
         finally:
             self._depth = 0
+            self._limits_written = False  # committed or rolled back: nothing is cached

@@ -24,12 +24,14 @@ the two agree for every timestamp the journal writes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .._envelope import micros_ts, ts_micros
 from ..errors import UsageError
+from ..events import Event
 from ._base import StoredRow
 from ._index import (
     CONTEXT_INDEX_TERM,
@@ -38,6 +40,7 @@ from ._index import (
     TYPE_INDEX_TERM,
     AuditColumns,
     RowQuery,
+    tool_in,
 )
 
 __all__ = [
@@ -187,18 +190,24 @@ def _uncorr(run_id: str, corr: str | None) -> str | None:
     return corr
 
 
-def audit_row(
-    event_id: int, key: int, run_id: str, seq: int, type_: str, correlation_id: str | None,
-    columns: AuditColumns,
-) -> tuple[Any, ...]:  # fmt: skip
-    """The `audit_rows` values of an event this process sealed (`AUDIT_COLUMNS` order)."""
-    us = ts_micros(columns.ts)
+_sealed_ts = functools.lru_cache(maxsize=64)(ts_micros)
+"""`ts_micros` for the writer's own events: the few of a step share a timestamp, and
+parsing and checking one is most of what building a row costs."""
+
+
+def audit_row(event_id: int, key: int, run_id: str, event: Event) -> tuple[Any, ...]:
+    """The `audit_rows` values of an event this process sealed (`AUDIT_COLUMNS` order),
+    then its bytes (the copy checks its event row still holds them). Read off the event
+    itself, with no `AuditColumns` made for it: this runs for every event appended."""
+    ts, actor, visibility = event.ts, event.actor, event.visibility
+    us = _sealed_ts(ts)
     return (
-        event_id, key, seq, type_, _corr(run_id, correlation_id),
-        columns.ts if us is None else us,
-        None if columns.actor == "runtime" else columns.actor,
-        columns.tool,
-        None if columns.visibility == "user_hidden" else columns.visibility,
+        event_id, key, event.seq, event.type, _corr(run_id, event.correlation_id),
+        ts if us is None else us,
+        None if actor == "runtime" else actor,
+        tool_in(event.type, event.payload),
+        None if visibility == "user_hidden" else visibility,
+        event.raw,
     )  # fmt: skip
 
 
