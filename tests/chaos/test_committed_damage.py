@@ -4,11 +4,13 @@ against real processes: the run is refused, never cut and re-run.
 A run whose tools change an outside world is driven in its own process (to its end, or
 SIGKILLed part way), its WAL checkpointed into the file, and one bit of the file flipped:
 inside one of the last 33 committed events' bytes (what resume used to cut as a "torn
-tail" and then redo), or inside a stored copy of the run id (its `run_keys` and `runs`
-rows). A fresh process resumes it, and `tether doctor` checks it.
+tail" and then redo), or inside each stored copy of the run id (its `runs` and `run_keys`
+rows, their index entries, the ledger's run row). A fresh process resumes it, and
+`tether doctor` checks it.
 
-Every case: the resume is refused naming the run and the first bad seq, `doctor` reports
-the run, and no payment ran again.
+Every case: no payment runs again and `doctor` reports the damage. A damaged event is
+refused naming the run and the first bad seq; a damaged copy of the id is refused naming
+the run wherever the resume reads or writes through it.
 """
 
 from __future__ import annotations
@@ -44,15 +46,36 @@ def template(folder: Path, kill_at: int | None) -> str:
     return done.stdout.split()[0]
 
 
-def flip_in(path: Path, needle: bytes, rng: random.Random) -> None:
-    data = bytearray(path.read_bytes())
+def spots_of(path: Path, needle: bytes) -> list[int]:
+    data = path.read_bytes()
     spots = []
     at = data.find(needle)
     while at >= 0:
         spots.append(at)
         at = data.find(needle, at + 1)
     assert spots, "the bytes to damage are not in the file"
-    at = rng.choice(spots) + rng.randrange(len(needle))
+    return spots
+
+
+def table_at(path: Path, spot: str | int) -> str:
+    """The table or index holding byte `spot` of the file (before any flip)."""
+    if not isinstance(spot, int):
+        return ""
+    db = sqlite3.connect(path)
+    try:
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        row = db.execute(
+            "SELECT name FROM dbstat WHERE pageno=?", (spot // page_size + 1,)
+        ).fetchone()
+    finally:
+        db.close()
+    return str(row[0]) if row else "?"
+
+
+def flip_in(path: Path, needle: bytes, rng: random.Random, spot: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    at = rng.choice(spots_of(path, needle)) if spot is None else spot
+    at += rng.randrange(len(needle))
     data[at] ^= 1 << rng.randrange(8)
     path.write_bytes(bytes(data))
 
@@ -84,7 +107,14 @@ def test_a_bit_flipped_in_committed_rows_refuses_the_run_and_repeats_nothing(
         "killed": (tmp_path / "killed", rng.randrange(30, 60)),
     }
     ids = {name: template(folder, kill) for name, (folder, kill) in runs.items()}
-    cases = [(name, where) for name in runs for where in ("tail", "tail", "tail", "run id")]
+    # Every stored copy of the run id (the run index row and its key, the journal key
+    # row and its key, the ledger's run row), and three random spots in the tail.
+    cases: list[tuple[str, str | int]] = [
+        (name, where) for name in runs for where in ("tail", "tail", "tail")
+    ]
+    for name in runs:
+        cases += [(name, at) for at in spots_of(runs[name][0] / "t.db", ids[name].encode())]
+    assert len(cases) >= 2 * (3 + 4), cases
     for n, (name, where) in enumerate(cases):
         source, run_id = runs[name][0], ids[name]
         folder = tmp_path / f"case{n}"
@@ -102,16 +132,35 @@ def test_a_bit_flipped_in_committed_rows_refuses_the_run_and_repeats_nothing(
         if where == "tail":
             flip_in(db_path, rng.choice(blobs), rng)
         else:
-            flip_in(db_path, run_id.encode(), rng)
+            assert isinstance(where, int)
+            flip_in(db_path, run_id.encode(), rng, spot=where)
         before = Counter(e["n"] for e in effects(folder) if e["tool"] == "pay")
         resumed = scenario("resume", str(folder), "normal", run_id)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         outcome = json.loads(resumed.stdout.strip().splitlines()[-1])
-        case = (name, where, outcome)
-        assert outcome.get("error") == "CorruptionError", case
-        assert run_id in outcome["message"] and " seq " in outcome["message"], case
+        case = (name, where, table_at(source / "t.db", where), outcome)
+        if where == "tail" or (
+            name == "killed" and not table_at(source / "t.db", where).startswith("budget_")
+        ):
+            # A damaged event, or a damaged copy of the id the resume must write through.
+            assert outcome.get("error") == "CorruptionError", case
+            assert run_id in outcome["message"], case
+            if where == "tail":
+                assert " seq " in outcome["message"], case
+        else:
+            # A finished run's resume writes nothing: a copy it does not read (the journal
+            # key's own text, the ledger's row) may be damaged without harm to the run.
+            # The ledger's rows naming the run (its spend, an open hold) are not checked
+            # against the journal on resume (that reads the whole journal): doctor below
+            # must report them.
+            assert outcome.get("error") == "CorruptionError" or outcome.get("status") == (
+                "completed"
+            ), case
         after = Counter(e["n"] for e in effects(folder) if e["tool"] == "pay")
-        assert after == before and all(c == 1 for c in after.values()), (case, after)
+        refused = "error" in outcome
+        # Refused: nothing ran. Resumed: the rest of the run ran, but no payment twice.
+        assert after == before if refused else set(before) <= set(after), (case, after)
+        assert all(c == 1 for c in after.values()), (case, after)
         checked = doctor(folder)
         assert checked.returncode == 1, (case, checked.stdout[-2000:], checked.stderr[-2000:])
         report = json.loads(checked.stdout)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -229,16 +230,32 @@ def damaged_holds(tables: Any) -> list[tuple[str, LedgerProblem]]:
     return found
 
 
-def rebuild_ledger(tables: Any, runs: list[RunSpend]) -> int:
+def orphan_holds(tables: Any, known: set[str]) -> list[tuple[str, LedgerProblem]]:
+    """Open holds naming a run the store does not hold (a damaged run id, or a run
+    deleted under its ledger): money set aside that nothing will ever settle or release."""
+    found = []
+    for rid, run_id in tables._x(
+        "SELECT id, run_id FROM budget_reservations WHERE state='reserved' ORDER BY id"
+    ):
+        if run_id not in known:
+            found.append((rid, LedgerProblem(
+                where=f"budget reservation {rid}",
+                what=f"it is held for run {run_id!r:.60}, which is not in the store "
+                f"(repair: {HOLD_REPAIR})",
+            )))  # fmt: skip
+    return found
+
+
+def rebuild_ledger(tables: Any, runs: list[RunSpend], *, drop: Sequence[str] = ()) -> int:
     """Replace the settled spend with what the journals record; readable open holds are
-    kept, damaged ones dropped. Returns the costs counted."""
+    kept, damaged ones (and the holds in `drop`) dropped. Returns the costs counted."""
     from ._ledger import ReservationRow
 
     counted = 0
     with tables.transaction():
         for table in ("budget_usage", "budget_usage_hourly", "budget_runs"):
             tables._x(f"DELETE FROM {table}")
-        for rid, _ in damaged_holds(tables):
+        for rid in [*drop, *(rid for rid, _ in damaged_holds(tables))]:
             # Money set aside for a call, not spend: dropping the unreadable hold loses
             # no record of what was paid.
             tables._x("DELETE FROM budget_reservations WHERE id=?", (rid,))
@@ -284,7 +301,9 @@ async def verify_ledger(
     problems = compare_ledger(runs, by_run=by_run, by_scope_minutes=minutes, by_scope_hours=hours)
     if unreadable:
         problems = [p for p in problems if p.where.startswith("run ")]
+    orphans = orphan_holds(tables, {r.run_id for r in runs} | set(unreadable))
     problems += damaged + check_limits(tables) + [p for _, p in damaged_holds(tables)]
+    problems += [p for _, p in orphans]
     counted = None
     if rebuild:
         if unreadable:
@@ -296,5 +315,5 @@ async def verify_ledger(
                 + (" …" if len(unreadable) > 3 else "")
                 + " do not verify, so their spend is unknown; repair them first (tether fork)"
             )
-        counted = rebuild_ledger(tables, runs)
+        counted = rebuild_ledger(tables, runs, drop=[rid for rid, _ in orphans])
     return problems, counted

@@ -194,6 +194,10 @@ def _sections_only(q: RowQuery) -> bool:
     return bool(q.types) and set(q.types) <= set(SECTION_TYPES)
 
 
+def _short(row: Sequence[Any] | None) -> str:
+    return "nothing" if row is None else f"{row[0]!r:.60}"
+
+
 def _lease_columns(run_id: str, row: Sequence[Any]) -> tuple[str | None, int, float | None]:
     """A run's lease columns, refused by name when damaged (see `SQLiteStore._record`)."""
     holder, epoch, expires = row
@@ -525,12 +529,31 @@ class SQLiteStore:
             row = db.execute("SELECT key FROM run_keys WHERE run_id=?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFound(run_id)
+            # The lookup reads only the index; the table's own copy of the id must agree,
+            # or a flipped byte there would go unnoticed until the index is rebuilt.
+            named = db.execute("SELECT run_id FROM run_keys WHERE key=?", (row[0],)).fetchone()
+            if named is None or named[0] != run_id:
+                raise CorruptionError(
+                    run_id, None,
+                    f"its journal key row is damaged (it names {_short(named)})",
+                    repair="tether doctor shows what else is damaged; restore the store "
+                    "from a backup",
+                )  # fmt: skip
             key = self._run_keys[run_id] = int(row[0])
         return key
 
-    def _record(self, row: Sequence[Any]) -> RunRecord:
+    def _record(
+        self, row: Sequence[Any], stored_id: Any = None, asked: str | None = None
+    ) -> RunRecord:
         # SQLite keeps any value in any column: a damaged page or a stray write can put
         # text where a count belongs. Refuse it by name rather than fail somewhere later.
+        if asked is not None and stored_id != asked:
+            # Found through the index under `asked`, yet the row names another run.
+            raise CorruptionError(
+                asked, None,
+                f"its run index row is damaged (it names {_short((stored_id,))})",
+                repair="tether doctor shows what else is damaged; restore the store from a backup",
+            )  # fmt: skip
         wrong = [
             name
             for name, value, kinds in zip(_RUN_COLUMN_NAMES, row, _RUN_COLUMN_KINDS, strict=True)
@@ -566,7 +589,13 @@ class SQLiteStore:
         )
 
     async def get_run(self, run_id: str) -> RunRecord:
-        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id=?", (run_id,))
+        # The id is read back from the table row itself (a rowid lookup), not from the
+        # index the search used: a flipped byte in the row must not pass unseen.
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS}, (SELECT r.run_id FROM runs AS r NOT INDEXED "
+            "WHERE r.rowid = runs.rowid) FROM runs WHERE run_id=?",
+            (run_id,),
+        )
         if not rows:
             if await self.lost_synced_commits(run_id):
                 raise CorruptionError(
@@ -575,8 +604,16 @@ class SQLiteStore:
                     "before side effects, so they may have happened",
                     repair="restore the store from a backup",
                 )  # fmt: skip
+            if self._read("SELECT 1 FROM run_keys WHERE run_id=?", (run_id,)):
+                raise CorruptionError(
+                    run_id, None,
+                    "its journal is in the store but its run index row cannot be found "
+                    "(the `runs` table or its index is damaged)",
+                    repair="tether doctor shows what else is damaged; restore the store "
+                    "from a backup",
+                )  # fmt: skip
             raise RunNotFound(run_id)
-        return self._record(rows[0])
+        return self._record(rows[0][:-1], rows[0][-1], run_id)
 
     async def list_runs(
         self,
@@ -1153,6 +1190,15 @@ class SQLiteStore:
         nothing else verifies (the ledger, the queue columns) shows up here."""
         try:
             found = [str(r[0]) for r in self._db.execute("PRAGMA quick_check(20)")]
+            if found == ["ok"]:
+                # quick_check does not compare an index with its table. For the two small
+                # tables that name runs, a full check is cheap and catches a flipped id.
+                for table in ("runs", "run_keys"):
+                    found = [
+                        str(r[0]) for r in self._db.execute(f"PRAGMA integrity_check('{table}')")
+                    ]
+                    if found != ["ok"]:
+                        break
         except sqlite3.DatabaseError as exc:
             error = self._error(exc)
             if isinstance(error, StoreUnavailable):

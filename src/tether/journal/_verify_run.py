@@ -38,10 +38,21 @@ async def verify_run(store: Store, run_id: str) -> RunReport:
     """Walk the whole journal from seq 1, every snapshot, and the run index."""
     try:
         record = await store.get_run(run_id)
-    except (RunNotFound, CorruptionError):
+    except (RunNotFound, CorruptionError) as exc:
         gone = await lost_problem(store, run_id, head_seq=None)
         if gone is None:
-            raise
+            if isinstance(exc, RunNotFound) and run_id not in await store.run_ids():
+                raise
+            # Listed by the store yet not readable by its id: the run index is damaged.
+            what = (
+                exc.what
+                if isinstance(exc, CorruptionError)
+                else (
+                    "the run index lists this run but cannot find it by its id "
+                    "(the `runs` table or its index is damaged)"
+                )
+            )
+            gone = Problem(kind="index", seq=None, what=what)
         return RunReport(run_id=run_id, events=0, head_seq=0, snapshots=0, problems=[gone])
     lost = await lost_problem(store, run_id, head_seq=record.head_seq)
     # Up to the recorded head only; rows past it are checked below, against a fresh read of
