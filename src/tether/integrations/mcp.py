@@ -267,6 +267,13 @@ class MCPSession:
             return ""
         return f"; its stderr ends: {text}" if text else ""
 
+    async def sever(self) -> None:
+        """End the session at once, as a server crash does: a stdio server's process is
+        stopped (an HTTP client closed), and the next call starts a new session. For fault
+        injection (`tether chaos`); a call in flight sees its connection drop."""
+        async with self._lock:
+            await self._shutdown()
+
     async def aclose(self) -> None:
         async with self._lock:
             await self._shutdown()
