@@ -94,6 +94,8 @@ def pay(n: int) -> str:
 
 if __name__ == "__main__":
     if "--fail-start" in sys.argv:
-        print("fatal: config file /etc/nowhere.toml not found", file=sys.stderr, flush=True)
+        token = os.environ.get("TETHER_TEST_TOKEN", "")
+        print("fatal: config file /etc/nowhere.toml not found" + (f" (token {token})" if token
+              else ""), file=sys.stderr, flush=True)  # fmt: skip
         sys.exit(2)
     server.run("stdio")

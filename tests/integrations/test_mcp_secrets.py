@@ -59,11 +59,14 @@ def test_the_rule_registers_credentials_and_leaves_ordinary_configuration() -> N
                  "Cookie": "sid=cookie-val-1; theme=dark"},
         url="https://mcp.example.invalid/mcp?api_key=q-key-42&page=2",
         secret_env=["ODD"],
+        args=["--api-key", "arg-key-1", "--token=arg-tok-2", "--verbose", "--port", "8080",
+              "https://u:url-pw-3@host/x"],
     )  # fmt: skip
     assert set(found) == {
         "ghx-one-two", "postgres://app:pg-Pass-99@db/app", "pg-Pass-99", "plain-value-9",
         "sk-proj-Ab3dEf6hIj9kLmN0pQrStUvWx1yZ2", "Bearer brr-77-zz", "brr-77-zz",
         "sid=cookie-val-1; theme=dark", "cookie-val-1", "dark", "q-key-42",
+        "arg-key-1", "arg-tok-2", "url-pw-3",
     }  # fmt: skip
     with pytest.raises(UsageError, match="'NOPE'"):
         server_secrets(env={}, secret_env=["NOPE"])
@@ -84,6 +87,26 @@ def test_building_a_server_registers_its_credentials() -> None:
     clear_registered_secrets()
     source.open("run_y")
     assert TOKEN in registered_secrets()
+
+
+async def test_a_server_that_fails_to_start_is_an_error_without_its_token(
+    tmp_path: Path,
+) -> None:
+    from tether.integrations.mcp import MCPServerError
+
+    failing = MCPServer.stdio(
+        sys.executable, [TEST_SERVER, "--fail-start", "--api-key", "cli-key-5150"],
+        env={"TETHER_TEST_TOKEN": TOKEN}, name="broken",
+    )  # fmt: skip
+    agent = Agent(name="a", instructions="x", tools=[failing], model=ScriptedModel(["done"]))
+    runtime = Runtime(SQLiteStore(tmp_path / "t.db"))
+    with pytest.raises(MCPServerError) as info:
+        await runtime.start(agent, "hi")
+    await runtime.close()
+    message = str(info.value)
+    assert "config file /etc/nowhere.toml not found" in message  # its stderr, still shown
+    assert TOKEN not in message and "cli-key-5150" not in message
+    assert "[REDACTED]" in message
 
 
 def _policy(seen: list[str]) -> ScriptedModel:

@@ -14,9 +14,11 @@ The rule, so ordinary configuration (`LOG_LEVEL=debug`, a `PATH`) is not blanked
   recognise (an `sk-…` key, a JWT, a URL with a password in it);
 - every HTTP header whose name names a credential (`Authorization`, `Cookie`,
   `X-Api-Key`, …), as a whole and without its `Bearer`/`Basic`/`Token` scheme;
+- a command-line argument given to a credential-named flag (`--api-key VALUE`,
+  `--token=VALUE`);
 - the password of a URL (`postgres://user:PASSWORD@host`) and the value of a query
-  parameter whose name names a credential (`?api_key=…`), in the server's URL or in an
-  environment value.
+  parameter whose name names a credential (`?api_key=…`), in the server's URL, its
+  arguments or an environment value.
 
 Values shorter than `MIN_SECRET_LENGTH` are not registered (they would blank out
 ordinary words); a `secret_env` name whose value is that short is refused.
@@ -25,7 +27,7 @@ ordinary words); a `secret_env` name whose value is that short is refused.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
 from .._redact import MIN_SECRET_LENGTH, REDACTED, Redactor
@@ -81,6 +83,7 @@ def server_secrets(
     headers: Mapping[str, str] | None = None,
     url: str | None = None,
     secret_env: Iterable[str] = (),
+    args: Sequence[str] = (),
 ) -> list[str]:
     """The values of a server's configuration that views must never show (see above)."""
     env = env or {}
@@ -105,6 +108,14 @@ def server_secrets(
                 found.append(scheme.group(1))
             if name.lower() == "cookie":
                 found += [v.strip() for _, _, v in (c.partition("=") for c in value.split(";"))]
+    for index, arg in enumerate(args):
+        flag, equals, value = arg.partition("=")
+        if not flag.startswith("-") or not credential_name(flag.lstrip("-")):
+            found += _url_secrets(arg)
+        elif equals:
+            found.append(value)
+        elif index + 1 < len(args) and not args[index + 1].startswith("-"):
+            found.append(args[index + 1])
     if url:
         found += _url_secrets(url)
     return sorted({value for value in found if _usable(value)})

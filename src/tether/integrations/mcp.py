@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO, cast
 
-from .._redact import register_secrets
+from .._redact import default_redactor, register_secrets
 from ..errors import UsageError
 from ..tools import ApprovalPredicate, Tool, ToolRetry, UnknownOutcomePolicy
 from ._mcp_secrets import server_secrets
@@ -49,7 +49,11 @@ _STDERR_TAIL = 2_000
 
 class MCPServerError(UsageError):
     """An MCP server could not be started or reached; the message names its command or URL
-    and ends with what the server wrote to stderr."""
+    and ends with what the server wrote to stderr, with secrets redacted (it is printed as
+    it is, where views would redact it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(default_redactor().text(message))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,8 +105,9 @@ class MCPServer:
     def secrets(self) -> list[str]:
         """The configuration values views must never show (see `_mcp_secrets`)."""
         return server_secrets(
-            env=self.env, headers=self.headers, url=self.url, secret_env=self.secret_env
-        )
+            env=self.env, headers=self.headers, url=self.url, secret_env=self.secret_env,
+            args=self.args,
+        )  # fmt: skip
 
     def register_secrets(self) -> None:
         """Register `secrets()` for redaction: when the server is built, and again for
