@@ -85,10 +85,11 @@ class FaultPlan:
     mcp_timeout_rate: float = 0.0
     """Chance that such a call times out: sent, then its answer withheld or cut off."""
     mcp_disconnect_rate: float = 0.0
-    """Chance that the server exits mid-call: its session is severed before or after the
-    server did the work, and the outcome is unknown to the caller."""
+    """Chance that the server exits mid-call: its session is severed while the call is in
+    flight or after the server did the work, and the outcome is unknown to the caller."""
     on_inject: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
-    """Told the kind (one of `FAULT_KINDS`) of every fault, as it is injected."""
+    """Told the kind (one of `FAULT_KINDS` or `MCP_FAULT_KINDS`) of every fault, as it is
+    injected."""
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:

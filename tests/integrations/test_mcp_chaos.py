@@ -105,3 +105,36 @@ def test_the_report_counts_mcp_faults_only_for_an_agent_with_mcp_tools() -> None
     with_mcp = dataclasses.replace(plain, source_tools=9)
     assert tuple(with_mcp.fault_counts()) == (*REPORTED_KINDS, *MCP_FAULT_KINDS)
     assert with_mcp.to_json()["source_tools"] == 9
+
+
+def test_tether_chaos_in_the_environment_reaches_mcp_tools_of_tether_run(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+
+    agent_file = tmp_path / "agent.py"
+    agent_file.write_text(
+        "import sys\n"
+        "from tether import Agent\n"
+        "from tether.integrations.mcp import MCPServer\n"
+        "from tether.models import ScriptedModel, call\n"
+        f"server = MCPServer.stdio(sys.executable, [{TEST_SERVER!r}], name='calc')\n"
+        "agent = Agent(name='adder', instructions='Add.', tools=[server],\n"
+        "              model=ScriptedModel([call('add', {'a': 1, 'b': 2}), 'done']))\n"
+    )
+    env = {**os.environ, "TETHER_CHAOS": "mcp_fail_rate=1"}
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "run", f"{agent_file}:agent", "--task", "add",
+         "--store", url, "--quiet", "--json"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_id = json.loads(done.stdout)["run_id"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "tether", "show", run_id, "--store", url, "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    failed = [e for e in json.loads(shown.stdout)["events"] if e["type"] == "tool.failed"]
+    assert len(failed) == 1
+    assert "chaos: MCP server 'calc' answered with an error result" in json.dumps(failed)
