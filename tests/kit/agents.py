@@ -53,6 +53,7 @@ def broken_payments(folder: str = ".") -> Agent:
 
 
 MCP_SERVER = str(Path(__file__).parent.parent / "integrations" / "mcp_test_server.py")
+MCP_TURNS = 8
 
 
 def mcp_payments(folder: str = ".", *, idempotent: bool = False) -> Agent:
@@ -63,15 +64,18 @@ def mcp_payments(folder: str = ".", *, idempotent: bool = False) -> Agent:
         env={"TETHER_TEST_WORLD": str(Path(folder) / "world.txt")},
         idempotent={"pay": True} if idempotent else {}, timeout_s=20,
     )  # fmt: skip
+    # One call a turn: a replay compares the order of outcomes, and two calls of one turn
+    # run concurrently, finishing in whatever order their faults give them.
     script: list[Turn | str] = [
-        Turn(calls=(("pay", {"n": i}), ("add", {"a": i, "b": 1}))) for i in range(TURNS)
+        Turn(calls=((("pay", {"n": i // 2}) if i % 2 == 0 else ("add", {"a": i, "b": 1})),))
+        for i in range(2 * MCP_TURNS)
     ]
     return Agent(
         name="mcp-payments",
         instructions="Pay the bills.",
         tools=[server],
         model=ScriptedModel([*script, "all paid"]),
-        limits=Limits(max_steps=TURNS + 5),
+        limits=Limits(max_steps=2 * MCP_TURNS + 5),
     )
 
 

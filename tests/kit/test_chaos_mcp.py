@@ -5,6 +5,7 @@ server made is ever made again (checked on the server's side, not only in the jo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -55,3 +56,27 @@ def test_mcp_tools_get_their_faults_and_no_payment_is_made_twice(tmp_path: Path)
         ran = [json.loads(line) for line in (run_dir / "effects.jsonl").read_text().splitlines()]
         # The harness counted the server's calls with their keys, as it counts any tool's.
         assert any(e["tool"] == "pay" and e["idempotent"] is False for e in ran)
+    asyncio.run(_every_journal_replays(keep, report["results"]))
+
+
+async def _every_journal_replays(workdir: Path, results: list[dict[str, object]]) -> None:
+    """Journals with MCP faults, kills and resumes replay event for event, without the
+    server (the replay takes its tool list and results from the recording)."""
+    from tether.events import decode_event
+    from tether.journal import SQLiteStore
+    from tether.testing import assert_replays
+
+    from .agents import mcp_payments
+
+    for r in results:
+        run_dir = workdir / f"run-{r['run']}"
+        store = SQLiteStore(run_dir / "t.db")
+        try:
+            rows = await store.read_rows(str(r["run_id"]))
+        finally:
+            await store.close()
+        journal = run_dir / "run.jsonl"
+        events = [decode_event(row.raw, run_id=row.run_id, seq=row.seq) for row in rows]
+        journal.write_bytes(b"".join(e.portable() + b"\n" for e in events))
+        await assert_replays(mcp_payments(str(workdir / "never-written")), journal)
+    assert not (workdir / "never-written").exists()
