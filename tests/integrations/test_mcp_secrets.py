@@ -47,7 +47,8 @@ def test_the_rule_registers_credentials_and_leaves_ordinary_configuration() -> N
     for name in ("GITHUB_TOKEN", "API_KEY", "db-password", "MYAPIKEY", "Authorization",
                  "X-Api-Key", "SLACK_BOT_PAT", "sentry_dsn", "Cookie"):  # fmt: skip
         assert credential_name(name), name
-    for name in ("PATH", "PWD", "LOG_LEVEL", "PYTHONPATH", "HOME", "REGION", "Accept"):
+    for name in ("PATH", "PWD", "LOG_LEVEL", "PYTHONPATH", "HOME", "REGION", "Accept",
+                 "KEY_FILE", "SESSION_DIR", "GOOGLE_CREDENTIALS_PATH"):  # fmt: skip
         assert not credential_name(name), name
     found = server_secrets(
         env={

@@ -9,7 +9,8 @@ process and (through the store's recorded secrets) in every later reader.
 The rule, so ordinary configuration (`LOG_LEVEL=debug`, a `PATH`) is not blanked out:
 
 - an environment variable whose name names a credential (a word such as TOKEN, SECRET,
-  PASSWORD, PASSPHRASE, KEY, APIKEY, AUTH, CREDENTIAL(S), COOKIE, SESSION, PAT, DSN), or
+  PASSWORD, PASSPHRASE, KEY, APIKEY, AUTH, CREDENTIAL(S), COOKIE, SESSION, PAT, DSN, and
+  not ending in FILE, PATH, DIR or ID, which say where or which a credential is), or
   that the server's `secret_env` lists, or whose value the redactor's credential patterns
   recognise (an `sk-…` key, a JWT, a URL with a password in it);
 - every HTTP header whose name names a credential (`Authorization`, `Cookie`,
@@ -44,6 +45,9 @@ _INSIDE = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "APIKEY", "CREDENTIAL", "PAS
 """Found inside a name without separators too (`GITHUBTOKEN`, `MYAPIKEY`)."""
 _NOT_SECRET = frozenset({"PWD", "OLDPWD"})
 """Shell variables that only look like credentials (the working directory)."""
+_WHERE = frozenset({"FILE", "PATH", "DIR", "DIRECTORY", "ID"})
+"""A last word that says the variable names where a credential is, or which one
+(`KEY_FILE`, `GOOGLE_APPLICATION_CREDENTIALS_PATH`, `SESSION_DIR`, `AWS_ACCESS_KEY_ID`)."""
 _SPLIT = re.compile(r"[^A-Z0-9]+")
 _SCHEME = re.compile(r"(?i)^(?:bearer|basic|token|digest)\s+(\S+)$")
 _patterns = Redactor()
@@ -54,8 +58,10 @@ def credential_name(name: str) -> bool:
     upper = name.upper()
     if upper in _NOT_SECRET:
         return False
-    words = set(_SPLIT.split(upper))
-    return bool(words & _WORDS) or any(part in upper for part in _INSIDE)
+    words = [w for w in _SPLIT.split(upper) if w]
+    if words and words[-1] in _WHERE:
+        return False
+    return bool(set(words) & _WORDS) or any(part in upper for part in _INSIDE)
 
 
 def _url_secrets(text: str) -> list[str]:
