@@ -30,6 +30,7 @@ __all__ = [
     "default_redactor",
     "process_secrets",
     "register_secret",
+    "register_secrets",
     "registered_secrets",
     "remember_stored_secrets",
     "secrets_generation",
@@ -154,6 +155,17 @@ def register_secret(value: str) -> None:
     with _lock:
         _registered.add(_check(value))
         _generation += 1
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """`register_secret` for each value; the generation changes only when one is new, so a
+    source that registers its secrets again for every run costs writers nothing."""
+    global _generation
+    checked = {_check(value) for value in values}
+    with _lock:
+        if checked - _registered:
+            _registered.update(checked)
+            _generation += 1
 
 
 def secrets_generation() -> int:

@@ -8,6 +8,7 @@ seeded, so a failing chaos run can be reproduced exactly. The CLI reads a plan f
     TETHER_CHAOS="model_latency=0.02;seed=7"       # 20 ms per model call
     TETHER_CHAOS="model_fail_rate=0.2;tool_fail_rate=0.1;seed=3"
     TETHER_CHAOS="tool_corrupt_rate=0.1;model_malformed_rate=0.05"
+    TETHER_CHAOS="mcp_disconnect_rate=0.1;mcp_timeout_rate=0.05"   # MCP servers' tools
 
 Every fault it injects is reported to `on_inject` (by kind, see `FAULT_KINDS`), so a
 harness can prove each kind really happened; `tether chaos` (`tether.testing`) draws one
@@ -28,27 +29,33 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ._chaos_sources import MCP_FAULT_KINDS, FaultySource
 from .errors import ModelUnavailable, UsageError
 from .events import Event
 from .journal import Lease, RunSummary, Store
 from .journal._wrapper import StoreWrapper
 from .models import Message, Model, ModelRequest, ModelResponse, ToolCall, ToolSpec
 from .models._base import TextSink
-from .tools import Tool
+from .tools import Tool, ToolSource
 
-__all__ = ["FAULT_KINDS", "FaultPlan", "FaultyModel", "FaultyStore", "faulty_tool", "wrap_fn"]
+__all__ = [
+    "FAULT_KINDS", "MCP_FAULT_KINDS", "FaultPlan", "FaultyModel", "FaultySource", "FaultyStore",
+    "faulty_tool", "wrap_fn",
+]  # fmt: skip
 
 FAULT_KINDS = (
     "tool_failure", "tool_latency", "tool_corruption",
     "model_outage", "model_latency", "model_malformed",
     "kill",
 )  # fmt: skip
-"""What a `FaultPlan` injects in a process (store damage and budgets are the harness's)."""
+"""What a `FaultPlan` injects in a process (store damage and budgets are the harness's);
+the tools of MCP servers get `MCP_FAULT_KINDS` too."""
 
 _INTS = ("seed", "kill_after_seq", "kill_before_seq")
 _FLOATS = (
     "model_latency", "model_fail_rate", "model_malformed_rate",
     "tool_latency", "tool_fail_rate", "tool_corrupt_rate",
+    "mcp_fail_rate", "mcp_timeout_rate", "mcp_disconnect_rate",
 )  # fmt: skip
 
 
@@ -73,8 +80,16 @@ class FaultPlan:
     tool_corrupt_rate: float = 0.0
     """Chance that a tool's result is corrupted after it ran: cut short, with a NUL and an
     unpaired surrogate in it (what a broken upstream hands back)."""
+    mcp_fail_rate: float = 0.0
+    """Chance that a call of an MCP server's tool comes back as the server's error result."""
+    mcp_timeout_rate: float = 0.0
+    """Chance that such a call times out: sent, then its answer withheld or cut off."""
+    mcp_disconnect_rate: float = 0.0
+    """Chance that the server exits mid-call: its session is severed while the call is in
+    flight or after the server did the work, and the outcome is unknown to the caller."""
     on_inject: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
-    """Told the kind (one of `FAULT_KINDS`) of every fault, as it is injected."""
+    """Told the kind (one of `FAULT_KINDS` or `MCP_FAULT_KINDS`) of every fault, as it is
+    injected."""
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,7 +101,8 @@ class FaultPlan:
             if not 0 <= getattr(self, name) < math.inf:
                 raise UsageError(f"{name} must be finite seconds ≥ 0, not {getattr(self, name)}")
         for name in ("model_fail_rate", "model_malformed_rate", "tool_fail_rate",
-                     "tool_corrupt_rate"):  # fmt: skip
+                     "tool_corrupt_rate", "mcp_fail_rate", "mcp_timeout_rate",
+                     "mcp_disconnect_rate"):  # fmt: skip
             rate = getattr(self, name)
             if not 0 <= rate <= 1:
                 raise UsageError(f"{name} must be a chance between 0 and 1, not {rate}")
@@ -153,6 +169,13 @@ class FaultPlan:
         if not (self.tool_fail_rate or self.tool_latency or self.tool_corrupt_rate):
             return list(tools)
         return [faulty_tool(t, self) for t in tools]
+
+    def wrap_sources(
+        self, sources: Sequence[ToolSource], prepare: Callable[[Tool], Tool] | None = None
+    ) -> list[ToolSource]:
+        """Sources whose tools get the tool faults and `MCP_FAULT_KINDS` (each tool passed
+        through `prepare` first); see `tether._chaos_sources`."""
+        return [FaultySource(s, self, prepare) for s in sources]
 
 
 def _die(plan: FaultPlan) -> None:

@@ -427,7 +427,11 @@ class Worker:
         if self.faults is not None:
             store = self.faults.wrap_store(guard)
             model = self.faults.wrap_model(model)
-            agent = dataclasses.replace(agent, tools=self.faults.wrap_tools(agent.tools))
+            agent = dataclasses.replace(
+                agent,
+                tools=self.faults.wrap_tools(agent.tools),
+                tool_sources=self.faults.wrap_sources(agent.tool_sources),
+            )
         driving = asyncio.create_task(
             drive_run(
                 store=store,

@@ -2,6 +2,8 @@
 
 `python mcp_test_server.py` serves stdio; `--fail-start` writes to stderr and exits before
 the handshake. `http_app()` is the same server as a streamable-HTTP ASGI app.
+`TETHER_TEST_TOKEN` in its environment is a credential its tools echo and check;
+`TETHER_TEST_WORLD` a file where `pay` records every payment it makes.
 """
 
 from __future__ import annotations
@@ -63,8 +65,37 @@ def fails() -> str:
     raise ToolError("the disk is full")
 
 
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+def whoami() -> str:
+    """Echo the server's credential and log level (a server that leaks its token)."""
+    token = os.environ.get("TETHER_TEST_TOKEN", "")
+    return f"token={token} level={os.environ.get('LOG_LEVEL', '')}"
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+def check_token(token: str) -> str:
+    """Whether the caller knows the server's credential."""
+    return "accepted" if token == os.environ.get("TETHER_TEST_TOKEN") else "refused"
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+def leaky_fail() -> str:
+    """Fail with the credential in the error message."""
+    raise ToolError(f"upstream refused token {os.environ.get('TETHER_TEST_TOKEN', '')}")
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False))
+def pay(n: int) -> str:
+    """Pay bill n: a real effect, recorded in TETHER_TEST_WORLD (no idempotency check)."""
+    with open(os.environ["TETHER_TEST_WORLD"], "a") as world:
+        world.write(f"{n}\n")
+    return f"paid {n}"
+
+
 if __name__ == "__main__":
     if "--fail-start" in sys.argv:
-        print("fatal: config file /etc/nowhere.toml not found", file=sys.stderr, flush=True)
+        token = os.environ.get("TETHER_TEST_TOKEN", "")
+        print("fatal: config file /etc/nowhere.toml not found" + (f" (token {token})" if token
+              else ""), file=sys.stderr, flush=True)  # fmt: skip
         sys.exit(2)
     server.run("stdio")

@@ -3,6 +3,9 @@
 `payments(folder)` pays a bill each turn and records every payment in `folder/world.jsonl`
 (and with `record_effect`). `broken_payments` is the same agent with `pay` wrongly
 declared idempotent: a crash that hides a payment's outcome makes the runtime pay again.
+`mcp_payments(folder)` pays through a real MCP server (a subprocess, which records each
+payment in `folder/world.txt`) and adds numbers with its read-only `add`;
+`broken_mcp_payments` declares the server's `pay` idempotent, wrongly.
 The demo variants change what the demo's code does, for replays to catch.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -46,6 +50,37 @@ def payments(folder: str = ".", *, idempotent: bool = False) -> Agent:
 
 def broken_payments(folder: str = ".") -> Agent:
     return payments(folder, idempotent=True)
+
+
+MCP_SERVER = str(Path(__file__).parent.parent / "integrations" / "mcp_test_server.py")
+MCP_TURNS = 8
+
+
+def mcp_payments(folder: str = ".", *, idempotent: bool = False) -> Agent:
+    from tether.integrations.mcp import MCPServer
+
+    server = MCPServer.stdio(
+        sys.executable, [MCP_SERVER], name="bank",
+        env={"TETHER_TEST_WORLD": str(Path(folder) / "world.txt")},
+        idempotent={"pay": True} if idempotent else {}, timeout_s=20,
+    )  # fmt: skip
+    # One call a turn: a replay compares the order of outcomes, and two calls of one turn
+    # run concurrently, finishing in whatever order their faults give them.
+    script: list[Turn | str] = [
+        Turn(calls=((("pay", {"n": i // 2}) if i % 2 == 0 else ("add", {"a": i, "b": 1})),))
+        for i in range(2 * MCP_TURNS)
+    ]
+    return Agent(
+        name="mcp-payments",
+        instructions="Pay the bills.",
+        tools=[server],
+        model=ScriptedModel([*script, "all paid"]),
+        limits=Limits(max_steps=2 * MCP_TURNS + 5),
+    )
+
+
+def broken_mcp_payments(folder: str = ".") -> Agent:
+    return mcp_payments(folder, idempotent=True)
 
 
 def demo_publish_unguarded(out: str = "tether-demo") -> Agent:

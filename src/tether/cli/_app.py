@@ -240,7 +240,11 @@ async def _drive(
     if plan is not None:
         runtime.store = plan.wrap_store(runtime.store)
         model = plan.wrap_model(model or runtime.model_of(agent))
-        agent = dataclasses.replace(agent, tools=plan.wrap_tools(agent.tools))
+        agent = dataclasses.replace(
+            agent,
+            tools=plan.wrap_tools(agent.tools),
+            tool_sources=plan.wrap_sources(agent.tool_sources),
+        )
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     _driving.append((run_id, store_url))
     while True:

@@ -104,7 +104,8 @@ def chaos(
 ) -> None:
     """Drive an agent many times under seeded faults and check Tether's invariants.
 
-    Faults: tool failures, latency and corrupted results; model outages, latency and
+    Faults: tool failures, latency and corrupted results; for the tools of MCP servers also
+    error results, timeouts and servers exiting mid-call; model outages, latency and
     malformed answers; SIGKILLs at random journal positions, each followed by a resume in a
     fresh process; byte damage to events and snapshots on copies of the store; tiny
     budgets. Checked after each run: a terminal status with a reason, no effect repeated
@@ -167,8 +168,6 @@ def chaos(
 
 
 def _print_report(report: ChaosReport, repro: dict[int, str]) -> None:
-    from ..testing import REPORTED_KINDS
-
     table = Table(title=f"tether chaos · seed {report.seed}", title_justify="left")
     for name in ("run", "status", "reason", "procs", "kills", "faults", "damage", "budget", "ok"):
         table.add_column(name, justify="right" if name in ("run", "procs", "kills") else "left")
@@ -181,7 +180,7 @@ def _print_report(report: ChaosReport, repro: dict[int, str]) -> None:
     out.print(table)
     counts = report.fault_counts()
     out.print("faults injected: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    missing = [k for k, v in counts.items() if not v and k in REPORTED_KINDS]
+    missing = [k for k, v in counts.items() if not v and k in report.reported_kinds]
     if missing:
         out.print(f"not injected in these runs: {', '.join(missing)}")
     out.print(f"{len(report.runs)} runs in {report.seconds:.1f}s · "

@@ -13,6 +13,11 @@ are journaled like any tool call. The tool annotations decide Tether's rules:
 `approval={"tool": bool | predicate}`, `idempotent={"tool": bool}` and
 `on_unknown={"tool": "fail" | "retry" | "ask"}` override them per tool.
 Annotations are hints from the server: override them for servers you do not trust.
+
+Credentials in a server's configuration (`env` values such as `GITHUB_TOKEN`, HTTP
+`headers` such as `Authorization`, a password in its URL) are registered as secrets, so
+a server that echoes one in a result or an error has it redacted in every view; the rule
+is in `_mcp_secrets`, and `secret_env=[...]` names more variables.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO, cast
 
+from .._redact import default_redactor, register_secrets
 from ..errors import UsageError
 from ..tools import ApprovalPredicate, Tool, ToolRetry, UnknownOutcomePolicy
+from ._mcp_secrets import server_secrets
 from ._schema import passthrough_model, require_module, tool_name
 
 __all__ = ["MCPServer", "MCPServerError", "MCPSession"]
@@ -42,7 +49,11 @@ _STDERR_TAIL = 2_000
 
 class MCPServerError(UsageError):
     """An MCP server could not be started or reached; the message names its command or URL
-    and ends with what the server wrote to stderr."""
+    and ends with what the server wrote to stderr, with secrets redacted (it is printed as
+    it is, where views would redact it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(default_redactor().text(message))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,10 +66,15 @@ class MCPServer:
     command: str | None = None
     args: tuple[str, ...] = ()
     env: Mapping[str, str] | None = None
-    """Extra environment for a stdio server (merged over a minimal safe environment)."""
+    """Extra environment for a stdio server (merged over a minimal safe environment).
+    Values of credential-named variables are registered as secrets (see `secret_env`)."""
+    secret_env: Sequence[str] = ()
+    """More `env` names whose values are secrets, whatever they are called."""
     cwd: str | None = None
     url: str | None = None
     headers: Mapping[str, str] | None = None
+    """For an HTTP server; values of credential headers (`Authorization`, `X-Api-Key`,
+    `Cookie`, …) are registered as secrets."""
     timeout_s: float = 60.0
     """Per call: a call still running then is an error result (`timeout`)."""
     connect_timeout_s: float = 30.0
@@ -82,6 +98,21 @@ class MCPServer:
             raise UsageError(f"MCPServer.http needs an http(s) URL, got {self.url!r}")
         if not self.timeout_s > 0 or not self.connect_timeout_s > 0:
             raise UsageError("MCPServer timeouts must be positive")
+        if isinstance(self.secret_env, str):
+            raise UsageError("MCPServer secret_env is a list of variable names, not one string")
+        self.register_secrets()
+
+    def secrets(self) -> list[str]:
+        """The configuration values views must never show (see `_mcp_secrets`)."""
+        return server_secrets(
+            env=self.env, headers=self.headers, url=self.url, secret_env=self.secret_env,
+            args=self.args,
+        )  # fmt: skip
+
+    def register_secrets(self) -> None:
+        """Register `secrets()` for redaction: when the server is built, and again for
+        each run's session (a process may have cleared its registered secrets since)."""
+        register_secrets(self.secrets())
 
     @classmethod
     def stdio(
@@ -119,6 +150,7 @@ class MCPServer:
 
     def open(self, run_id: str) -> MCPSession:
         require_module("mcp", "mcp")
+        self.register_secrets()
         return MCPSession(self, run_id=run_id)
 
 
@@ -239,6 +271,13 @@ class MCPSession:
         except (OSError, ValueError):
             return ""
         return f"; its stderr ends: {text}" if text else ""
+
+    async def sever(self) -> None:
+        """End the session at once, as a server crash does: a stdio server's process is
+        stopped (an HTTP client closed), and the next call starts a new session. For fault
+        injection (`tether chaos`); a call in flight sees its connection drop."""
+        async with self._lock:
+            await self._shutdown()
 
     async def aclose(self) -> None:
         async with self._lock:

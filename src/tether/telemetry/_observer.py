@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .._redact import Redactor, default_redactor
+from .._redact import Redactor, default_redactor, secrets_generation
 from ..errors import UsageError
 from ..events import Event
 from ..views import FIELD_VISIBILITY, Role, can_see
@@ -138,6 +138,11 @@ class TelemetryObserver:
         self.tracer: Tracer = self.provider.get_tracer(INSTRUMENTATION_NAME, __version__)
         self.role = role
         self.redactor = None if role == "audit" else (redactor or default_redactor())
+        # The process's own redactor is rebuilt when a secret is registered later (an MCP
+        # server's credentials are registered when a run opens its session).
+        self._generation: int | None = (
+            secrets_generation() if role != "audit" and redactor is None else None
+        )
         self.flush_interval_s = flush_interval_s
         self.flush_every_spans = flush_every_spans
         self.flush_timeout_ms = flush_timeout_ms
@@ -150,6 +155,9 @@ class TelemetryObserver:
     # -- helpers --------------------------------------------------------------------------
 
     def _clean(self, text: str) -> str:
+        if self._generation is not None and self._generation != secrets_generation():
+            self._generation = secrets_generation()
+            self.redactor = default_redactor()
         return self.redactor.text(text) if self.redactor is not None else text
 
     def _start(

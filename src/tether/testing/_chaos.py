@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..chaos import FAULT_KINDS
+from ..chaos import FAULT_KINDS, MCP_FAULT_KINDS
 from ..journal import SQLiteStore, new_run_id, read_events
 from ..state import RunState, fold
 from ._damage import copy_store, damage_copy, delete_committed, undetected
@@ -35,7 +35,8 @@ __all__ = ["REPORTED_KINDS", "ChaosReport", "ChaosTarget", "RunOutcome", "run_ch
 
 REPORTED_KINDS = (*FAULT_KINDS, "event_damage", "snapshot_damage", "missing_event_damage",
                   "tiny_budget")  # fmt: skip
-"""Every kind of fault `tether chaos` injects; the report counts each."""
+"""Every kind of fault `tether chaos` injects; the report counts each (and
+`MCP_FAULT_KINDS` too when the agent has tools from MCP servers)."""
 TERMINAL = ("completed", "stopped", "failed", "cancelled")
 UNEXPECTED = "the run stopped on an unexpected"  # the loop guard's reason (loop/_guard.py)
 
@@ -94,6 +95,13 @@ class ChaosReport:
     seconds: float
     clean_length: int
     """Events in a fault-free reference run (kills are drawn within this span)."""
+    source_tools: int = 0
+    """Tools the agent's sources (MCP servers) offered in the reference run."""
+
+    @property
+    def reported_kinds(self) -> tuple[str, ...]:
+        """The kinds the report always counts: MCP faults only for an agent with MCP tools."""
+        return (*REPORTED_KINDS, *MCP_FAULT_KINDS) if self.source_tools else REPORTED_KINDS
 
     @property
     def ok(self) -> bool:
@@ -107,15 +115,17 @@ class ChaosReport:
         total: collections.Counter[str] = collections.Counter()
         for r in self.runs:
             total.update(r.faults)
-        extra = {kind: n for kind, n in sorted(total.items()) if kind not in REPORTED_KINDS}
-        return {**{kind: total[kind] for kind in REPORTED_KINDS}, **extra}
+        kinds = self.reported_kinds
+        extra = {kind: n for kind, n in sorted(total.items()) if kind not in kinds}
+        return {**{kind: total[kind] for kind in kinds}, **extra}
 
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok, "seed": self.seed, "runs": len(self.runs),
             "failed_runs": [r.index for r in self.failed], "faults": self.fault_counts(),
             "seconds": round(self.seconds, 3), "clean_length": self.clean_length,
-            "plan": self.plan.to_json(), "results": [r.to_json() for r in self.runs],
+            "source_tools": self.source_tools, "plan": self.plan.to_json(),
+            "results": [r.to_json() for r in self.runs],
         }  # fmt: skip
 
 
@@ -148,13 +158,14 @@ class _Runner:
         except subprocess.TimeoutExpired as exc:  # run() killed the child it started
             return subprocess.CompletedProcess(exc.cmd, -1, "", "hung: timed out")
 
-    def calibrate(self) -> int:
-        """Length of a fault-free run, so kills can be drawn within it."""
+    def calibrate(self) -> tuple[int, int]:
+        """Length of a fault-free run, so kills can be drawn within it, and how many tools
+        the agent's sources offered in it."""
         run_dir = self.workdir / "reference"
         run_dir.mkdir(parents=True, exist_ok=True)
         run_id = new_run_id()
-        self.child(run_dir, run_id, None, None)
-        return max(3, _head(run_dir / "t.db", run_id))
+        done = self.child(run_dir, run_id, None, None)
+        return max(3, _head(run_dir / "t.db", run_id)), _source_tools(done.stdout)
 
     def run(self, index: int, clean_length: int) -> RunOutcome:
         """One run, checked; a failure of the harness itself is reported as the run's."""
@@ -249,6 +260,17 @@ def _head(db: Path, run_id: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _source_tools(stdout: str) -> int:
+    """`source_tools` of a child's outcome line (0 when it printed none)."""
+    lines = stdout.strip().splitlines()
+    try:
+        outcome = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        return 0
+    found = outcome.get("source_tools", 0) if isinstance(outcome, dict) else 0
+    return found if isinstance(found, int) else 0
+
+
 def _fault_log(path: Path) -> collections.Counter[str]:
     if not path.exists():
         return collections.Counter()
@@ -314,7 +336,7 @@ def run_chaos(
     (seed, I), so any run can be reproduced alone."""
     started = time.monotonic()
     runner = _Runner(target, plan, seed, workdir)
-    clean = runner.calibrate()
+    clean, source_tools = runner.calibrate()
     soak_from = time.monotonic()
 
     def indices() -> Iterator[int]:
@@ -344,5 +366,5 @@ def run_chaos(
             if on_run is not None:
                 on_run(outcome)
     outcomes.sort(key=lambda r: r.index)
-    return ChaosReport(seed=seed, plan=plan, runs=outcomes,
-                       seconds=time.monotonic() - started, clean_length=clean)  # fmt: skip
+    return ChaosReport(seed=seed, plan=plan, runs=outcomes, seconds=time.monotonic() - started,
+                       clean_length=clean, source_tools=source_tools)  # fmt: skip

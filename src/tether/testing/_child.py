@@ -1,7 +1,8 @@
 """One process of a chaos run: `python -m tether.testing._child CONFIG.json`.
 
 It opens the run's SQLite store, builds the agent, wraps its model, tools and store in the
-run's fault plan (which may SIGKILL this process at a journal position), creates the run or
+run's fault plan (which may SIGKILL this process at a journal position; the tools of its
+MCP servers are wrapped as their sessions build them), creates the run or
 resumes it, approves what waits for a human, and prints the outcome as one JSON line.
 Exit 0: the run was driven to a terminal status; 3: Tether refused the run (a clear
 error, printed as JSON); anything else is an unhandled exception (a bug).
@@ -45,8 +46,9 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
     log = EffectLog(Path(config["effects_log"]))
     log.install()
     agent: Agent = load_agent(config["agent_spec"], config.get("agent_args") or {})
+    sources = plan.wrap_sources(agent.tool_sources, lambda t: counted(t, log))
     agent = dataclasses.replace(
-        agent, tools=plan.wrap_tools([counted(t, log) for t in agent.tools])
+        agent, tools=plan.wrap_tools([counted(t, log) for t in agent.tools]), tool_sources=sources
     )
     store = SQLiteStore(Path(config["store"]))
     daily = config.get("daily_usd")
@@ -68,7 +70,9 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
         while True:
             result = await runtime.resume(agent, run_id, model=model)
             if result.status != "waiting_approval":
-                return {"run_id": run_id, "status": result.status, "reason": result.reason}
+                built = sum(getattr(s, "tools_built", 0) for s in sources)
+                return {"run_id": run_id, "status": result.status, "reason": result.reason,
+                        "source_tools": built}  # fmt: skip
             for approval in await pending_approvals(store, run_id=run_id):
                 await resolve_approval(
                     store, approval.request_id, decision="approved", actor="chaos",

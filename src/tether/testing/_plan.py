@@ -39,6 +39,12 @@ class ChaosPlan:
     model_fail_rate: float = 0.03
     model_latency: float = 0.001
     model_malformed_rate: float = 0.03
+    mcp_fail_rate: float = 0.05
+    """Calls of an MCP server's tool answered with the server's error result."""
+    mcp_timeout_rate: float = 0.05
+    """Calls of an MCP server's tool whose answer is withheld or cut off: a timeout."""
+    mcp_disconnect_rate: float = 0.05
+    """Calls of an MCP server's tool during which the server exits (its session severed)."""
     max_kills: int = 3
     """SIGKILLs per run, at most (each followed by a resume in a fresh process)."""
     kill_share: float = 0.8
@@ -130,6 +136,9 @@ class ChaosPlan:
             tool_latency=self.tool_latency,
             tool_fail_rate=self.tool_fail_rate,
             tool_corrupt_rate=self.tool_corrupt_rate,
+            mcp_fail_rate=self.mcp_fail_rate,
+            mcp_timeout_rate=self.mcp_timeout_rate,
+            mcp_disconnect_rate=self.mcp_disconnect_rate,
         )
         kills = (
             rng.randint(1, self.max_kills)
