@@ -224,9 +224,9 @@ class TelemetryObserver:
             return
         if kind == "model.requested":
             self._chat_open(run, event, cycle, start_ns=now)
-            self._folded_budget(run.chats.get(event.seq), event, now)
+            self._folded_budget(run, run.chats.get(event.seq), event, now)
         elif kind in ("model.completed", "model.failed"):
-            self._folded_budget(cycle or run.span, event, now)
+            self._folded_budget(run, cycle or run.span, event, now)
             self._chat_close(run, event, cycle)
         elif kind == "tool.requested":
             self._tool_open(run, event, cycle, start_ns=now)
@@ -430,7 +430,7 @@ class TelemetryObserver:
                 attrs[f"tether.{key}"] = float(value)
         return attrs
 
-    def _folded_budget(self, target: Span | None, event: Event, now: int) -> None:
+    def _folded_budget(self, run: _Run, target: Span | None, event: Event, now: int) -> None:
         """A hold carried by a model event gets the span event its own `budget.reserved`
         / `budget.settled` would have had (on the chat span / the cycle, as those)."""
         private = FIELD_VISIBILITY.get(event.type, {}).get(BUDGET_FIELD)
@@ -446,7 +446,15 @@ class TelemetryObserver:
             return
         settled = settled_in(event)
         if settled is not None:
-            p = {"reservation_id": settled.reservation_id, "actual_usd": settled.actual_usd}
+            seq = self._request_seq(event)
+            request = run.requested.get(seq) if seq is not None else None
+            hold = reserved_in(request) if request is not None else None
+            if hold is not None and hold.reservation_id != settled.reservation_id:
+                hold = None  # a hold taken again after a crash, journaled on its own
+            p = {
+                "reservation_id": settled.reservation_id, "actual_usd": settled.actual_usd,
+                "estimate_usd": hold.estimate_usd if hold is not None else None,
+            }  # fmt: skip
             target.add_event("budget.settled", self._attrs(event.id, p), timestamp=now)
 
     def _finish(self, run: _Run, event: Event) -> None:
