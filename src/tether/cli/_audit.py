@@ -62,10 +62,10 @@ def event_line(view: dict[str, Any]) -> str:
             if isinstance(c, dict)
         )
         text = _one_line(p.get("content"), 100)
-        line = text + (" → " if calls and text else "") + calls
+        said = text + (" → " if calls and text else "") + calls
         if isinstance(p.get("budget"), dict):  # settled with it (budget/_journaled.py)
-            line += f" · {_money((view.get('usage') or {}).get('cost_usd'))} spent"
-        return line
+            said += f" · {_money((view.get('usage') or {}).get('cost_usd'))} spent"
+        return said
     if kind in ("tool.completed", "tool.failed", "tool.unknown"):
         output = str(p.get("output") or "").strip()
         return f"{p.get('name')}: {_one_line(output.splitlines()[0] if output else '')}"
