@@ -10,14 +10,15 @@ inside the answer; a main-loop step writes no budget event at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tether import Runtime
+from tether import Agent, Runtime
 from tether.budget._journaled import reserved_in, settled_in
 from tether.budget._verify import spend_of_run, verify_ledger
-from tether.demo import demo_agent
+from tether.demo import demo_agent, incidents_agent
 from tether.events import Event
 from tether.journal import SQLiteStore, read_events, summary_of, verify_run
 from tether.state import fold
@@ -68,12 +69,26 @@ async def _import(store: SQLiteStore, events: list[Event]) -> None:
     await store.release_lease(lease)
 
 
+def _cut(name: str) -> list[Event]:
+    """What an old journal held when its worker died waiting for the model."""
+    recorded = load_journal(INCIDENTS / f"{name}.jsonl")
+    if name == "demo_crash_resumed":  # a real crash (v1 envelopes)
+        crash = next(e.seq for e in recorded if e.type == "run.resumed")
+        return recorded[: crash - 1]
+    # v2 envelopes, as the current store writes them: cut after the fifth call's hold,
+    # where a crash with that call in flight leaves the journal.
+    held = [e.seq for e in recorded if e.type == "budget.reserved"]
+    return recorded[: held[4]]
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [("demo_crash_resumed", demo_agent), ("incidents", incidents_agent)],
+)
 async def test_an_old_journal_with_a_request_open_resumes_and_agrees_with_its_ledger(
-    tmp_path: Path,
+    tmp_path: Path, name: str, make: Callable[[Path], Agent]
 ) -> None:
-    recorded = load_journal(INCIDENTS / "demo_crash_resumed.jsonl")
-    crash = next(e.seq for e in recorded if e.type == "run.resumed")
-    old = recorded[: crash - 1]  # what the journal held when its worker died
+    old = _cut(name)
     state = fold(old)
     assert state.open_model_request is not None  # it died waiting for the model
     assert old[-1].type == "budget.reserved"  # written in the old layout
@@ -84,9 +99,7 @@ async def test_an_old_journal_with_a_request_open_resumes_and_agrees_with_its_le
         # The ledger as the old process left it: what the old journal settled.
         problems, counted = await verify_ledger(store, rebuild=True)
         assert counted == sum(e.type == "budget.settled" for e in old) > 0
-        result = await run_to_end(
-            demo_agent(tmp_path / "out"), run_id=run_id, runtime=Runtime(store)
-        )
+        result = await run_to_end(make(tmp_path / "out"), run_id=run_id, runtime=Runtime(store))
         # The demo's notes of before the crash are not in this workspace, so its script
         # goes on until its step limit: a wrap-up turn, whose hold rides on it too.
         assert result.status in ("completed", "stopped") and result.steps > 10
