@@ -16,6 +16,7 @@ from tether import Agent, Limits, Runtime, tool
 from tether._clock import FakeClock
 from tether.approvals import pending_approvals, resolve_approval
 from tether.audit import AuditFilter, audit_events, context_at, why
+from tether.budget._journaled import reserved_in, settled_in
 from tether.demo import demo_agent, demo_plan
 from tether.errors import UsageError
 from tether.events import GENESIS_HASH, Event, EventDraft
@@ -108,12 +109,16 @@ def test_every_event_of_the_demo_names_an_earlier_cause(demo: Demo) -> None:
         assert event.causation_id is not None, (event.seq, event.type)
         run, _, seq = event.causation_id.rpartition(":")
         assert run == demo.run_id and int(seq) in seqs and int(seq) < event.seq, event.id
-    settled = [e for e in demo.events if e.type == "budget.settled"]
+    # A model call's hold rides on its request and its settlement on its answer, whose
+    # cause is that request: the chain links the two without events of their own.
     by_seq = {e.seq: e for e in demo.events}
-    assert settled and all(
-        by_seq[int(e.causation_id.rpartition(":")[2])].type == "model.completed"  # type: ignore[union-attr]
-        for e in settled
-    )
+    answers = [e for e in demo.events if e.type == "model.completed"]
+    assert answers and not any(e.type.startswith("budget.") for e in demo.events)
+    for answer in answers:
+        request = by_seq[int(answer.causation_id.rpartition(":")[2])]  # type: ignore[union-attr]
+        held, settled = reserved_in(request), settled_in(answer)
+        assert held is not None and settled is not None
+        assert held.reservation_id == settled.reservation_id
 
 
 async def test_why_the_final_report_is_complete_and_in_order(demo: Demo, demo_store: Store) -> None:
@@ -124,12 +129,13 @@ async def test_why_the_final_report_is_complete_and_in_order(demo: Demo, demo_st
     assert [s["type"] for s in chain] == [
         "tool.completed",  # the trigger: the report was published
         "cycle.started",
-        "model.requested",
-        "budget.reserved",
-        "model.completed",  # the decision: the final answer
-        "budget.settled",
+        "model.requested",  # with its budget hold
+        "model.completed",  # the decision: the final answer, with its settlement
         "run.completed",
     ]
+    assert chain[2]["payload"]["budget"]["estimate_usd"] > 0
+    held = chain[2]["payload"]["budget"]["reservation_id"]
+    assert chain[3]["payload"]["budget"] == {"reservation_id": held}
     assert chain[0]["id"] == publish_result.id and chain[0]["trigger"]
     assert chain[-1]["target"] and chain[-1]["id"] == done.id
     assert {s["correlation_id"] for s in chain[1:]} == {done.correlation_id}
@@ -148,9 +154,7 @@ async def test_why_a_tool_call_shows_its_context_decision_approval_and_result(
         "tool.completed",  # trigger: the last draft
         "cycle.started",
         "model.requested",
-        "budget.reserved",
         "model.completed",
-        "budget.settled",
         "tool.requested",
         "approval.requested",
         "approval.resolved",
@@ -163,7 +167,7 @@ async def test_why_a_tool_call_shows_its_context_decision_approval_and_result(
     assert_linked(chain)
     # What the model had in its context when it decided to publish: exactly the fold's.
     request = chain[2]
-    decision = chain[4]
+    decision = chain[3]
     expected = fold(e for e in demo.events if e.seq < decision["seq"]).context
     context = request["context"]
     assert context["method"] == "index"
@@ -197,7 +201,12 @@ async def test_each_view_of_a_chain_keeps_to_its_role(demo: Demo, demo_store: St
     done = demo.last("run.completed")
     user = await why(demo_store, done.id, role="user")
     assert [s["type"] for s in user["chain"]] == ["model.completed", "run.completed"]
-    assert user["hidden_steps"] == 5
+    assert user["hidden_steps"] == 3
+    # The answer is visible; the settlement it carries is for operators only.
+    assert "budget" not in user["chain"][0]["payload"]
+    operator = await why(demo_store, done.id, role="operator")
+    answer = next(s for s in operator["chain"] if s["type"] == "model.completed")
+    assert answer["payload"]["budget"]["reservation_id"].startswith("rsv_")
     audit = await why(demo_store, demo.last("tool.completed", "publish").id, role="audit")
     request = next(s for s in audit["chain"] if s["type"] == "model.requested")
     assert request["context"]["hidden"] == 0

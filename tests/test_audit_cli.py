@@ -169,3 +169,27 @@ def test_every_audit_command_has_help() -> None:
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.stdout, command
         assert "--view" in result.stdout
+
+
+def test_the_timeline_says_what_a_model_call_reserved_and_spent_in_both_layouts() -> None:
+    from tether.cli._audit import event_line
+
+    def view(kind: str, payload: dict[str, object], cost: float | None = None) -> dict[str, object]:
+        usage = None if cost is None else {"input_tokens": 1, "output_tokens": 1, "cost_usd": cost}
+        return {"type": kind, "payload": payload, "usage": usage, "actor": "runtime"}
+
+    request = {"model": "m", "context_messages": 3, "context_tokens": 40, "wrap_up": False}
+    held = {"reservation_id": "rsv_1", "estimate_usd": 0.0125, "priced": True}
+    assert event_line(view("model.requested", {**request, "budget": held})) == (
+        "m · 3 messages, ~40 tokens · $0.0125 reserved"
+    )
+    assert event_line(view("model.requested", request)) == "m · 3 messages, ~40 tokens"
+    answer = {"content": "done", "tool_calls": []}
+    settled = {**answer, "budget": {"reservation_id": "rsv_1"}}
+    assert event_line(view("model.completed", settled, cost=0.0031)) == "done · $0.0031 spent"
+    assert event_line(view("model.completed", answer, cost=0.0031)) == "done"
+    # Journals of before: the separate events read as they always did.
+    old = {"reservation_id": "rsv_1", "kind": "model", "estimate_usd": 0.0125}
+    assert event_line(view("budget.reserved", old)) == "$0.0125 reserved for the model call"
+    spent = {"reservation_id": "rsv_1", "estimate_usd": 0.0125, "actual_usd": 0.0031}
+    assert event_line(view("budget.settled", spent)) == "$0.0031 spent ($0.0125 reserved)"

@@ -327,3 +327,46 @@ async def test_a_sub_agent_run_nests_under_the_tool_call_that_started_it(
         runs["weather"].attributes["tether.parent_event"] == delegate.attributes["tether.event_id"]
     )
     assert len({s.context.trace_id for s in spans if s.context}) == 1
+
+
+async def _budget_span_events(
+    path: Any, exported: tuple[TracerProvider, InMemorySpanExporter]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    from tether.testing._replay import _import, load_journal
+
+    provider, exporter = exported
+    exporter.clear()
+    events = load_journal(path)
+    store = MemoryStore()
+    await _import(store, events)
+    await export_run(store, events[0].run_id, TelemetryObserver(provider))
+    found = []
+    for span in sorted(exporter.get_finished_spans(), key=lambda s: s.start_time or 0):
+        for e in span.events:
+            if e.name.startswith("budget."):
+                attrs = {k: v for k, v in (e.attributes or {}).items() if k != "tether.event_id"}
+                found.append((span.name.split()[0], e.name, attrs))
+    return found
+
+
+async def test_a_model_calls_budget_hold_makes_the_same_span_events_in_both_layouts(
+    exported: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """Separate budget events (journals of before) and the hold carried by the model
+    call's own events (today) give the same span events, with the same attributes."""
+    from pathlib import Path
+
+    golden = Path(__file__).parent / "golden" / "incidents"
+    old = await _budget_span_events(golden / "demo.jsonl", exported)
+    new = await _budget_span_events(golden / "demo_folded_budget.jsonl", exported)
+    assert len(old) == 96 and [n for _, n, _ in old].count("budget.settled") == 48
+    assert {(span, name) for span, name, _ in new} == {
+        ("chat", "budget.reserved"), ("cycle", "budget.settled"),
+    }  # fmt: skip
+    assert [(s, n, {k: v for k, v in a.items() if k != "tether.reservation_id"})
+            for s, n, a in new] == [
+        (s, n, {k: v for k, v in a.items() if k != "tether.reservation_id"})
+        for s, n, a in old
+    ]  # fmt: skip
+    settled = [a for _, n, a in new if n == "budget.settled"]
+    assert all(a["tether.actual_usd"] <= a["tether.estimate_usd"] for a in settled)

@@ -82,6 +82,9 @@ DEFAULT_VISIBILITY: dict[str, Visibility] = {
     "limit.warning": "user_hidden",
     "limit.reached": "user_hidden",
     "limit.changed": "user_hidden",
+    # A main-loop model call's hold rides in its model.requested / model.completed
+    # (`budget` field, budget/_journaled.py); these remain for the summariser, a hold
+    # taken again on resume, and journals written before.
     "budget.reserved": "user_hidden",
     "budget.settled": "user_hidden",
     "budget.denied": "user_hidden",

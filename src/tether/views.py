@@ -67,6 +67,10 @@ FIELD_VISIBILITY: dict[str, dict[str, Visibility]] = {
     # A provider's error text may echo the request, system prompt included; the reason
     # every audience reads names only what failed.
     "model.failed": {"error": "always_hidden"},
+    # A model call's budget hold (budget/_journaled.py) is operators' business, as the
+    # `budget.*` events it replaces, even on a turn end users may read.
+    "model.requested": {"budget": "user_hidden"},
+    "model.completed": {"budget": "user_hidden"},
     "run.failed": {"detail": "always_hidden"},
     # The runway line and truncation bound are the model's and the operator's business.
     "tool.completed": {"status": "user_hidden", "level": "user_hidden", "max_chars": "user_hidden"},

@@ -127,10 +127,10 @@ def test_eight_processes_never_push_settled_spend_past_a_daily_limit(
 
 def test_a_killed_process_leaves_no_orphaned_reservation(tmp_path: Path, backend: str) -> None:
     (tmp_path / "racer.py").write_text(AGENT)
-    # Kill right after the first model request and its reservation are durable.
+    # Kill right after the first model request, which carries its reservation, is durable.
     killed = run(
         "run", "racer.py:agent", "--task", "x", "--json", folder=tmp_path,
-        TETHER_CHAOS="kill_after_seq=6",
+        TETHER_CHAOS="kill_after_seq=5",
     )  # fmt: skip
     assert killed.returncode == -9
 

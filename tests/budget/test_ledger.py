@@ -12,6 +12,7 @@ import pytest
 from tether import Agent, Limits, Runtime, tool
 from tether._clock import FakeClock
 from tether.budget import BudgetLimits, Denial, Ledger, Reservation, ledger_for
+from tether.budget._journaled import reserved_in, settled_in
 from tether.errors import ModelError, UsageError
 from tether.journal import MemoryStore, SQLiteStore, Store, read_events
 from tether.models import ModelRequest, ModelResponse, PriceTable, ScriptedModel, Turn, call
@@ -226,12 +227,21 @@ async def test_every_reservation_is_settled_with_the_actual_cost() -> None:
     rt = Runtime(MemoryStore())
     result = await rt.start(looping(model=ScriptedModel([call("work")] * 5 + ["done"])), "go")
     events = await read_events(rt.store, result.run_id)
-    reserved = [e.payload for e in events if e.type == "budget.reserved"]
-    settled = [e.payload for e in events if e.type == "budget.settled"]
+    # Each call's hold rides on its own events: no budget.reserved / budget.settled.
+    assert not any(e.type in ("budget.reserved", "budget.settled") for e in events)
+    requested = [e for e in events if e.type == "model.requested"]
+    completed = [e for e in events if e.type == "model.completed"]
+    reserved = [reserved_in(e) for e in requested]
+    settled = [settled_in(e) for e in completed]
     assert len(reserved) == len(settled) == 6
-    assert [r["reservation_id"] for r in reserved] == [s["reservation_id"] for s in settled]
-    assert all(s["actual_usd"] <= s["estimate_usd"] for s in settled)
-    assert sum(s["actual_usd"] for s in settled) == pytest.approx(result.cost_usd)
+    assert all(r is not None and r.kind == "model" and r.priced for r in reserved)
+    assert all(s is not None for s in settled)
+    assert [r.reservation_id for r in reserved if r] == [s.reservation_id for s in settled if s]
+    for r, s, done in zip(reserved, settled, completed, strict=True):
+        assert r is not None and s is not None and r.estimate_usd is not None
+        assert done.usage is not None and s.actual_usd == done.usage.cost_usd
+        assert s.actual_usd <= r.estimate_usd
+    assert sum(s.actual_usd for s in settled if s) == pytest.approx(result.cost_usd)
     assert (await ledger_totals(rt))["spent"] == pytest.approx(result.cost_usd)
 
 
@@ -240,8 +250,8 @@ async def test_unpriced_models_are_charged_conservatively_or_refused() -> None:
     rt = Runtime(MemoryStore())
     result = await rt.start(looping(model=model), "hi")
     events = await read_events(rt.store, result.run_id)
-    reserved = next(e for e in events if e.type == "budget.reserved")
-    assert reserved.payload["priced"] is False
+    reserved = next(reserved_in(e) for e in events if e.type == "model.requested")
+    assert reserved is not None and reserved.priced is False
     warning = next(e for e in events if e.type == "health.warning")
     assert (
         "mystery-model" in warning.payload["message"]
@@ -267,14 +277,16 @@ async def test_the_output_bound_not_the_budget_sizes_a_reservation() -> None:
     await rt.set_budget("global", BudgetLimits(daily=100.0))
     result = await rt.start(agent, "hi")
     reserved = next(
-        e for e in await read_events(rt.store, result.run_id) if e.type == "budget.reserved"
+        reserved_in(e)
+        for e in await read_events(rt.store, result.run_id)
+        if e.type == "model.requested"
     )
     input_tokens = next(
         e for e in await read_events(rt.store, result.run_id) if e.type == "model.completed"
     ).usage
     assert input_tokens is not None
     ceiling = PriceTable().cost("scripted", input_tokens.input_tokens, 100)
-    assert reserved.payload["estimate_usd"] == pytest.approx(ceiling)
+    assert reserved is not None and reserved.estimate_usd == pytest.approx(ceiling)
 
 
 async def test_a_failed_call_releases_its_reservation() -> None:

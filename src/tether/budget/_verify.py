@@ -1,7 +1,8 @@
 """The ledger checked against the journals, and rebuilt from them.
 
-The ledger's rows are a running sum of what the journals record (`budget.settled` for
-model calls, the cost of each completed paid tool call), kept apart for fast limit
+The ledger's rows are a running sum of what the journals record (each model call's
+settlement, a `budget.settled` or the `budget` field of its `model.completed`, see
+`_journaled.py`; the cost of each completed paid tool call), kept apart for fast limit
 checks. A damaged or rolled-back page there would make `tether budget` under-report spend
 and let later calls overspend, silently: so `doctor` recomputes what each run and each
 scope must have spent and compares. The journals are verified by checksums and hash
@@ -29,6 +30,7 @@ from ._checked_rows import (
     spend_amount,
     spend_minute,
 )
+from ._journaled import reserved_in, settled_in
 from ._model import scopes_for
 
 __all__ = [
@@ -86,18 +88,20 @@ def spend_of_run(events: list[Event]) -> RunSpend:
     reserved: dict[str, tuple[tuple[str, ...], int]] = {}
     for e in events:
         p = e.payload
+        held = reserved_in(e)
+        settled = settled_in(e) if held is None else None
         if e.type == "run.created":
             agent, tenant = p.get("agent", ""), p.get("tenant")
-        elif e.type == "budget.reserved":
+        elif held is not None:
             spend.metered = True
-            rid = str(p.get("reservation_id", ""))
-            reserved[rid] = (tuple(p.get("scopes", ())), _minute_of_reservation(rid, e.ts))
-        elif e.type == "budget.settled":
-            rid = str(p.get("reservation_id", ""))
+            rid = held.reservation_id
+            scopes = held.scopes if held.scopes is not None else scopes_for(agent, tenant)
+            reserved[rid] = (scopes, _minute_of_reservation(rid, e.ts))
+        elif settled is not None:
+            rid = settled.reservation_id
             scopes, minute = reserved.get(rid, (scopes_for(agent, tenant), _minute_of_ts(e.ts)))
-            actual = float(p.get("actual_usd", 0.0))
-            spend.entries.append((scopes, minute, actual))
-            spend.total += actual
+            spend.entries.append((scopes, minute, settled.actual_usd))
+            spend.total += settled.actual_usd
         elif e.type == "tool.completed" and e.usage is not None and e.usage.cost_usd:
             # A paid tool's hold is settled with its price when the call succeeds.
             spend.entries.append((scopes_for(agent, tenant), _minute_of_ts(e.ts), e.usage.cost_usd))

@@ -69,7 +69,10 @@ def event_line(view: dict[str, Any]) -> str:
             if isinstance(c, dict)
         )
         text = _one_line(p.get("content"), 100)
-        return text + (" → " if calls and text else "") + calls
+        said = text + (" → " if calls and text else "") + calls
+        if isinstance(p.get("budget"), dict):  # settled with it (budget/_journaled.py)
+            said += f" · {_money((view.get('usage') or {}).get('cost_usd'))} spent"
+        return said
     if kind in ("tool.completed", "tool.failed", "tool.unknown"):
         output = str(p.get("output") or "").strip()
         return f"{p.get('name')}: {_one_line(output.splitlines()[0] if output else '')}"
@@ -103,6 +106,8 @@ def _short(kind: str, p: dict[str, Any]) -> str | None:
         text = f"{p.get('model')} · {p.get('context_messages')} messages"
         if isinstance(p.get("context_tokens"), int):
             text += f", ~{p['context_tokens']:,} tokens"
+        if isinstance(p.get("budget"), dict):  # its call's hold (budget/_journaled.py)
+            text += f" · {_money(p['budget'].get('estimate_usd'))} reserved"
         return text + (" · wrap-up" if p.get("wrap_up") else "")
     if kind == "model.failed":
         return f"{p.get('kind')}: {_one_line(p.get('error'), 90)}"

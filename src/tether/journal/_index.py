@@ -38,7 +38,9 @@ LOOP_TYPES = (
 )
 """The types every step of every run writes. They are most of a store, so a search by
 one of them finds matches at once by time (the ts index); the type index (schema 4)
-leaves them out, which spares each step a page write per type."""
+leaves them out, which spares each step a page write per type. (A step no longer writes
+`budget.reserved` / `budget.settled`, which ride in the model events now, but older
+journals are full of them, and the list is the index's definition: it stays.)"""
 TYPE_INDEX_TERM = f"type NOT IN ({', '.join(repr(t) for t in LOOP_TYPES)})"
 """The WHERE of the partial type index (repeated by queries that may use it)."""
 

@@ -2,15 +2,19 @@
 
 A model call's reservation commits with the call's own events where the store shares a
 transaction with the ledger (memory, SQLite), so a crash can never leave one without the
-other (DESIGN invariant 5).
+other (DESIGN invariant 5). It is journaled inside those events (`budget` of
+`model.requested` and `model.completed`, see `budget/_journaled.py`); only a hold taken
+again for a request a crash left open has a `budget.reserved` of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 from ..budget import Denial, Reservation, scopes_for
+from ..budget._journaled import reservation_field
 from ..budget._ledger import new_reservation_id
 from ..events import Event, EventDraft
 from ..models import ModelRequest, UnpricedModel
@@ -136,9 +140,15 @@ class Budgeting(DriverBase):
             causation_id=f"{self.state.run_id}:{self.state.last_seq}",
         )
 
+    def reservation(self, hold: Reservation | None) -> dict[str, Any]:
+        """The `budget` field a `model.requested` carries for its call's hold."""
+        return reservation_field(hold, priced=self.prices.is_priced(self.model.name))
+
     def reserved_drafts(
         self, hold: Reservation | None, corr: str, *, cause: int
     ) -> list[EventDraft]:
+        """A `budget.reserved` of its own: for a hold taken again for a request already
+        in the journal (a crash left it open), which has no event to ride on."""
         if hold is None:
             return []
         return [
@@ -155,17 +165,3 @@ class Budgeting(DriverBase):
                 causation_id=f"{self.state.run_id}:{cause}",
             )
         ]
-
-    def settled_draft(
-        self, hold: Reservation, actual: float, corr: str, *, cause: int
-    ) -> EventDraft:
-        return EventDraft(
-            type="budget.settled",
-            payload={
-                "reservation_id": hold.id,
-                "estimate_usd": hold.estimate_usd,
-                "actual_usd": actual,
-            },
-            correlation_id=corr,
-            causation_id=f"{self.state.run_id}:{cause}",
-        )

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable
 
 from ..budget import Denial, Reservation
+from ..budget._journaled import settlement_field
 from ..events import EventDraft
 from ..models import ModelRequest, ModelResponse
 from ..policies import AfterModel, BeforeAnswer, Verdict
@@ -58,6 +59,8 @@ class Ending(Recovery):
                 "tool_calls": [c.to_json() for c in response.tool_calls],
                 "finish_reason": response.finish_reason,
                 "model": response.model,
+                # Settled at this event's usage cost, in this event's commit.
+                **settlement_field(hold),
             },
             correlation_id=corr,
             causation_id=f"{run_id}:{request_seq}",
@@ -67,9 +70,7 @@ class Ending(Recovery):
             visibility="user_hidden" if held_back else turn_visibility(response, self.agent.tool),
         )
         actual = self.usage_of(response).cost_usd
-        # The settlement follows model.completed, whose usage it records.
         completed_seq = self.state.last_seq + 1
-        settled = [self.settled_draft(hold, actual, corr, cause=completed_seq)] if hold else []
         ledger = self.ledger
         settle_too: Callable[[], None] | None = None
         if hold is not None and ledger is not None and self.joined:
@@ -77,7 +78,7 @@ class Ending(Recovery):
             def settle_too() -> None:
                 ledger.settle_now(hold, actual)
 
-        drafts = [completed, *settled, *self.health_drafts(verdicts, corr)]
+        drafts = [completed, *self.health_drafts(verdicts, corr)]
         prefix = "".join(str(v.data.get("answer_prefix", "")) for v in verdicts)
         answer = prefix + response.content
         if decision is not None and decision.action == "stop":
@@ -226,10 +227,12 @@ class Ending(Recovery):
         events = await self.append(
             EventDraft(
                 type="model.requested",
-                payload=self.request_payload(limit=limit, reason=reason),
+                payload={
+                    **self.request_payload(limit=limit, reason=reason),
+                    **self.reservation(hold),
+                },
                 correlation_id=corr,
             ),
-            *self.reserved_drafts(hold, corr, cause=self.state.last_seq + 1),
         )
         await self.finish_wrap_up(events[0].seq, limit, reason, request, hold)
 
@@ -268,6 +271,7 @@ class Ending(Recovery):
                     "finish_reason": response.finish_reason,
                     "model": response.model,
                     "ignored_tool_calls": len(response.tool_calls),
+                    **settlement_field(hold),
                 },
                 correlation_id=corr,
                 causation_id=f"{run_id}:{request_seq}",
@@ -276,9 +280,6 @@ class Ending(Recovery):
                 visibility="visible",
             )
         ]
-        if hold is not None:
-            cost = self.usage_of(response).cost_usd
-            extra.append(self.settled_draft(hold, cost, corr, cause=self.state.last_seq + 1))
         await self.stop(limit, reason, corr, answer=response.content, extra=extra)
 
     async def stop(

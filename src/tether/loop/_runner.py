@@ -141,11 +141,11 @@ class _Driver(Ending):
                     ),
                     EventDraft(
                         type="model.requested",
-                        payload=self.request_payload(),
+                        # The call's hold rides on its request (budget/_journaled.py).
+                        payload={**self.request_payload(), **self.reservation(hold)},
                         correlation_id=corr,
                         causation_id=f"{state.run_id}:{state.last_seq + 1}",
                     ),
-                    *self.reserved_drafts(hold, corr, cause=state.last_seq + 2),
                 ]
 
             hold, events = await self.request_with_hold(request, corr, drafts)
@@ -168,6 +168,7 @@ class _Driver(Ending):
                 await self.wrap_up("budget", hold.reason)
                 return
             if hold is not None:
+                # The request is already journaled: this hold needs an event of its own.
                 await self.append(*self.reserved_drafts(hold, corr, cause=request_seq))
         response = await self.call_model(corr, request_seq, request, hold, settle=not self.joined)
         # The request holds the whole context: let it go before the tools run, or with many

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .._redact import Redactor, default_redactor, secrets_generation
+from ..budget._journaled import BUDGET_FIELD, reserved_in, settled_in
 from ..errors import UsageError
 from ..events import Event
 from ..views import FIELD_VISIBILITY, Role, can_see
@@ -231,7 +232,9 @@ class TelemetryObserver:
             return
         if kind == "model.requested":
             self._chat_open(run, event, cycle, start_ns=now)
+            self._folded_budget(run, run.chats.get(event.seq), event, now)
         elif kind in ("model.completed", "model.failed"):
+            self._folded_budget(run, cycle or run.span, event, now)
             self._chat_close(run, event, cycle)
         elif kind == "tool.requested":
             self._tool_open(run, event, cycle, start_ns=now)
@@ -416,8 +419,15 @@ class TelemetryObserver:
 
     def _span_event(self, run: _Run, event: Event, cycle: Span | None) -> None:
         now = _ns(event.ts)
-        p = event.payload
-        attrs: dict[str, Any] = {"tether.event_id": event.id}
+        attrs = self._attrs(event.id, event.payload)
+        seq = self._request_seq(event)
+        target = None
+        if seq is not None:
+            target = run.tools.get(seq) or run.chats.get(seq)
+        (target or cycle or run.span).add_event(event.type, attrs, timestamp=now)
+
+    def _attrs(self, event_id: str, p: dict[str, Any]) -> dict[str, Any]:
+        attrs: dict[str, Any] = {"tether.event_id": event_id}
         for key in ("request_id", "decision", "kind", "limit", "reservation_id", "tool"):
             value = p.get(key)
             if isinstance(value, str | int | float | bool):
@@ -426,11 +436,34 @@ class TelemetryObserver:
             value = p.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 attrs[f"tether.{key}"] = float(value)
-        seq = self._request_seq(event)
-        target = None
-        if seq is not None:
-            target = run.tools.get(seq) or run.chats.get(seq)
-        (target or cycle or run.span).add_event(event.type, attrs, timestamp=now)
+        return attrs
+
+    def _folded_budget(self, run: _Run, target: Span | None, event: Event, now: int) -> None:
+        """A hold carried by a model event gets the span event its own `budget.reserved`
+        / `budget.settled` would have had (on the chat span / the cycle, as those)."""
+        private = FIELD_VISIBILITY.get(event.type, {}).get(BUDGET_FIELD)
+        if target is None or private is None or not can_see(self.role, private):
+            return
+        held = reserved_in(event)
+        if held is not None:
+            p: dict[str, Any] = {
+                "reservation_id": held.reservation_id, "kind": held.kind,
+                "estimate_usd": held.estimate_usd,
+            }  # fmt: skip
+            target.add_event("budget.reserved", self._attrs(event.id, p), timestamp=now)
+            return
+        settled = settled_in(event)
+        if settled is not None:
+            seq = self._request_seq(event)
+            request = run.requested.get(seq) if seq is not None else None
+            hold = reserved_in(request) if request is not None else None
+            if hold is not None and hold.reservation_id != settled.reservation_id:
+                hold = None  # a hold taken again after a crash, journaled on its own
+            p = {
+                "reservation_id": settled.reservation_id, "actual_usd": settled.actual_usd,
+                "estimate_usd": hold.estimate_usd if hold is not None else None,
+            }  # fmt: skip
+            target.add_event("budget.settled", self._attrs(event.id, p), timestamp=now)
 
     def _finish(self, run: _Run, event: Event) -> None:
         now = _ns(event.ts)

@@ -70,7 +70,9 @@ __all__ = ["Divergence", "ReplayError", "ReplayReport", "assert_replays", "load_
 
 IGNORED = frozenset({"budget.reserved", "budget.settled", "budget.denied"})
 """Not compared: they depend on the store's budgets and on the environment, not on what
-the agent did (a replay runs without the original store's limits)."""
+the agent did (a replay runs without the original store's limits). Nor is the `budget`
+field of a model call's events (`project` never reads it): journals of before had the
+call's hold as these separate events, today's carry it inside the call's own."""
 IGNORED_PREFIXES = ("health.",)
 """Health events are the loop's observations (a new policy adds some to an old journal);
 when one changes what the run does, the events that follow show it."""

@@ -19,6 +19,12 @@ that test pass; a deliberate change of behaviour or format adds new files beside
 
 The first three were written as stored v1 bytes; files written now are v2 portable lines,
 as `tether export --view audit` writes them. Both must keep replaying.
+
+- `demo_folded_budget.jsonl`, `demo_crash_resumed_folded_budget.jsonl`: the first two
+  again, written after a model call's reservation and settlement moved into its
+  `model.requested` / `model.completed` (`budget` field, see `tether/budget/_journaled.py`).
+  The four above keep the separate `budget.reserved` / `budget.settled` events: both
+  layouts must keep replaying.
 """
 
 from __future__ import annotations
@@ -120,7 +126,8 @@ async def incidents() -> bytes:
 
 
 MAKERS = {"demo": demo, "demo_crash_resumed": crash_resumed, "demo_faults": faults,
-          "incidents": incidents}  # fmt: skip
+          "incidents": incidents, "demo_folded_budget": demo,
+          "demo_crash_resumed_folded_budget": crash_resumed}  # fmt: skip
 
 
 def main() -> None:
