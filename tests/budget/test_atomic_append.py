@@ -250,7 +250,7 @@ async def test_postgres_checks_a_reservation_riding_in_an_append_on_the_server()
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("agent", ['a,b', 'say "hi"', "back\\slash", "{braces}", "NULL", " "])
+@pytest.mark.parametrize("agent", ["a,b", 'say "hi"', "back\\slash", "{braces}", "NULL", " "])
 async def test_a_reservation_on_the_server_sums_the_window_of_an_oddly_named_scope(
     agent: str,
 ) -> None:
