@@ -247,3 +247,36 @@ async def test_postgres_checks_a_reservation_riding_in_an_append_on_the_server()
         assert isinstance(outcomes[-1], Reservation)
         assert (await spent_and_reserved(pg))["global/daily"] == (0.0, pytest.approx(1.2))
         assert (await pg.get_run(RUN_ID)).head_seq == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("agent", ["a,b", 'say "hi"', "back\\slash", "{braces}", "NULL", " "])
+async def test_a_reservation_on_the_server_sums_the_window_of_an_oddly_named_scope(
+    agent: str,
+) -> None:
+    """The windows go to the server as array literals (cheaper to send than lists): a scope
+    with a comma, a quote, a backslash or braces is still one scope, its window summed."""
+    async with postgres_store(FakeClock(start=1_800_000_000.0)) as pg:
+        ledger = ledger_for(pg)
+        await ledger.set_limits(f"agent:{agent}", BudgetLimits(daily=1.0))
+        events = seal_chain([created()])
+        lease = await import_events(pg, events)
+        outcomes: list[Reservation | Denial] = []
+        for _ in range(2):
+            more = seal_chain([note(len(events))], after=events[-1])
+
+            def hold() -> None:
+                outcome = ledger.reserve_now(
+                    run_id=RUN_ID, agent=agent, tenant=None, estimate_usd=0.6
+                )
+                outcomes.append(outcome)
+                if isinstance(outcome, Denial):
+                    raise RuntimeError("denied")
+
+            with contextlib.suppress(RuntimeError):
+                await pg.append(lease, more, summary=summary_of(fold(events)), also=hold)
+                events.extend(more)
+        # The second fits the ledger's cached view but not the server's sum of this scope.
+        assert isinstance(outcomes[0], Reservation)
+        assert isinstance(outcomes[-1], Denial)
+        assert (await pg.get_run(RUN_ID)).head_seq == 2

@@ -160,52 +160,61 @@ async def test_reads_and_appends_go_on_after_the_servers_connections_are_killed(
         assert [e.seq for e in await read_events(store, RUN_ID)] == [1, 2, 3, 4]
 
 
-class _LostReply:
-    """A connection whose next statement runs, but whose reply is lost (or never sent)."""
-
-    def __init__(self, conn: Any, *, run_first: bool) -> None:
-        self.conn = conn
-        self.run_first = run_first
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.conn, name)
-
-    async def execute(self, *args: Any, **kw: Any) -> Any:
-        if self.run_first:
-            await self.conn.execute(*args, **kw)
-        raise psycopg.OperationalError("server closed the connection unexpectedly")
-
-
 @pytest.mark.parametrize("committed", [True, False], ids=["committed", "not-committed"])
 async def test_an_append_whose_reply_was_lost_is_resolved_from_the_head_exactly_once(
     schema: str, monkeypatch: pytest.MonkeyPatch, committed: bool
 ) -> None:
-    from tether.journal import summary_of
+    """The append's statement runs (or not) and then its connection dies: the store reads
+    the head back, and lands the events exactly once. The failure is injected where the
+    append sends its statement (`_execute`, a raw cursor), not at `conn.execute`, which
+    appends no longer call."""
+    from tether.journal import _postgres, summary_of
     from tether.state import fold
 
     events = seal_chain([created(), note(1), note(2)])
     async with opened(schema) as store:
         lease = await import_events(store, events[:2])
-        real = PostgresStore._conn
-        failed = []
+        real = _postgres._execute
+        lost = []
 
-        @contextlib.asynccontextmanager
-        async def flaky(self: PostgresStore) -> AsyncIterator[Any]:
-            async with real(self) as conn:
-                if not failed:
-                    failed.append(True)
-                    yield _LostReply(conn, run_first=committed)
-                else:
-                    yield conn
+        async def reply_lost(conn: Any, statement: str, params: Any, *, sync: bool) -> Any:
+            if lost or "INSERT INTO events" not in statement:
+                return await real(conn, statement, params, sync=sync)
+            lost.append(True)
+            if committed:
+                await real(conn, statement, params, sync=sync)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
 
-        monkeypatch.setattr(PostgresStore, "_conn", flaky)
+        monkeypatch.setattr(_postgres, "_execute", reply_lost)
         await store.append(lease, events[2:], summary=summary_of(fold(events)))
         monkeypatch.undo()
-        assert failed
+        assert lost
         rows = await store.read_rows(RUN_ID)
         assert [r.seq for r in rows] == [1, 2, 3]
         assert bytes(rows[-1].raw) == events[-1].raw
         assert (await store.get_run(RUN_ID)).head_hash == events[-1].checksum
+
+
+async def test_appends_share_their_connections_cursor_and_each_reads_its_own_row_count(
+    schema: str,
+) -> None:
+    """Appends reuse one raw cursor per connection (made per append it cost CPU): a refused
+    append after accepted ones still sees its own row count (none) and says why."""
+    from tether.errors import AppendConflict
+    from tether.journal import _postgres, summary_of
+    from tether.state import fold
+
+    events = seal_chain([created(), note(1), note(2), note(3)])
+    async with opened(schema) as store:
+        lease = await import_events(store, events[:2])
+        await store.append(lease, events[2:3], summary=summary_of(fold(events[:3])))
+        with pytest.raises(AppendConflict):  # seq 3 again: its head moved on
+            await store.append(lease, events[2:3], summary=summary_of(fold(events[:3])))
+        await store.append(lease, events[3:], summary=summary_of(fold(events)))
+        assert [r.seq for r in await store.read_rows(RUN_ID)] == [1, 2, 3, 4]
+        pool = await store._ready()
+        async with pool.connection() as conn:
+            assert _postgres._raw_cursor(conn) is _postgres._raw_cursor(conn)
 
 
 # -- notifications -------------------------------------------------------------------------

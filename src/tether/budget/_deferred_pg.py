@@ -144,6 +144,19 @@ def settlement_clauses(reservation_id: str, actual: float, moved: str) -> Deferr
     return Deferred(_SETTLE.format(moved=moved), [reservation_id, a, a, a, a, a, a, a])
 
 
+def array_literal(elements: list[str]) -> str:
+    """An array as PostgreSQL's text form, for a `%s::type[]` parameter: psycopg adapts a
+    Python list element by element in Python (about 15 us each, 4 per reservation), a
+    string in C; the server parses the text in a few microseconds."""
+    return "{" + ",".join(elements) + "}"
+
+
+def _quoted(text: str) -> str:
+    """An array element that stays one text element whatever it holds (commas, quotes,
+    braces, backslashes, NULL)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _under(limit: float) -> float:
     return limit - _MARGIN * max(1.0, abs(limit))
 
@@ -158,10 +171,10 @@ def reservation_clauses(
         [
             row.id, json.dumps(row.scopes), row.minute, row.estimate, r.created, r.expires,
             lock_key, lock_timeout_ms, row.estimate, fingerprint,
-            [scope for scope, _, _ in r.windows],
-            [start for _, start, _ in r.windows],
-            [-(-start // 60) for _, start, _ in r.windows],
-            [_under(limit) for _, _, limit in r.windows],
+            array_literal([_quoted(scope) for scope, _, _ in r.windows]),
+            array_literal([str(int(start)) for _, start, _ in r.windows]),
+            array_literal([str(-(-int(start) // 60)) for _, start, _ in r.windows]),
+            array_literal([repr(_under(limit)) for _, _, limit in r.windows]),
             None if r.per_run is None else _under(r.per_run),
         ],
     )  # fmt: skip
