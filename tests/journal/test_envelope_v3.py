@@ -56,6 +56,7 @@ from tether.journal._base import row_of
 from tether.journal._index import audit_columns
 from tether.journal._integrity import walk
 from tether.journal._schema import SQLITE_EVENTS_VIEW, SQLITE_MIGRATIONS
+from tether.journal._sections import RUN_SECTION_INDEX, SECTION_INDEX_NAME
 from tether.state import fold
 
 from .helpers import RUN_ID, created, cycles, import_events, poker, seal_chain
@@ -255,12 +256,17 @@ def _schema7_store(path: Path, events: list[Event]) -> None:
     for version, statements in SQLITE_MIGRATIONS:
         if version <= 7:
             for statement in statements:
+                if statement == RUN_SECTION_INDEX:
+                    continue  # schema 8's index (schema 7 had none)
                 db.execute(old_view if statement == SQLITE_EVENTS_VIEW[0] else statement)
     db.execute("INSERT INTO tether_meta VALUES ('schema_version', '7')")
     assert (
         "tether_event_body"
         not in db.execute("SELECT sql FROM sqlite_schema WHERE name='events'").fetchone()[0]
     )
+    assert not db.execute(
+        "SELECT 1 FROM sqlite_schema WHERE name=?", (SECTION_INDEX_NAME,)
+    ).fetchall()
     first, last = events[0], events[-1]
     s = summary_of(fold(events))
     db.execute(
@@ -285,6 +291,7 @@ async def test_a_schema7_store_of_v2_events_migrates_and_reads_v3_rows_in_sql(
     _schema7_store(path, old)
     store = SQLiteStore(path)
     try:
+        assert store._has_section_index()  # the migration to 8 made the run page's index
         assert (await verify_run(store, RUN_ID)).ok
         lease = await store.acquire_lease(RUN_ID, owner="resumer", ttl_s=60)
         journal, _ = await RunJournal.open(store, lease)
@@ -309,6 +316,7 @@ async def test_a_schema7_store_of_v2_events_migrates_and_reads_v3_rows_in_sql(
         assert shown == [(e.seq, e.type, e.correlation_id, *_audit(e)) for e in everything]
         # ... so the audit copy rebuilt from them agrees with the bytes (doctor's check).
         assert await store.rebuild_audit_index() == len(everything)
+        assert store._has_section_index()  # a rebuild makes it again
         assert await store.check_audit_index() is None
         (wrong,) = store._db.execute(DISAGREEING).fetchone()
         assert wrong == 0

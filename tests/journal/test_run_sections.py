@@ -76,8 +76,8 @@ async def test_section_queries_answer_as_the_reference(
 ) -> None:
     monkeypatch.setattr(sqlite_store, "AUDIT_BATCH", batch)
     memory, store = MemoryStore(), SQLiteStore(tmp_path / "a.db")
-    if indexed:
-        store._db.execute(RUN_SECTION_INDEX)
+    if not indexed:  # a store whose index was dropped (new stores have it: schema 8)
+        store._db.execute(f"DROP INDEX {SECTION_INDEX_NAME}")
     await interleaved(memory, RUNS, 3)
     await interleaved(store, RUNS, 3)
     assert store._has_section_index() is indexed
@@ -108,8 +108,8 @@ async def test_a_query_by_type_reads_the_matches_not_the_run(
 ) -> None:
     monkeypatch.setattr(sqlite_store, "AUDIT_BATCH", 16)
     store = SQLiteStore(tmp_path / "a.db")
-    if indexed:
-        store._db.execute(RUN_SECTION_INDEX)
+    if not indexed:  # a store whose index was dropped (new stores have it: schema 8)
+        store._db.execute(f"DROP INDEX {SECTION_INDEX_NAME}")
     await interleaved(store, RUNS, 3)
     total = len(RUNS[0])
     counts = _fetched(store)
@@ -134,6 +134,8 @@ async def test_a_query_by_type_reads_the_matches_not_the_run(
 async def test_an_index_of_another_definition_is_not_used(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "a.db")
     await interleaved(store, RUNS, 3)
+    assert store._has_section_index()  # schema 8 made it
+    store._db.execute(f"DROP INDEX {SECTION_INDEX_NAME}")
     store._db.execute(
         f"CREATE INDEX {SECTION_INDEX_NAME} ON audit_rows (run, type) "
         "WHERE type IN ('approval.requested')"

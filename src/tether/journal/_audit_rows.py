@@ -42,6 +42,7 @@ from ._index import (
     RowQuery,
     tool_in,
 )
+from ._sections import RUN_SECTION_INDEX
 
 __all__ = [
     "ACTOR_TERM",
@@ -82,6 +83,8 @@ AUDIT_INDEXES = [
     "CREATE INDEX audit_by_ts ON audit_rows (ts)",
     # `why` rebuilds a model's context from a run's messages and compactions.
     f"CREATE INDEX audit_by_run_context ON audit_rows (run, type, seq) WHERE {CONTEXT_INDEX_TERM}",
+    # A run page's approvals, health and endings (schema 8; see `_sections`).
+    RUN_SECTION_INDEX,
 ]
 
 _ISO = (

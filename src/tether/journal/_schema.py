@@ -27,6 +27,7 @@ import sqlite3
 from .._envelope_v3 import body_text
 from ._audit_rows import MIGRATE_TO_V7
 from ._index import ACTOR_INDEX_TERM, CONTEXT_INDEX_TERM, TYPE_INDEX_TERM
+from ._sections import RUN_SECTION_INDEX
 
 
 def _sqlite_field(path: str) -> str:
@@ -310,8 +311,17 @@ SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
     (6, SQLITE_EVENTS_V6),
     # Schema 7 (SQLite): `audit_rows` in its compact form (see `_audit_rows`).
     (7, MIGRATE_TO_V7),
-    # Schema 8 (SQLite): the view reads v3 bodies (dropping it drops its triggers).
-    (8, ["DROP VIEW events", *SQLITE_EVENTS_VIEW]),
+    # Schema 8 (SQLite): the view reads v3 bodies (dropping it drops its triggers), and a
+    # run's sparse events get their per-run index (new stores have it from schema 7's
+    # list; SQLite stores the statement without IF NOT EXISTS, as `_sections` expects).
+    (
+        8,
+        [
+            "DROP VIEW events",
+            *SQLITE_EVENTS_VIEW,
+            RUN_SECTION_INDEX.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1),
+        ],
+    ),
 ]
 
 NOTIFY_CHANNEL = "tether_runnable"

@@ -9,10 +9,11 @@ a run page of a 40,000-event run cost twice one of 10,000.
 `RUN_SECTION_INDEX` is the partial index that makes such a query a range of a few
 entries: it holds only events of `SECTION_TYPES`, which no ordinary step writes, so it
 costs a step no index page and a store ~30 bytes per approval, health event or ending.
-The SQLite store uses it whenever it is present with exactly this definition (no
-migration creates it yet: that is the schema owner's, with the other `audit_rows`
-indexes); without it the store finds the run's rows of these types through the audit
-copy's type column, reading no event bytes but the matches.
+Schema 8 creates it (new stores, migrations and audit rebuilds, with the other
+`audit_rows` indexes). The SQLite store uses it whenever it is present with exactly this
+definition; without it (a store whose index was dropped or altered) the store finds the
+run's rows of these types through the audit copy's type column, reading no event bytes
+but the matches.
 """
 
 from __future__ import annotations
@@ -36,4 +37,4 @@ SECTION_INDEX_NAME = "audit_by_run_section"
 RUN_SECTION_INDEX = (
     f"CREATE INDEX {SECTION_INDEX_NAME} ON audit_rows (run, type, seq) WHERE {SECTION_INDEX_TERM}"
 )
-"""The index as a migration would create it (SQLite's `audit_rows`, schema 7's columns)."""
+"""The index as schema 8 creates it (SQLite's `audit_rows`)."""
