@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -104,3 +105,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("measured by the tests")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(autouse=True)
+def _tether_logging_restored() -> Any:
+    """`tether worker` run in-process sets the `tether` logger up for a terminal (its own
+    handler, no propagation): later tests in the same process must still see its records
+    through pytest's capture."""
+    logger = logging.getLogger("tether")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved

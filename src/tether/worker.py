@@ -19,8 +19,10 @@ journal, renews the lease while it does, and releases it when the run pauses or 
   (group `tether.agents`) or modules given to the worker. A run whose agent version the
   worker does not have is refused with a clear error and left for a worker that has it.
 
-The agent registry (`_agent_sources`) and the lease guard (`_lease_guard`) live in
-modules of their own; their names are re-exported here.
+Driving one claimed run (`_worker_drive`), auto-approval and the periodic sweep
+(`_worker_sweep`), `submit_run` (`_worker_submit`), the agent registry
+(`_agent_sources`) and the lease guard (`_lease_guard`) live in modules of their own;
+their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -31,9 +33,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from ._agent_sources import (
     ENTRY_POINT_GROUP,
@@ -43,25 +43,16 @@ from ._agent_sources import (
 )
 from ._clock import Clock, SystemClock
 from ._lease_guard import LeaseGuard
-from .agent import Agent, Limits
-from .approvals import expire_approvals, pending_approvals, resolve_approval
+from ._worker_drive import HandBack, drive_claim, hand_back_when, report_error
+from ._worker_submit import submit_run
+from ._worker_sweep import Sweeper
 from .budget import Ledger, ledger_for
 from .chaos import FaultPlan
 from .errors import CorruptionError, LeaseHeld, LeaseLost, StoreError, UsageError
-from .events import Event, EventDraft
-from .journal import (
-    DEFAULT_SNAPSHOT_EVERY,
-    Lease,
-    RunJournal,
-    Store,
-    create_run,
-    read_events,
-)
-from .journal._base import DEFAULT_QUEUE, RUNNABLE_STATUSES, Claim
-from .loop import Progress, drive_run
+from .journal import DEFAULT_SNAPSHOT_EVERY, Lease, Store
+from .journal._base import DEFAULT_QUEUE, Claim
 from .loop._runtime import default_worker_id, holder_is_dead
-from .models import Model, PriceTable
-from .models._resolve import model_from_spec
+from .models import PriceTable
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -75,13 +66,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("tether.worker")
-
-
-class _HandBack(BaseException):
-    """Raised from the progress observer at a step boundary while the worker stops.
-
-    A BaseException, so no `except Exception` on the way can swallow it.
-    """
 
 
 @dataclass
@@ -148,9 +132,8 @@ class Worker:
         self.stats = WorkerStats()
         self._active: dict[str, asyncio.Task[None]] = {}
         self._refused: set[str] = set()
-        self._not_auto: set[str] = set()
-        self._looked_at: set[str] = set()
-        """Runs already checked for an agent this worker lacks (each is logged once)."""
+        self._sweeper = Sweeper(self)
+        """Auto-approvals and the periodic sweep, with the runs it has already looked at."""
         self._dead: set[str] = set()
         self._changed = asyncio.Event()
         self._stopping = False
@@ -346,7 +329,7 @@ class Worker:
             self.stats.handed_back += 1
             log.info("cancelled run=%s (its lease was released)", run_id)
             raise
-        except _HandBack:
+        except HandBack:
             self.stats.handed_back += 1
             log.info("handed back run=%s at a step boundary", run_id)
         except AgentUnavailable as exc:
@@ -367,108 +350,25 @@ class Worker:
             self.stats.errors += 1
             self._refused.add(run_id)
             log.exception("run=%s failed with an unexpected error (a bug); not retrying it", run_id)
-            await self._report_error(run_id, exc)
+            await report_error(self, run_id, exc)
         finally:
             self._active.pop(run_id, None)
             self._changed.set()
-
-    async def _report_error(self, run_id: str, exc: Exception) -> None:
-        """Journal why this worker stopped driving the run (under a brief lease of its own),
-        so an operator sees it in the run and can `tether resume` it; best effort."""
-        with contextlib.suppress(Exception):
-            lease = await self.store.acquire_lease(run_id, owner=self.owner, ttl_s=30)
-            try:
-                journal, _ = await RunJournal.open(self.store, lease, clock=self.clock)
-                if not journal.state.terminal:
-                    await journal.append(
-                        EventDraft(
-                            type="health.warning",
-                            payload={
-                                "kind": "worker_error",
-                                "message": (
-                                    f"worker {self.owner} stopped driving the run after an "
-                                    f"unexpected {type(exc).__name__}; `tether resume "
-                                    f"{run_id}` continues it"
-                                ),
-                            },
-                        )
-                    )
-            finally:
-                await self.store.release_lease(lease)
 
     def _refuse(self, run_id: str, message: str) -> None:
         self.stats.refused += 1
         self._refused.add(run_id)
         log.error("%s", message)
 
-    async def _created(self, run_id: str) -> Event:
-        return (await read_events(self.store, run_id, until_seq=1))[0]
-
     async def _drive_claimed(self, claim: Claim) -> None:
-        lease = claim.lease
-        run_id = lease.run_id
-        try:
-            created = await self._created(run_id)
-            payload = created.payload
-            meta: dict[str, Any] = payload.get("metadata") or {}
-            source = self.agents.get(payload["agent"], payload.get("agent_version", ""))
-            agent = source.build(meta.get("agent_args") or {})
-            model_spec = meta.get("model_spec")
-            model: Model | None = model_from_spec(model_spec) if model_spec else None
-            model = model or agent.model
-            if model is None:
-                raise UsageError(f"run {run_id}: agent {agent.name} has no model")
-        except BaseException:
-            with contextlib.suppress(StoreError, OSError):
-                await self.store.release_lease(lease)
-            raise
-        guard = LeaseGuard(self.store, lease, ttl_s=self.lease_ttl_s, clock=self.clock)
-        store: Store = guard
-        if self.faults is not None:
-            store = self.faults.wrap_store(guard)
-            model = self.faults.wrap_model(model)
-            agent = dataclasses.replace(
-                agent,
-                tools=self.faults.wrap_tools(agent.tools),
-                tool_sources=self.faults.wrap_sources(agent.tool_sources),
-            )
-        driving = asyncio.create_task(
-            drive_run(
-                store=store,
-                agent=agent,
-                model=model,
-                run_id=run_id,
-                owner=self.owner,
-                clock=self.clock,
-                prices=self.prices,
-                observer=self._observer(),
-                lease_ttl_s=self.lease_ttl_s,
-                snapshot_every=self.snapshot_every,
-                model_retries=self.model_retries,
-                model_retry_backoff_s=self.model_retry_backoff_s,
-                ledger=self.ledger,
-            )
-        )
-        watching = asyncio.create_task(guard.watch())
-        try:
-            await asyncio.wait({driving, watching}, return_when=asyncio.FIRST_COMPLETED)
-            if not driving.done() and watching.done() and watching.result() is not None:
-                # The lease could not be renewed: stop now, before it can expire.
-                driving.cancel()
-                await asyncio.wait({driving})
-                with contextlib.suppress(StoreError, OSError):
-                    await self.store.release_lease(guard.lease)
-                raise LeaseLost(f"stopped driving: {watching.result()}")
-            result = await driving
-        finally:
-            for task in (driving, watching):
-                task.cancel()
-            await asyncio.gather(driving, watching, return_exceptions=True)
+        run_id = claim.lease.run_id
+        hand_back = hand_back_when(lambda: self._draining)
+        result, auto_approve = await drive_claim(self, claim, hand_back)
         if result.status == "waiting_approval":
             self.stats.paused += 1
             log.info("paused run=%s for approval %s", run_id, ", ".join(result.pending_approvals))
-            if meta.get("auto_approve"):
-                await self._auto_approve(run_id)
+            if auto_approve:
+                await self._sweeper.auto_approve(run_id)
             return
         self.stats.finished += 1
         log.info(
@@ -476,135 +376,9 @@ class Worker:
             run_id, result.status, result.steps, result.reason,
         )  # fmt: skip
 
-    def _observer(self) -> Callable[[Progress], None]:
-        def observe(progress: Progress) -> None:
-            state = progress.state
-            if (
-                self._draining
-                and progress.event != "tool.started"
-                and state.status == "running"
-                and not state.pending_calls
-                and state.open_model_request is None
-            ):
-                raise _HandBack
-
-        return observe
-
-    async def _auto_approve(self, run_id: str) -> None:
-        """Approve a submitted run's calls (it was submitted with --yes); questions wait."""
-        for approval in await pending_approvals(self.store, run_id=run_id):
-            if approval.kind != "approval":
-                log.info("run=%s asks a question; it waits for a human", run_id)
-                continue
-            await resolve_approval(
-                self.store, approval.request_id, decision="approved",
-                actor=f"worker:{self.owner}:auto-approve", clock=self.clock,
-                lease_ttl_s=self.lease_ttl_s,
-            )  # fmt: skip
-            log.info("auto-approved %s", approval.request_id)
-
     async def _sweep(self) -> None:
-        """Apply approval expiries, and auto-approve submitted runs left waiting (say, by a
-        worker that died between the pause and the approval)."""
-        try:
-            for approval in await expire_approvals(
-                self.store, clock=self.clock, lease_ttl_s=self.lease_ttl_s
-            ):
-                log.info("approval %s expired: %s", approval.request_id, approval.action)
-            waiting = await self.store.list_runs(status="waiting_approval", limit=1000)
-            for record in waiting:
-                if record.run_id in self._not_auto:
-                    continue
-                meta = (await self._created(record.run_id)).payload.get("metadata") or {}
-                if meta.get("auto_approve"):
-                    await self._auto_approve(record.run_id)
-                else:
-                    self._not_auto.add(record.run_id)
-            await self._report_unservable()
-        except (StoreError, OSError, UsageError) as exc:
-            log.warning("sweeping approvals failed (%s); trying again later", exc)
-
-    async def _report_unservable(self) -> None:
-        """Log once per run each runnable run of this queue whose agent this worker lacks.
-
-        Claims only offer runs of agents the worker has, so such a run is never refused:
-        without this line it would wait in silence for a worker that has its agent.
-        """
-        now = self.clock.time()
-        names = set(self.agents.names())
-        for status in RUNNABLE_STATUSES:
-            for record in await self.store.list_runs(status=status, limit=1000):
-                run_id = record.run_id
-                if run_id in self._looked_at or run_id in self._active:
-                    continue
-                if record.lease_owner is not None and (record.lease_expires_at or 0.0) > now:
-                    continue
-                self._looked_at.add(run_id)
-                if record.agent in names:
-                    # Its agent is here: claimed (and refused if the version differs). The
-                    # run's row says so; reading its first event for every run would cost
-                    # each worker a read per queued run, so more workers, more reads.
-                    continue
-                created = (await self._created(run_id)).payload
-                meta = created.get("metadata") or {}
-                if meta.get("queue") != self.queue:
-                    continue  # another queue's
-                try:
-                    self.agents.get(created["agent"], created.get("agent_version", ""))
-                except AgentUnavailable as exc:
-                    spec = meta.get("agent_spec")
-                    log.warning(
-                        "skipping run=%s: %s%s", run_id, exc,
-                        f" (the run was submitted with {spec})" if spec else "",
-                    )  # fmt: skip
-
-
-# -- submitting -----------------------------------------------------------------------------
-
-
-async def submit_run(
-    store: Store,
-    agent: Agent,
-    task: str,
-    *,
-    agent_spec: str,
-    agent_args: Mapping[str, Any] | None = None,
-    model: Model | None = None,
-    model_spec: str | None = None,
-    limits: Limits | None = None,
-    auto_approve: bool = False,
-    queue: str = DEFAULT_QUEUE,
-    tenant: str | None = None,
-    run_id: str | None = None,
-    clock: Clock | None = None,
-) -> str:
-    """Journal a new run (its agent's name and version, and how to rebuild it) and put it
-    in `queue` for workers; returns its id."""
-    if not task.strip():
-        raise UsageError("the task is empty: say what the agent should do")
-    chosen = model or agent.model
-    if chosen is None:
-        raise UsageError(f"agent {agent.name} has no model: pass one with --model")
-    state = await create_run(
-        store,
-        agent=agent.name,
-        agent_version=agent.version,
-        task=task,
-        model=chosen.name,
-        limits=(limits or agent.limits).to_json(),
-        tenant=tenant,
-        run_id=run_id,
-        metadata={
-            "agent_spec": agent_spec,
-            "agent_args": dict(agent_args or {}),
-            "model_spec": model_spec,
-            "auto_approve": auto_approve,
-            "queue": queue,
-        },
-        clock=clock,
-    )
-    await store.enqueue(state.run_id, queue=queue)
-    return state.run_id
+        """Approval expiries, leftover auto-approvals, runs no agent here can serve."""
+        await self._sweeper.sweep(self._active)
 
 
 def _redacted(url: str) -> str:

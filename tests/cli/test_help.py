@@ -32,3 +32,14 @@ def test_no_help_paragraph_keeps_the_source_line_breaks() -> None:
             assert "\n" not in paragraph.strip(), f"tether {' '.join(path)}: {paragraph!r}"
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
+
+
+def test_the_help_screen_lists_the_run_commands_first_in_their_order() -> None:
+    """Commands are listed in the order their modules register them: `tether.cli` imports
+    the modules of a run's life (start, inspect, repair, decide) first, in this order."""
+    root: Any = typer.main.get_command(app)
+    names = list(root.commands)
+    assert names[:9] == [
+        "demo", "run", "resume", "ls", "doctor", "fork", "approvals", "approve", "reject"
+    ]  # fmt: skip
+    assert names.index("reject") < names.index("show")

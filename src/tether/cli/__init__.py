@@ -6,6 +6,11 @@ import sys
 
 import typer
 
+# isort: off
+# The help screen lists commands in the order they register: these first, in this order.
+from . import _demo, _runs, _doctor, _approvals  # noqa: F401
+
+# isort: on
 from . import (
     _audit,  # noqa: F401  (registers `tether show`, `why`, `audit`, `export`)
     _budget,  # noqa: F401  (registers `tether budget`)

@@ -14,18 +14,20 @@ a model is built, not when this module is.
 Translation to the wire format: tools become `{"type": "function", "function": ...}`;
 assistant tool calls go out as `tool_calls` with their argument text unchanged when it is
 a JSON object (else wrapped as `{"_raw": text}`, as the Anthropic provider does); tool
-results as `role: "tool"` messages with their `tool_call_id`. Back from the wire, argument
-text is kept exactly as the model wrote it, even when it is not valid JSON (a call cut off
-by `max_tokens` comes back with `finish_reason="length"`), and a server that reports no
-usage is charged the conservative estimate, never zero. `max_tokens` is always sent: the
-request's bound, capped at `max_output_tokens`.
+results as `role: "tool"` messages with their `tool_call_id` (`_openai_request`). Back
+from the wire, argument text is kept exactly as the model wrote it, even when it is not
+valid JSON (a call cut off by `max_tokens` comes back with `finish_reason="length"`), and
+a server that reports no usage is charged the conservative estimate, never zero
+(`_openai_response`). `max_tokens` is always sent: the request's bound, capped at
+`max_output_tokens`.
 
 Errors are Tether's, never the SDK's (the original is kept as `__cause__`): rate limits
 (429, except an exhausted quota), 408, 409, 5xx, timeouts, dropped connections and streams
 that end early are retried with exponential backoff and jitter (a `retry-after` header is
 honoured up to `backoff_max`; the SDK's own retries are off, so there is one policy), then
 raise `ModelUnavailable`. A request that does not fit the window raises `ContextOverflow`
-with the provider's message; any other rejection raises `ModelError` at once.
+with the provider's message; any other rejection raises `ModelError` at once
+(`_openai_errors`).
 
 A streamed attempt that fails part-way is retried like any other; text it already passed
 to `on_text` is sent again by the retry, so treat `on_text` as a preview and the returned
@@ -35,55 +37,30 @@ response as the record.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
 from typing import Any
 
-from ..errors import ContextOverflow, ModelError, ModelUnavailable, TetherError, UsageError
+from ..errors import ModelError, ModelUnavailable, TetherError, UsageError
 from ._base import (
     Message,
     ModelRequest,
     ModelResponse,
-    ModelUsage,
     TextSink,
-    ToolCall,
     ToolSpec,
     check_real_calls_allowed,
 )
+from ._openai_errors import PROVIDER, translate
+from ._openai_request import request_kwargs
+from ._openai_response import Reply, read_completion, read_stream, to_response
 from ._openai_tokens import count_or_none, count_with_encoding, encoding_for
-from ._provider import Retryable, SinkFailed, backoff, emit, retry_after
+from ._provider import Retryable, SinkFailed, backoff, emit
 from ._server_tokens import ServerTokenizer
-from ._tokens import MESSAGE_OVERHEAD, estimate_text_tokens, estimate_tokens
+from ._tokens import MESSAGE_OVERHEAD, estimate_tokens
 
 __all__ = ["OpenAIModel"]
-
-PROVIDER = "openai"
-
-RETRYABLE_STATUS = frozenset({408, 409, 429})
-"""Plus every 5xx."""
-
-OVERFLOW_MARKERS = (
-    "context_length_exceeded",  # OpenAI's error code
-    "exceed_context_size",  # llama.cpp's error type
-    "exceeds the available context size",  # llama.cpp
-    "maximum context length",  # OpenAI, vLLM
-    "context length",
-    "context window",
-    "context_window",
-    "prompt is too long",
-    "too many tokens",
-    "input is too long",
-    "reduce the length of the messages",
-)
-"""Lower-case phrases that mark a 4xx as "the request does not fit the window"."""
-
-NOT_RETRYABLE_429 = ("insufficient_quota", "billing")
-"""A 429 that retrying cannot fix: the account is out of credit."""
 
 TOOLS_OVERHEAD = 200
 """Tokens a server adds when tools are offered, beyond their definitions: OpenAI's hidden
@@ -103,144 +80,6 @@ def _import_openai() -> ModuleType:
             "pip install 'tether-runtime[openai]'"
         ) from exc
     return openai
-
-
-# ---------------------------------------------------------------------------------------------
-# Wire format.
-
-
-def _wire_arguments(arguments: str) -> str:
-    """Argument text to send back in the history: as stored when it is a JSON object, else
-    wrapped as `{"_raw": text}` (servers that render calls through a chat template, such as
-    llama.cpp, reject unparsable arguments with an HTTP 500 that no retry can fix)."""
-    if not arguments.strip():
-        return "{}"
-    try:
-        parsed = json.loads(arguments)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict):
-        return arguments
-    return json.dumps({"_raw": arguments})
-
-
-def _message_to_wire(message: Message) -> dict[str, Any]:
-    if message.role == "tool":
-        if message.tool_call_id is None:
-            raise UsageError("a tool message needs the tool_call_id of the call it answers")
-        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
-    if message.role == "assistant" and message.tool_calls:
-        return {
-            "role": "assistant",
-            "content": message.content or None,
-            "tool_calls": [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": _wire_arguments(call.arguments)},
-                }
-                for call in message.tool_calls
-            ],
-        }
-    return {"role": message.role, "content": message.content}
-
-
-def _tool_to_wire(tool: ToolSpec) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": tool.name,
-            "description": tool.description,
-            "parameters": tool.parameters,
-        },
-    }
-
-
-def _normalise_finish_reason(reason: str | None, has_calls: bool) -> str:
-    """Normalise to "stop", "tool_calls", "length", or the provider's own word.
-
-    A call that was cut off keeps "length" (its arguments may be truncated); servers that
-    say "stop" (or nothing) while returning calls get "tool_calls"."""
-    if reason in ("length", "max_tokens"):
-        return "length"
-    if reason in ("tool_calls", "function_call"):
-        return "tool_calls"
-    if reason in (None, "", "stop", "eos", "end_turn", "stop_sequence"):
-        return "tool_calls" if has_calls else "stop"
-    return reason
-
-
-def _new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-@dataclass
-class _PartialCall:
-    id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors.
-
-
-def _provider_message(exc: Any) -> str:
-    """The provider's own error message, without the SDK's "Error code: ..." wrapping."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-        if isinstance(body.get("message"), str):
-            return str(body["message"])
-    return str(getattr(exc, "message", None) or exc)
-
-
-def _headers(exc: Any) -> Any:
-    return getattr(getattr(exc, "response", None), "headers", None)
-
-
-def _is_transport_error(exc: BaseException) -> bool:
-    """httpx/httpx2 network errors, which the SDK does not wrap while a stream is read."""
-    return any(
-        cls.__name__ in ("TransportError", "StreamError")
-        and cls.__module__.split(".")[0] in ("httpx", "httpx2")
-        for cls in type(exc).__mro__
-    )
-
-
-def _translate(openai: ModuleType, exc: BaseException) -> Exception | None:
-    """Tether's error for an SDK/network failure (`Retryable` if transient), None if the
-    exception is not the SDK's (the caller's own, e.g. from `on_text`: re-raise it as is)."""
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        message = _provider_message(exc)
-        text = " ".join(
-            str(part) for part in (message, exc.code, exc.type, exc.body) if part
-        ).lower()
-        if 400 <= status < 500 and (
-            status == 413 or any(marker in text for marker in OVERFLOW_MARKERS)
-        ):
-            return ContextOverflow(f"{PROVIDER} HTTP {status}: {message}")
-        if status == 429 and any(marker in text for marker in NOT_RETRYABLE_429):
-            return ModelError(f"{PROVIDER} HTTP 429 (not retried, quota): {message}")
-        if status in RETRYABLE_STATUS or status >= 500:
-            return Retryable(f"HTTP {status}: {message}", retry_after(_headers(exc)))
-        return ModelError(f"{PROVIDER} HTTP {status}: {message}")
-    if isinstance(exc, openai.APITimeoutError):
-        return Retryable("request timed out")
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__
-        return Retryable(f"connection error: {cause!r}" if cause else "connection error")
-    if _is_transport_error(exc):
-        return Retryable(f"connection error: {exc!r}")
-    if isinstance(exc, openai.OpenAIError):
-        return ModelError(f"{PROVIDER}: {type(exc).__name__}: {exc}")
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 class OpenAIModel:
@@ -392,21 +231,13 @@ class OpenAIModel:
 
     def build_request(self, request: ModelRequest) -> dict[str, Any]:
         """The keyword arguments for `chat.completions.create` (without `stream`)."""
-        kwargs: dict[str, Any] = dict(self.extra)
-        kwargs["model"] = self.model
-        kwargs["messages"] = [_message_to_wire(m) for m in request.messages]
-        if request.tools:
-            kwargs["tools"] = [_tool_to_wire(t) for t in request.tools]
-        if request.max_tokens is not None and request.max_tokens < 1:
-            raise UsageError(f"max_tokens must be at least 1, not {request.max_tokens}")
-        kwargs[self.max_tokens_param] = (
-            self.max_output_tokens
-            if request.max_tokens is None
-            else min(request.max_tokens, self.max_output_tokens)
+        return request_kwargs(
+            request,
+            model=self.model,
+            extra=self.extra,
+            max_tokens_param=self.max_tokens_param,
+            max_output_tokens=self.max_output_tokens,
         )
-        if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
-        return kwargs
 
     async def complete(
         self, request: ModelRequest, *, on_text: TextSink | None = None
@@ -425,7 +256,7 @@ class OpenAIModel:
             except TetherError:
                 raise
             except Exception as exc:
-                error = exc if isinstance(exc, Retryable) else _translate(self._openai, exc)
+                error = exc if isinstance(exc, Retryable) else translate(self._openai, exc)
                 if error is None:  # e.g. a body that is not JSON, or not a completion
                     error = ModelError(
                         f"{PROVIDER} {self.model}: malformed response ({type(exc).__name__}: {exc})"
@@ -452,125 +283,22 @@ class OpenAIModel:
     async def _complete_once(
         self, request: ModelRequest, kwargs: dict[str, Any], on_text: TextSink | None
     ) -> ModelResponse:
-        response = await self._get_client().chat.completions.create(**kwargs)
-        if not response.choices:
-            raise ModelError(f"{PROVIDER}: the response has no choices")
-        choice = response.choices[0]
-        message = choice.message
-        calls: list[ToolCall] = []
-        for call in message.tool_calls or ():
-            function = getattr(call, "function", None)
-            if function is None:  # a non-function (custom) tool call: not ours
-                continue
-            calls.append(
-                ToolCall(
-                    id=call.id or _new_call_id(),
-                    name=function.name or "",
-                    arguments=function.arguments or "",
-                )
-            )
-        content = message.content or ""
-        usage = response.usage
-        result = self._response(
-            request,
-            content=content,
-            calls=tuple(calls),
-            finish_reason=choice.finish_reason,
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
-            model=response.model,
-        )
-        emit(on_text, content)
+        reply = read_completion(await self._get_client().chat.completions.create(**kwargs))
+        result = self._response(request, reply)
+        emit(on_text, reply.content)
         return result
 
     async def _complete_streamed(
-        self,
-        request: ModelRequest,
-        kwargs: dict[str, Any],
-        on_text: TextSink | None,
+        self, request: ModelRequest, kwargs: dict[str, Any], on_text: TextSink | None
     ) -> ModelResponse:
         stream = await self._get_client().chat.completions.create(
             **kwargs, stream=True, stream_options={"include_usage": True}
         )
-        text: list[str] = []
-        partial: dict[int, _PartialCall] = {}
-        finish_reason: str | None = None
-        prompt_tokens: int | None = None
-        completion_tokens: int | None = None
-        model: str | None = None
-        try:
-            async for chunk in stream:
-                model = chunk.model or model
-                if chunk.usage is not None:
-                    prompt_tokens = chunk.usage.prompt_tokens
-                    completion_tokens = chunk.usage.completion_tokens
-                for choice in chunk.choices or ():  # the usage chunk has none
-                    if choice.index not in (0, None):
-                        continue
-                    if choice.finish_reason is not None:
-                        finish_reason = choice.finish_reason
-                    delta = choice.delta
-                    if delta is None:
-                        continue
-                    for position, call_delta in enumerate(delta.tool_calls or ()):
-                        index = call_delta.index if call_delta.index is not None else position
-                        slot = partial.setdefault(index, _PartialCall())
-                        if call_delta.id and not slot.id:
-                            slot.id = call_delta.id
-                        function = call_delta.function
-                        if function is not None:
-                            if function.name:
-                                slot.name += function.name
-                            if function.arguments:
-                                slot.arguments.append(function.arguments)
-                    if delta.content:
-                        text.append(delta.content)
-                        emit(on_text, delta.content)
-        finally:
-            await stream.close()
-        if finish_reason is None:
-            raise Retryable("the response stream ended before its finish_reason")
-        calls = tuple(
-            ToolCall(
-                id=slot.id or _new_call_id(), name=slot.name, arguments="".join(slot.arguments)
-            )
-            for _, slot in sorted(partial.items())
-        )
-        return self._response(
-            request,
-            content="".join(text),
-            calls=calls,
-            finish_reason=finish_reason,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            model=model,
-        )
+        return self._response(request, await read_stream(stream, on_text))
 
-    def _response(
-        self,
-        request: ModelRequest,
-        *,
-        content: str,
-        calls: tuple[ToolCall, ...],
-        finish_reason: str | None,
-        prompt_tokens: int | None,
-        completion_tokens: int | None,
-        model: str | None,
-    ) -> ModelResponse:
-        # A server that omits usage (or reports 0) gets the conservative estimate, never 0:
-        # budgets charge these numbers.
-        if not prompt_tokens or prompt_tokens < 0:
-            prompt_tokens = max(1, self.count_tokens(request.messages, request.tools))
-        if not completion_tokens or completion_tokens < 0:
-            completion_tokens = max(
-                1,
-                estimate_text_tokens(content)
-                + sum(MESSAGE_OVERHEAD + estimate_text_tokens(c.name + c.arguments) for c in calls),
-            )
-        return ModelResponse(
-            content=content,
-            tool_calls=calls,
-            finish_reason=_normalise_finish_reason(finish_reason, bool(calls)),
-            usage=ModelUsage(input_tokens=prompt_tokens, output_tokens=completion_tokens),
-            model=model or self.model,
+    def _response(self, request: ModelRequest, reply: Reply) -> ModelResponse:
+        return to_response(
+            reply,
+            prompt_estimate=lambda: self.count_tokens(request.messages, request.tools),
+            model=self.model,
         )
