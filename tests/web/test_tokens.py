@@ -180,7 +180,10 @@ async def test_tokens_made_before_seals_are_sealed_once_and_still_work(tmp_path:
     import sqlite3
 
     # As a store made before seals existed: the table without the column.
+    from tether.journal import sqlite_functions
+
     db = sqlite3.connect(tmp_path / "t.db")
+    sqlite_functions(db)  # ALTER TABLE parses the whole schema, the events view included
     db.execute("ALTER TABLE console_tokens DROP COLUMN seal")
     db.commit()
     db.close()
