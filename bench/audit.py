@@ -50,7 +50,7 @@ from _results import write_section  # noqa: E402
 from tether._clock import iso  # noqa: E402
 from tether.audit import AuditFilter, audit_events, why  # noqa: E402
 from tether.events import GENESIS_HASH, EventDraft, Usage  # noqa: E402
-from tether.journal import RunJournal, SQLiteStore, create_run  # noqa: E402
+from tether.journal import RunJournal, SQLiteStore, create_run, sqlite_functions  # noqa: E402
 from tether.journal import _sqlite as sqlite_store  # noqa: E402
 from tether.journal._audit_rows import AUDIT_INDEXES, AUDIT_ROWS  # noqa: E402
 from tether.journal._index import audit_columns  # noqa: E402
@@ -432,6 +432,7 @@ def build(path: Path, runs: int) -> float:
     t0 = time.perf_counter()
     asyncio.run(SQLiteStore(path).close())  # the schema, through the real migrations
     db = sqlite3.connect(path, isolation_level=None)
+    sqlite_functions(db)  # the events view reads bodies through the store's SQL function
     db.execute("PRAGMA synchronous=OFF")
     names = [
         r[0]
