@@ -88,6 +88,10 @@ def _money(value: object) -> float | None:
     return None
 
 
+def _flag(value: object) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
 def reserved_in(event: Event) -> Reserved | None:
     """The reservation `event` records: a `budget.reserved`, or a `model.requested` that
     carries its hold."""
@@ -99,7 +103,7 @@ def reserved_in(event: Event) -> Reserved | None:
             kind=str(p.get("kind", "model")),
             estimate_usd=_money(p.get("estimate_usd")),
             scopes=tuple(str(s) for s in scopes) if isinstance(scopes, list) else (),
-            priced=p.get("priced") if isinstance(p.get("priced"), bool) else None,
+            priced=_flag(p.get("priced")),
         )
     folded = _folded(event, "model.requested")
     if folded is None:
@@ -109,7 +113,7 @@ def reserved_in(event: Event) -> Reserved | None:
         kind="model",
         estimate_usd=_money(folded.get("estimate_usd")),
         scopes=None,
-        priced=folded.get("priced") if isinstance(folded.get("priced"), bool) else None,
+        priced=_flag(folded.get("priced")),
     )
 
 

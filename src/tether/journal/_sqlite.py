@@ -194,6 +194,10 @@ def _sections_only(q: RowQuery) -> bool:
     return bool(q.types) and set(q.types) <= set(SECTION_TYPES)
 
 
+_UNCOPIED = "id > (SELECT COALESCE(MAX(id), 0) FROM audit_rows)"
+"""Events past the audit copy's mark: the unindexed tail audit queries read directly."""
+
+
 def _short(row: Sequence[Any] | None) -> str:
     return "nothing" if row is None else f"{row[0]!r:.60}"
 
@@ -1012,7 +1016,6 @@ class SQLiteStore:
         where, params = sql_where(query)
         order = sql_order(query)
         limit = "" if query.limit is None else f" LIMIT {int(query.limit)}"
-        tail = "id > (SELECT COALESCE(MAX(id), 0) FROM audit_rows)"
         if query.run_id is not None and query.correlation_id is None:
             if _bounds_only(query):
                 # By the run's (run, seq) key alone: SQL cuts (the join may reorder).
@@ -1029,14 +1032,9 @@ class SQLiteStore:
                     copied_params,
                 )
                 seen = {r.seq for r in found}
-                found += [
-                    r
-                    # `+run_id`: driven by the (short) id range, not the whole run's key.
-                    for r in self._rows(f"WHERE {tail} AND +run_id=?", (query.run_id,))
-                    if r.seq not in seen
-                ]
+                found += [r for r in self._uncopied(query.run_id) if r.seq not in seen]
             elif _sections_only(query) and self._has_section_index():
-                return self._section_rows(query)
+                return self._section_rows(query, query.run_id)
             else:
                 found = self._run_rows(query)
             return _ordered([r for r in found if row_matches(r, query)], query)
@@ -1049,8 +1047,13 @@ class SQLiteStore:
             f"WHERE {copied_where} ORDER BY {audit_order(query)}{limit}))",
             copied_params,
         )
-        newest = self._rows(f"WHERE {tail}")
+        newest = self._rows(f"WHERE {_UNCOPIED}")
         return _ordered([*copied, *(r for r in newest if row_matches(r, query))], query)
+
+    def _uncopied(self, run_id: str) -> list[StoredRow]:
+        """The run's events not copied to `audit_rows` yet (at most about AUDIT_BATCH).
+        `+run_id`: driven by the (short) id range, not the whole run's key."""
+        return self._rows(f"WHERE {_UNCOPIED} AND +run_id=?", (run_id,))
 
     def _run_rows(self, query: RowQuery) -> list[StoredRow]:
         """Candidates for a query within one run: by type, the rows whose copied type
@@ -1081,7 +1084,7 @@ class SQLiteStore:
         )
         return bool(found) and " ".join(str(found[0][0]).split()) == RUN_SECTION_INDEX
 
-    def _section_rows(self, query: RowQuery) -> list[StoredRow]:
+    def _section_rows(self, query: RowQuery, run_id: str) -> list[StoredRow]:
         """A run's sparse events by the section index: per type, its newest (or oldest)
         `limit` in SQL, so the work is bounded by the limit, not by the run's length; the
         run's rows not copied yet are matched as they are read."""
@@ -1098,8 +1101,7 @@ class SQLiteStore:
             )
             params += values
         found = self._rows(f"WHERE id IN ({' UNION ALL '.join(arms)})", params)
-        tail = "id > (SELECT COALESCE(MAX(id), 0) FROM audit_rows)"
-        newest = self._rows(f"WHERE {tail} AND +run_id=?", (query.run_id,))
+        newest = self._uncopied(run_id)
         return _ordered([*found, *(r for r in newest if row_matches(r, query))], query)
 
     def _rows(
