@@ -10,9 +10,11 @@ as a crash at the same position followed by a resume; what came from outside the
 (approval decisions, new limits, an operator's pins) is applied where the recording has
 it; a fork's copied history (up to its `run.forked`) is imported as it is. Then the two
 journals are compared event by event (type, tool name, arguments, idempotency key,
-decision, reason, error; a model answer's text and calls) and the first divergence is
-named. With `script=True` an agent's own `ScriptedModel` answers instead of the recording
-(recorded model failures are still replayed), so a change to its script shows.
+decision, reason, error; a model answer's text and calls; the results of one turn's
+parallel calls as a batch, since they are journaled as they finish) and the first
+divergence is named. With `script=True` an agent's own `ScriptedModel` answers instead of
+the recording (recorded model failures are still replayed), so a change to its script
+shows.
 
 What a replay cannot reproduce: limits stored in the original store (budget events are
 not compared for that reason), an operator's pin made while the loop was running (it is
@@ -523,8 +525,27 @@ def project(event: Event) -> dict[str, Any]:
     return shown
 
 
+RESULT_TYPES = frozenset({"tool.completed", "tool.failed", "tool.unknown"})
+
+
 def _compared(events: Sequence[Event]) -> list[Event]:
     return [e for e in events if not _ignored(e)]
+
+
+def _in_call_order(events: list[Event]) -> list[Event]:
+    """`events` with each batch of consecutive tool results in call order.
+
+    Parallel calls of one turn are journaled as they finish; a replay has every result at
+    once and finishes them in call order. Sorting a batch by its calls' ids (stable) makes
+    the two comparable without letting a result that differs go unseen."""
+    start = 0
+    for i in range(len(events) + 1):
+        if i < len(events) and events[i].type in RESULT_TYPES:
+            continue
+        if i - start > 1:
+            events[start:i] = sorted(events[start:i], key=lambda e: str(e.payload.get("call_id")))
+        start = i + 1
+    return events
 
 
 async def replay(agent: Agent, path: Path | str, *, script: bool = False) -> ReplayReport:
@@ -612,7 +633,7 @@ async def replay(agent: Agent, path: Path | str, *, script: bool = False) -> Rep
 
 
 def first_divergence(recorded: Sequence[Event], now: Sequence[Event]) -> Divergence | None:
-    a, b = _compared(recorded), _compared(now)
+    a, b = _in_call_order(_compared(recorded)), _in_call_order(_compared(now))
     for i in range(max(len(a), len(b))):
         left = project(a[i]) if i < len(a) else None
         right = project(b[i]) if i < len(b) else None
