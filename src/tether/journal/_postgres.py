@@ -212,6 +212,27 @@ FROM created
 
 _EVENT_COLUMNS = "run_id, seq, type, correlation_id, data, ts, actor, tool, visibility"
 
+_PUT_SNAPSHOT = """
+WITH fenced AS MATERIALIZED (
+    SELECT run_id FROM runs WHERE run_id=%s AND lease_epoch=%s AND lease_owner=%s FOR UPDATE
+), newest AS MATERIALIZED (
+    SELECT s FROM (SELECT seq AS s FROM snapshots WHERE run_id=%s UNION SELECT %s::bigint) AS u
+    ORDER BY s DESC LIMIT %s
+), kept AS (
+    INSERT INTO snapshots (run_id, seq, data)
+    SELECT %s, %s::bigint, %s::bytea FROM fenced WHERE %s::bigint IN (SELECT s FROM newest)
+    ON CONFLICT (run_id, seq) DO UPDATE SET data = EXCLUDED.data
+), pruned AS (
+    DELETE FROM snapshots WHERE run_id=%s AND EXISTS (SELECT 1 FROM fenced)
+        AND seq NOT IN (SELECT s FROM newest)
+)
+SELECT count(*) FROM fenced
+"""
+"""A snapshot in one statement, one round trip (a transaction of its own took five): under
+the run's row lock, only while the lease is current, and the newest `keep` of the old
+snapshots and this one are what stays. The new row is written only if it is among them,
+so no row is both written and deleted (one statement sees one snapshot of the table)."""
+
 
 def _stored(r: Sequence[Any]) -> StoredRow:
     return StoredRow(
