@@ -828,18 +828,14 @@ class PostgresStore:
     async def put_snapshot(
         self, lease: Lease, run_id: str, seq: int, raw: bytes, *, keep: int
     ) -> None:
-        async with self._conn() as conn, conn.transaction():
-            await self._lock_lease(conn, lease)
-            await conn.execute(
-                "INSERT INTO snapshots (run_id, seq, data) VALUES (%s, %s, %s) "
-                "ON CONFLICT (run_id, seq) DO UPDATE SET data = EXCLUDED.data",
-                (run_id, seq, raw),
-            )
-            await conn.execute(
-                "DELETE FROM snapshots WHERE run_id=%s AND seq NOT IN "
-                "(SELECT seq FROM snapshots WHERE run_id=%s ORDER BY seq DESC LIMIT %s)",
-                (run_id, run_id, keep),
-            )
+        fence = (lease.run_id, lease.epoch, lease.owner)
+        params = (*fence, run_id, seq, keep, run_id, seq, raw, seq, run_id)
+        async with self._conn() as conn:
+            cur = await conn.execute(_PUT_SNAPSHOT, params)
+            row = await cur.fetchone()
+            if row is None or row[0] != 1:
+                await self._check_lease(conn, lease)  # raises RunNotFound or LeaseLost
+                raise StoreError(f"run {run_id}: snapshot refused")  # pragma: no cover
 
     async def read_snapshots(self, run_id: str) -> list[tuple[int, bytes]]:
         rows = await self._read(
