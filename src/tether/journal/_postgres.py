@@ -67,7 +67,6 @@ from ._index import (
     sql_order,
     sql_where,
 )
-from ._postgres_hot import HotConnection
 from ._postgres_ledger import append_with_ledger
 from ._postgres_tokens import PostgresTokens
 from ._postgres_url import SCHEMA_NAME as _SCHEMA_NAME
@@ -178,7 +177,6 @@ class PostgresStore(PostgresTokens):
         self._closed = False
         self._ledger_tables: PostgresLedgerTables | None = None
         self._tokens_ready = False
-        self._hot = HotConnection(self._conninfo, _bounded_waits)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -368,28 +366,6 @@ class PostgresStore(PostgresTokens):
             raise self._error(exc) from exc
         except psycopg.Error as exc:
             raise self._error(exc) from exc
-
-    @asynccontextmanager
-    async def _append_conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """For an append: the store's own connection if it is free (see `_postgres_hot`),
-        else a pooled one; errors as `_conn`."""
-        pool = await self._ready()
-        conn = await self._hot.take(pool)
-        if conn is None:
-            async with self._conn() as pooled:
-                yield pooled
-            return
-        try:
-            yield conn
-        except psycopg.OperationalError as exc:
-            if not isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
-                self._hot.drop()
-                self._lost_connection(pool)
-            raise self._error(exc) from exc
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
-        finally:
-            self._hot.give_back(conn)
 
     async def _read(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
         """A read, retried with backoff when the connection drops (reads are idempotent)."""
@@ -584,7 +560,7 @@ class PostgresStore(PostgresTokens):
                         self, lease, events, statement, params, also, sync=sync
                     )
                     return
-                async with self._append_conn() as conn:
+                async with self._conn() as conn:
                     cur = await _execute(conn, statement, params, sync=sync)
                     if cur.rowcount == len(events):
                         return
@@ -850,7 +826,6 @@ class PostgresStore(PostgresTokens):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._listener = None
-        await self._hot.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

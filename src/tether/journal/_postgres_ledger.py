@@ -60,7 +60,7 @@ async def append_with_ledger(
         combined, split = _combined(statement, extra.clauses)
         merged = [*params[:split], *extra.params, *params[split:]]
         try:
-            async with store._append_conn() as conn:
+            async with store._conn() as conn:
                 cur = await _execute(conn, combined, merged, sync=sync)
                 if cur.rowcount == len(events):
                     return
