@@ -172,6 +172,25 @@ def drop_schema(base: str, schema: str) -> None:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+def unix_socket_url(base: str, directory: str | None) -> str | None:
+    """`base` reaching the same server through its Unix socket in `directory` (None: the
+    first of the usual directories that has the server's socket), or None if there is none."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base)
+    port = parts.port or 5432
+    found = [
+        d
+        for d in ([directory] if directory else ["/var/run/postgresql", "/run/postgresql", "/tmp"])
+        if os.path.exists(os.path.join(d, f".s.PGSQL.{port}"))
+    ]
+    if not found or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    user = f"{parts.username}@" if parts.username else ""
+    query = f"host={found[0]}&port={port}" + (f"&{parts.query}" if parts.query else "")
+    return f"postgresql://{user}{parts.path}?{query}"
+
+
 def server_version(base: str) -> str:
     import psycopg
 
@@ -529,6 +548,7 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
     nan = {"mem": math.nan, "pg": math.nan, "overhead_ms": math.nan}
     led = {**nan, **figures.get("ledger", {})}
     lim = {**nan, **figures.get("limits", {})}
+    unix = figures.get("limits_unix")
     r = figures["resume"]
     cpus = [row["cpu_ms"] for row in t]
     nets = [row.get("net_cpu_ms", math.nan) for row in t]
@@ -656,6 +676,17 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
         f"{fmt(lim.get('overhead_max', math.nan))}), median of pairs; CPU "
         f"{fmt(lim.get('mem_cpu', math.nan))} → {fmt(lim.get('pg_cpu', math.nan))}, "
         f"{fmt(lim.get('cpu_overhead_ms', math.nan))} more per step) | - |",
+        *(
+            [
+                f"| the same with limits, through the server's Unix socket instead of TCP "
+                f"127.0.0.1 (an extra row: the goal is TCP's) | {fmt(unix['mem'])} → "
+                f"{fmt(unix['pg'])} (overhead {fmt(unix['overhead_ms'])} "
+                f"({fmt(unix['overhead_min'])} … {fmt(unix['overhead_max'])}), median of pairs; "
+                f"CPU {fmt(unix['mem_cpu'])} → {fmt(unix['pg_cpu'])}) | - |"
+            ]
+            if unix
+            else []
+        ),
         f"| what limits add on PostgreSQL beyond the journal, same run: overhead with "
         f"limits - overhead with the ledger off (medians) | "
         f"{fmt(lim['overhead_ms'] - o['overhead_ms'])} | "
@@ -721,6 +752,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--n", type=int, default=1000, help="steps of the overhead and resume runs")
     p.add_argument("--pairs", type=int, default=5)
+    p.add_argument(
+        "--unix-socket",
+        help="directory of the server's Unix socket for the extra row (default: found)",
+    )
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--json", type=Path, help="also save the raw figures here")
     p.add_argument(
@@ -792,6 +827,9 @@ def main(argv: list[str] | None = None) -> int:
     nosync = url + "&options=-csynchronous_commit%3Doff"
     lim_schema = new_schema()
     lim_url = schema_url(base, lim_schema)
+    # An extra row, not the goal's figure: the same server through its Unix socket.
+    unix_base = unix_socket_url(base, args.unix_socket)
+    unix_schema = new_schema()
     try:
         # (url, ledger, limits) of each kind; the limits kinds run last in each round (they
         # leave their limits in the store, so the PostgreSQL ones get a schema of their own).
@@ -804,12 +842,15 @@ def main(argv: list[str] | None = None) -> int:
             "mem_limits": ("memory://", True, True),
             "pg_limits": (lim_url, True, True),
         }
+        if unix_base is not None:
+            kinds["unix_limits"] = (schema_url(unix_base, unix_schema), True, True)
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
         steps = args.n + 1
         for i in range(args.pairs):
             plain = ["mem", "pg", "off"]
             order = [*plain[i % 3 :], *plain[: i % 3], "mem_ledger", "pg_ledger"]
-            order += ["mem_limits", "pg_limits"] if i % 2 == 0 else ["pg_limits", "mem_limits"]
+            limited = ["mem_limits", "pg_limits"] + (["unix_limits"] if unix_base else [])
+            order += limited if i % 2 == 0 else limited[::-1]
             for kind in order:
                 u, ledger, limits = kinds[kind]
                 spec = {"url": u, "n": args.n, "ledger": ledger, "limits": limits}
@@ -848,8 +889,12 @@ def main(argv: list[str] | None = None) -> int:
                 x["store_calls"].get("append", 0) / steps for x in runs["pg"]
             ),
         }
-        for kind in ("ledger", "limits"):
-            mem, pg = f"mem_{kind}", f"pg_{kind}"
+        for kind, pg in [
+            ("ledger", "pg_ledger"),
+            ("limits", "pg_limits"),
+            *([("limits_unix", "unix_limits")] if unix_base else []),
+        ]:
+            mem = "mem_limits" if kind == "limits_unix" else f"mem_{kind}"
             figures[kind] = {
                 "mem": per_step(mem, "wall_s"),
                 "pg": per_step(pg, "wall_s"),
@@ -880,6 +925,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         drop_schema(base, schema)
         drop_schema(base, lim_schema)
+        drop_schema(base, unix_schema)
 
     loads.append(os.getloadavg()[0])
     figures["load"] = (min(loads), max(loads))

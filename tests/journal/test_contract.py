@@ -431,6 +431,21 @@ async def test_a_snapshot_put_out_of_order_still_keeps_the_newest(store: Store) 
     assert [seq for seq, _ in await store.read_snapshots(RUN_ID)] == [10, 8]
 
 
+async def test_a_snapshot_put_again_at_its_seq_replaces_it_and_keeps_the_newest(
+    store: Store,
+) -> None:
+    events = seal_chain([created(), *(note(i) for i in range(1, 10))])
+    lease = await import_events(store, events)
+    for seq in (4, 6, 8):
+        await store.put_snapshot(lease, RUN_ID, seq, b"old", keep=2)
+    await store.put_snapshot(lease, RUN_ID, 8, b"new", keep=2)
+    await store.put_snapshot(lease, RUN_ID, 4, b"too old", keep=2)
+    assert [(seq, bytes(raw)) for seq, raw in await store.read_snapshots(RUN_ID)] == [
+        (8, b"new"),
+        (6, b"old"),
+    ]
+
+
 async def test_put_snapshot_is_fenced_like_append(clocked: Clocked) -> None:
     store, clock = clocked.store, clocked.clock
     events = seal_chain([created(), note(1)])

@@ -18,6 +18,7 @@ named `moved`) happened; the statement is prepared like any append.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -139,9 +140,15 @@ FITS_SIGNATURE = (
 )
 
 
+@functools.cache
+def _clauses(template: str, moved: str) -> str:
+    """One string per (template, name): the append caches its statement by identity."""
+    return template.format(moved=moved)
+
+
 def settlement_clauses(reservation_id: str, actual: float, moved: str) -> Deferred:
     a = actual
-    return Deferred(_SETTLE.format(moved=moved), [reservation_id, a, a, a, a, a, a, a])
+    return Deferred(_clauses(_SETTLE, moved), [reservation_id, a, a, a, a, a, a, a])
 
 
 def array_literal(elements: list[str]) -> str:
@@ -167,7 +174,7 @@ def reservation_clauses(
     row = r.row
     fingerprint = chr(30).join(f"{scope}{chr(31)}{limits}" for scope, limits in r.limits_rows)
     return Deferred(
-        _HOLD.format(moved=moved),
+        _clauses(_HOLD, moved),
         [
             row.id, json.dumps(row.scopes), row.minute, row.estimate, r.created, r.expires,
             lock_key, lock_timeout_ms, row.estimate, fingerprint,

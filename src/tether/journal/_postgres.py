@@ -14,6 +14,10 @@ reported as a StoreError. Workers wake on `LISTEN tether_runnable` (see `_schema
 URL: `postgresql://user:password@host:port/dbname?schema=NAME&pool_max=10`. `schema`
 (created if missing) and `pool_min`/`pool_max` are Tether's; every other query parameter
 goes to libpq unchanged.
+
+Its parts: the write statements (`_postgres_writes`), appends that carry budget ledger
+work (`_postgres_ledger`), console tokens (`_postgres_tokens`), store URLs
+(`_postgres_url`); here the pool, runs and leases, reads, snapshots and the work queue.
 """
 
 from __future__ import annotations
@@ -21,14 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -55,7 +56,6 @@ from ._base import (
     RunRecord,
     RunSummary,
     StoredRow,
-    TokenRecord,
     check_continues,
 )
 from ._index import (
@@ -68,30 +68,28 @@ from ._index import (
     sql_where,
 )
 from ._postgres_ledger import append_with_ledger
+from ._postgres_tokens import PostgresTokens
+from ._postgres_url import SCHEMA_NAME as _SCHEMA_NAME
+from ._postgres_url import parse_postgres_url
+from ._postgres_url import redact as _redact
+from ._postgres_writes import _CREATE, _PUT_SNAPSHOT, _RUN_COLUMNS
+from ._postgres_writes import _append_statement as _append_statement
+from ._postgres_writes import _execute as _execute
+from ._postgres_writes import _raw_cursor as _raw_cursor
 from ._schema import (
     NOTIFY_CHANNEL,
     POSTGRES_MIGRATIONS,
     SCHEMA_VERSION,
-    TOKEN_COLUMNS,
-    TOKENS_TABLE,
 )
 from ._secrets import COUNT_SECRETS, SECRET_KEY_PREFIX, SECRET_KEYS_END, secret_key
-from ._tokens import SEAL_COLUMN, all_sealed, damaged_tokens, intact, sealed_token, token_seal
 
 if TYPE_CHECKING:
     from ..budget._tables_pg import PostgresLedgerTables
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresStore", "parse_postgres_url"]
 
 log = logging.getLogger("tether.store")
 
-_RUN_COLUMNS = (
-    "run_id, agent, tenant, parent_run_id, created_at, updated_at, status, steps, "
-    "input_tokens, output_tokens, cost_usd, head_seq, head_hash, lease_owner, lease_epoch, "
-    "lease_expires_at"
-)
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_OUR_OPTIONS = ("schema", "pool_min", "pool_max")
 _READ_ATTEMPTS = 3
 MIGRATION_LOCK_TIMEOUT_MS = 10_000
 """How long an opener waits for another's migration lock (a frozen opener holds it)."""
@@ -104,111 +102,6 @@ SIGSTOP between two statements) is ended by the server, which frees its locks. S
 than the default lease (30 s): a worker waiting on such a lock renews in time."""
 _APPEND_ATTEMPTS = 3
 _RUNNABLE = list(RUNNABLE_STATUSES)
-
-_APPEND_HEAD = """
-WITH moved AS (
-    UPDATE runs SET head_seq=%s, head_hash=%s, status=%s, steps=%s, input_tokens=%s,
-        output_tokens=%s, cost_usd=%s, updated_at=%s
-    WHERE run_id=%s AND lease_epoch=%s AND lease_owner=%s AND head_seq=%s
-        AND left(head_hash, 16)=left(%s, 16)
-    RETURNING run_id
-)
-INSERT INTO events (run_id, seq, type, correlation_id, data, ts, actor, tool, visibility)
-SELECT moved.run_id, e.seq, e.type, e.correlation_id, e.data, e.ts, e.actor, e.tool,
-    e.visibility
-FROM moved, (VALUES {rows}) AS e(seq, type, correlation_id, data, ts, actor, tool, visibility)
-"""
-_APPEND_ROW = "(%s::bigint, %s, %s, %s::bytea, %s, %s, %s, %s)"
-_APPENDS: dict[int, str] = {}
-
-
-def _append_statement(
-    lease: Lease, events: Sequence[Event], summary: RunSummary
-) -> tuple[str, list[Any]]:
-    """The fenced append of `events` (see `_append_sql`) and its parameters."""
-    first, last = events[0], events[-1]
-    params: list[Any] = [
-        last.seq, last.checksum, summary.status, summary.steps, summary.input_tokens,
-        summary.output_tokens, summary.cost_usd, summary.updated_at, lease.run_id,
-        lease.epoch, lease.owner, first.seq - 1, first.prev_hash,
-    ]  # fmt: skip
-    for e in events:
-        a = audit_columns(e)
-        params += (e.seq, e.type, e.correlation_id, e.raw, a.ts, a.actor, a.tool, a.visibility)
-    return _append_sql(len(events)), params
-
-
-def _append_sql(count: int) -> str:
-    """The append statement for `count` events: scalar parameters (adapting Python lists to
-    arrays costs more than the statement), one prepared statement per batch size."""
-    found = _APPENDS.get(count)
-    if found is None:
-        found = _APPENDS[count] = _APPEND_HEAD.format(rows=", ".join([_APPEND_ROW] * count))
-    return found
-
-
-@functools.lru_cache(maxsize=128)
-def _numbered(statement: str) -> str:
-    """`statement` with its `%s` placeholders as PostgreSQL's `$1, $2, …`.
-
-    psycopg parses a query's placeholders in Python on every call once the query is over
-    4 KB or 50 parameters (its own cache stops there), and a step's append with the
-    ledger's clauses is both: ~0.2 ms of CPU per step. Numbered here once, it goes to a raw
-    cursor, which sends it as it is."""
-    parts = statement.split("%s")
-    if any("%" in part for part in parts):
-        raise ValueError("only %s placeholders can be numbered")
-    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], start=1)) + parts[-1]
-
-
-async def _execute(
-    conn: psycopg.AsyncConnection[Any],
-    statement: str,
-    params: Sequence[Any] | dict[str, Any],
-    *,
-    sync: bool,
-) -> psycopg.AsyncCursor[Any] | psycopg.AsyncRawCursor[Any]:
-    """Run one write statement; with `sync`, its commit waits for the WAL flush whatever
-    the session's `synchronous_commit` (a user may run the database with it off).
-    Positional (`%s`) statements go numbered to a raw cursor (see `_numbered`)."""
-    if sync:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL synchronous_commit TO on")
-            return await _execute(conn, statement, params, sync=False)
-    if isinstance(params, dict):
-        return await conn.execute(statement, params)
-    return await _raw_cursor(conn).execute(_numbered(statement), params)
-
-
-def _raw_cursor(conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncRawCursor[Any]:
-    """The connection's raw cursor for appends, made once: a cursor made per append
-    (its adapters copied) cost ~30-90 us of CPU on a step's cold caches. The pool hands a
-    connection to one task at a time, and each caller reads the cursor's row count before
-    it gives the connection back, so sharing it is safe; it goes with its connection."""
-    cursor: psycopg.AsyncRawCursor[Any] | None = getattr(conn, _CURSOR_ATTRIBUTE, None)
-    if cursor is None or cursor.closed:
-        cursor = psycopg.AsyncRawCursor(conn)
-        setattr(conn, _CURSOR_ATTRIBUTE, cursor)
-    return cursor
-
-
-_CURSOR_ATTRIBUTE = "_tether_raw_cursor"
-
-
-_CREATE = f"""
-WITH created AS (
-    INSERT INTO runs ({_RUN_COLUMNS})
-    VALUES (%(run_id)s, %(agent)s, %(tenant)s, %(parent)s, %(created_at)s, %(updated_at)s,
-            %(status)s, %(steps)s, %(input_tokens)s, %(output_tokens)s, %(cost_usd)s,
-            %(seq)s, %(hash)s, NULL, 0, NULL)
-    ON CONFLICT (run_id) DO NOTHING
-    RETURNING run_id
-)
-INSERT INTO events (run_id, seq, type, correlation_id, data, ts, actor, tool, visibility)
-SELECT run_id, %(seq)s, %(type)s, %(correlation_id)s, %(data)s, %(ts)s, %(actor)s, %(tool)s,
-    %(visibility)s
-FROM created
-"""
 
 _EVENT_COLUMNS = "run_id, seq, type, correlation_id, data, ts, actor, tool, visibility"
 
@@ -244,50 +137,7 @@ RETURNING runs.run_id, runs.lease_epoch, picked.lease_owner, picked.lease_expire
 """
 
 
-def _token(r: Sequence[Any]) -> TokenRecord:
-    return TokenRecord(**dict(zip(TOKEN_COLUMNS.split(", "), r, strict=True)))
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def parse_postgres_url(url: str) -> tuple[str, str | None, int, int]:
-    """(libpq URL, schema, pool_min, pool_max) from a store URL; InvalidStoreURL if bad."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("postgres", "postgresql"):
-        raise InvalidStoreURL(f"bad store URL {_redact(url)!r}: not postgresql://")
-    ours: dict[str, str] = {}
-    rest: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in _OUR_OPTIONS:
-            ours[key] = value
-        else:
-            rest.append((key, value))
-    schema = ours.get("schema") or None
-    if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
-        raise InvalidStoreURL(
-            f"bad store URL {_redact(url)!r}: schema must be lowercase letters, digits and _"
-        )
-    try:
-        pool_min = int(ours.get("pool_min", "1"))
-        pool_max = int(ours.get("pool_max", "10"))
-    except ValueError:
-        raise InvalidStoreURL(
-            f"bad store URL {_redact(url)!r}: pool_min and pool_max are numbers"
-        ) from None
-    if not 0 <= pool_min <= pool_max or pool_max < 1:
-        raise InvalidStoreURL(f"bad store URL {_redact(url)!r}: need 0 <= pool_min <= pool_max")
-    libpq = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(rest, quote_via=quote)))
-    return libpq, schema, pool_min, pool_max
-
-
-class PostgresStore:
+class PostgresStore(PostgresTokens):
     """Journals in PostgreSQL. Opened lazily: the pool connects on the first call."""
 
     def __init__(
@@ -807,18 +657,14 @@ class PostgresStore:
     async def put_snapshot(
         self, lease: Lease, run_id: str, seq: int, raw: bytes, *, keep: int
     ) -> None:
-        async with self._conn() as conn, conn.transaction():
-            await self._lock_lease(conn, lease)
-            await conn.execute(
-                "INSERT INTO snapshots (run_id, seq, data) VALUES (%s, %s, %s) "
-                "ON CONFLICT (run_id, seq) DO UPDATE SET data = EXCLUDED.data",
-                (run_id, seq, raw),
-            )
-            await conn.execute(
-                "DELETE FROM snapshots WHERE run_id=%s AND seq NOT IN "
-                "(SELECT seq FROM snapshots WHERE run_id=%s ORDER BY seq DESC LIMIT %s)",
-                (run_id, run_id, keep),
-            )
+        fence = (lease.run_id, lease.epoch, lease.owner)
+        params = (*fence, run_id, seq, keep, run_id, seq, raw, seq, run_id)
+        async with self._conn() as conn:
+            cur = await conn.execute(_PUT_SNAPSHOT, params)
+            row = await cur.fetchone()
+            if row is None or row[0] != 1:
+                await self._check_lease(conn, lease)  # raises RunNotFound or LeaseLost
+                raise StoreError(f"run {run_id}: snapshot refused")  # pragma: no cover
 
     async def read_snapshots(self, run_id: str) -> list[tuple[int, bytes]]:
         rows = await self._read(
@@ -954,81 +800,6 @@ class PostgresStore:
                 self._wake()  # let waiting workers poll meanwhile
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-
-    # -- console access tokens (TokenStore) -------------------------------------------
-
-    async def _token_table(self) -> None:
-        """Make the token table, and seal the rows of one made before seals existed."""
-        if self._tokens_ready:
-            return
-        async with self._conn() as conn, conn.transaction():
-            await conn.execute(TOKENS_TABLE)
-            cur = await conn.execute(
-                "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-                "AND table_name = 'console_tokens' AND column_name = 'seal'"
-            )
-            if await cur.fetchone() is None:
-                await conn.execute(SEAL_COLUMN)
-                cur = await conn.execute(f"SELECT {TOKEN_COLUMNS} FROM console_tokens")
-                for r in await cur.fetchall():
-                    record = _token(r)
-                    await conn.execute(
-                        "UPDATE console_tokens SET seal=%s WHERE token_id=%s",
-                        (token_seal(record), record.token_id),
-                    )
-        self._tokens_ready = True
-
-    async def _token_rows(self, where: str, params: Any = None) -> list[tuple[TokenRecord, Any]]:
-        await self._token_table()
-        rows = await self._read(f"SELECT {TOKEN_COLUMNS}, seal FROM console_tokens {where}", params)
-        return [(_token(r[:-1]), r[-1]) for r in rows]
-
-    async def put_token(self, record: TokenRecord) -> None:
-        await self._token_table()
-        try:
-            async with self._conn() as conn:
-                await conn.execute(
-                    f"INSERT INTO console_tokens ({TOKEN_COLUMNS}, seal) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                    (record.token_id, record.name, record.role, record.token_hash,
-                     record.created_at, record.expires_at, record.revoked_at,
-                     token_seal(record)),
-                )  # fmt: skip
-        except StoreError as exc:
-            if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
-                raise UsageError(f"token {record.token_id!r} already exists") from None
-            raise
-
-    async def token_by_hash(self, token_hash: str) -> TokenRecord | None:
-        found = await self._token_rows("WHERE token_hash=%s", (token_hash,))
-        return sealed_token(found[0]) if found else None
-
-    async def list_tokens(self) -> list[TokenRecord]:
-        return all_sealed(await self._token_rows("ORDER BY created_at, token_id"))
-
-    async def check_tokens(self) -> str | None:
-        return damaged_tokens(await self._token_rows(""))
-
-    async def revoke_token(self, token_id: str, *, at: str) -> bool:
-        await self._token_table()
-        async with self._conn() as conn, conn.transaction():
-            cur = await conn.execute(
-                f"SELECT {TOKEN_COLUMNS}, seal FROM console_tokens WHERE token_id=%s FOR UPDATE",
-                (token_id,),
-            )
-            row = await cur.fetchone()
-            if row is None:
-                return False
-            record = _token(row[:-1])
-            if record.revoked_at is not None and intact(record, row[-1]):
-                return False
-            # A damaged row is written again revoked, with a fresh seal: the safe state.
-            revoked = dataclasses.replace(record, revoked_at=at)
-            await conn.execute(
-                "UPDATE console_tokens SET revoked_at=%s, seal=%s WHERE token_id=%s",
-                (at, token_seal(revoked), token_id),
-            )
-            return True
 
     def joins_ledger(self, tables: object) -> bool:
         """Whether `append(also=...)` can run these ledger tables' work in the append's own

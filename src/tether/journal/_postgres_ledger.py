@@ -9,6 +9,7 @@ and the ledger's own check-and-reserve in one transaction on the ledger's connec
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -54,11 +55,9 @@ async def append_with_ledger(
 
     tables = store._ledger_tables
     assert tables is not None
-    head, sep, tail = statement.partition(APPEND_MAIN)
-    extra = tables.deferred(also, "moved") if sep else None
+    extra = tables.deferred(also, "moved") if APPEND_MAIN in statement else None
     if extra is not None:
-        split = head.count("%s")
-        combined = f"{head}), {extra.clauses}{sep[1:]}{tail}"
+        combined, split = _combined(statement, extra.clauses)
         merged = [*params[:split], *extra.params, *params[split:]]
         try:
             async with store._conn() as conn:
@@ -73,6 +72,15 @@ async def append_with_ledger(
                 raise
             # Not reserved: a denial, or limits changed since the ledger read them.
     await _append_joined(store, lease, events, statement, params, also, sync=sync)
+
+
+@functools.lru_cache(maxsize=256)
+def _combined(statement: str, clauses: str) -> tuple[str, int]:
+    """The append `statement` with ledger `clauses` spliced into its WITH, and how many of
+    its parameters come before theirs. Cached: both strings are the same objects every time
+    (`_append_sql`, `_deferred_pg`), so a hit costs no hashing of a 3 KB statement."""
+    head, sep, tail = statement.partition(APPEND_MAIN)
+    return f"{head}), {clauses}{sep[1:]}{tail}", head.count("%s")
 
 
 async def _append_joined(

@@ -1,0 +1,51 @@
+"""Store URLs of the PostgreSQL store: Tether's own options split from libpq's, and the
+URL as it may be shown (without its password)."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from ..errors import InvalidStoreURL
+
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_OUR_OPTIONS = ("schema", "pool_min", "pool_max")
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_postgres_url(url: str) -> tuple[str, str | None, int, int]:
+    """(libpq URL, schema, pool_min, pool_max) from a store URL; InvalidStoreURL if bad."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("postgres", "postgresql"):
+        raise InvalidStoreURL(f"bad store URL {redact(url)!r}: not postgresql://")
+    ours: dict[str, str] = {}
+    rest: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _OUR_OPTIONS:
+            ours[key] = value
+        else:
+            rest.append((key, value))
+    schema = ours.get("schema") or None
+    if schema is not None and not SCHEMA_NAME.fullmatch(schema):
+        raise InvalidStoreURL(
+            f"bad store URL {redact(url)!r}: schema must be lowercase letters, digits and _"
+        )
+    try:
+        pool_min = int(ours.get("pool_min", "1"))
+        pool_max = int(ours.get("pool_max", "10"))
+    except ValueError:
+        raise InvalidStoreURL(
+            f"bad store URL {redact(url)!r}: pool_min and pool_max are numbers"
+        ) from None
+    if not 0 <= pool_min <= pool_max or pool_max < 1:
+        raise InvalidStoreURL(f"bad store URL {redact(url)!r}: need 0 <= pool_min <= pool_max")
+    libpq = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(rest, quote_via=quote)))
+    return libpq, schema, pool_min, pool_max
