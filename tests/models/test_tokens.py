@@ -1,0 +1,41 @@
+"""The token estimate's ASCII fast path counts exactly what the word regex counts."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tether.models._tokens import LETTERS_PER_TOKEN, estimate_text_tokens
+
+_WORDS = re.compile(r"[^\W\d_]+")
+
+
+def reference(text: str) -> int:
+    """The estimate as first written: one regex match per word."""
+    words = _WORDS.findall(text)
+    letters = sum(len(w) for w in words)
+    others = len(text) - letters - text.count(" ") - text.count("\n")
+    return (
+        len(words)
+        + max(0, letters - len(words) * LETTERS_PER_TOKEN) // LETTERS_PER_TOKEN
+        + max(0, others)
+    )
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_ascii_fast_path_matches_the_regex(text: str) -> None:
+    assert estimate_text_tokens.__wrapped__(text) == reference(text)
+
+
+@settings(max_examples=300)
+@given(st.text())
+def test_any_text_matches_the_regex(text: str) -> None:
+    assert estimate_text_tokens.__wrapped__(text) == reference(text)
+
+
+def test_edges() -> None:
+    for text in ["", " ", "a", "_a_", "abc1def", "x\ny z", "é", "naïve café", "日本語", "a" * 10]:
+        assert estimate_text_tokens.__wrapped__(text) == reference(text), text
