@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any
 
 from .._clock import Clock
@@ -17,6 +16,7 @@ from ..journal import RunJournal, read_events
 from ..models import Model, ModelRequest, ModelResponse, PriceTable, ToolSpec
 from ..policies import Policy, Verdict, default_policies
 from ..state import RunState
+from ..state._fold import epoch_of
 from ..tools import Tool
 from ._artifacts import ARTIFACT_TOOLS
 from ._context import ContextCache
@@ -53,8 +53,7 @@ def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts).timestamp()
+_NONE_HIDDEN: frozenset[str] = frozenset()
 
 
 class DriverBase:
@@ -217,7 +216,7 @@ class DriverBase:
 
     def elapsed(self) -> float:
         state = self.state
-        return state.active_s + max(0.0, self.clock.time() - _epoch(state.updated_at))
+        return state.active_s + max(0.0, self.clock.time() - epoch_of(state.updated_at))
 
     def tool(self, name: str) -> Tool | None:
         return self.agent.tool(name) or self.builtins.get(name)
@@ -236,9 +235,11 @@ class DriverBase:
     def offered_tools(self) -> tuple[tuple[Tool, ...], int]:
         """The tools the model is offered now (policies may hide some) and their tokens;
         recounted only when the hidden set changes."""
-        hidden: set[str] = set()
+        hidden: frozenset[str] | set[str] = _NONE_HIDDEN
         for policy in self.hooked["hidden_tools"]:
-            hidden.update(policy.hidden_tools(self.state))
+            names = policy.hidden_tools(self.state)
+            if names:  # asked four times a step: nothing built while nothing is hidden
+                hidden = {*hidden, *names}
         if hidden != self._offered[0]:
             key = frozenset(hidden)
             tools = tuple(t for t in self.tools if t.name not in key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from itertools import islice
-from typing import Any, Literal, get_args, overload
+from typing import Any, Literal, cast, get_args, overload
 
 RunStatus = Literal[
     "queued", "running", "waiting_approval", "completed", "stopped", "failed", "cancelled"
@@ -55,7 +55,7 @@ class ContextSeqs:
 
     def __contains__(self, seq: object) -> bool:
         try:
-            self._items.index(seq, 0, self._length)
+            self._items.index(cast(int, seq), 0, self._length)
         except ValueError:
             return False
         return True
