@@ -43,3 +43,17 @@ EDGES = ["", " ", "a", "_a_", "abc1def", "x\ny z", "é", "naïve café", "日本
 def test_edges() -> None:
     for text in EDGES:
         assert estimate_text_tokens.__wrapped__(text) == reference(text), text
+
+
+def test_a_tools_spec_is_built_once() -> None:
+    """Every model request offers the specs: one object per tool, not one per request."""
+    from tether import tool
+
+    @tool
+    def fetch(i: int) -> str:
+        """Fetch a page."""
+        return str(i)
+
+    assert fetch.spec is fetch.spec
+    assert fetch.spec.name == "fetch" and fetch.spec.parameters is fetch.parameters
+    assert fetch.is_sync
