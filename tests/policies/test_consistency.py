@@ -146,3 +146,28 @@ async def test_stale_results_are_marked_in_the_context_not_in_the_journal_and_af
     [journaled] = [e for e in events if e.type == "tool.completed" and e.payload["name"] == "rate"]
     assert journaled.payload["output"] == "1.08" and "STALE" not in journaled.payload["status"]
     assert len([e for e in events if e.type == "health.stale"]) == 1
+
+
+async def test_remembered_results_are_left_to_the_collector_untracked() -> None:
+    """A run remembers up to MAX_KEYS results: as tuples of atomic values the cyclic
+    collector stops traversing them, so many live runs do not make every collection dearer."""
+    import gc
+
+    @tool(read_only=True)
+    def page(n: int) -> str:
+        """A page."""
+        return f"page {n}"
+
+    policy = SameCallDifferentData()
+    script = [call("page", {"n": i}) for i in range(5)] + ["done"]
+
+    class Keep(SameCallDifferentData):
+        def for_run(self) -> SameCallDifferentData:
+            return policy  # the test reads the run's own instance
+
+    result = await Runtime(MemoryStore()).start(
+        agent(ScriptedModel(script), page, policies=[Keep()]), "go"
+    )
+    assert result.status == "completed" and len(policy.seen) == 5
+    gc.collect()
+    assert not any(gc.is_tracked(seen) for seen in policy.seen.values())

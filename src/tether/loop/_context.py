@@ -154,12 +154,9 @@ class ContextCache:
         if context is seen:
             return
         n = len(seen)
-        grew = len(context) >= n and (
-            n == 0 or (context[n - 1] == seen[-1] and context[0] == seen[0])
-        )
-        if not grew:  # a compaction (or a first build): start over once
+        if not context.extends(seen):  # a compaction (or a first build): start over once
             self._final, self._tail, self._total, n = [], [], 0, 0
-        for seq in context[n:]:
+        for seq in context.since(n):
             message = self.messages[seq]
             self._total += self.tokens[seq]
             if message.role == "assistant":

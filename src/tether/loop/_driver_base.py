@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any
 
 from .._clock import Clock
@@ -14,9 +13,10 @@ from ..agent import Agent, Limits
 from ..budget import BudgetLimits, Denial, Ledger
 from ..events import EVENT_TYPES, Event, EventDraft, Usage
 from ..journal import RunJournal, read_events
-from ..models import Model, ModelRequest, ModelResponse, PriceTable
+from ..models import Model, ModelRequest, ModelResponse, PriceTable, ToolSpec
 from ..policies import Policy, Verdict, default_policies
 from ..state import RunState
+from ..state._fold import epoch_of
 from ..tools import Tool
 from ._artifacts import ARTIFACT_TOOLS
 from ._context import ContextCache
@@ -53,8 +53,7 @@ def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts).timestamp()
+_NONE_HIDDEN: frozenset[str] = frozenset()
 
 
 class DriverBase:
@@ -93,10 +92,13 @@ class DriverBase:
         # The agent's own tools win a name clash with the built-in ones.
         self.builtins = {n: t for n, t in builtins.items() if agent.tool(n) is None}
         self.tools = (*agent.tools, *self.builtins.values())
-        self.tools_tokens = model.count_tokens((), tuple(t.spec for t in self.tools))
-        self._offered: tuple[frozenset[str], tuple[Tool, ...], int] = (
-            frozenset(), self.tools, self.tools_tokens,
+        specs = tuple(t.spec for t in self.tools)
+        self.tools_tokens = model.count_tokens((), specs)
+        self._offered: tuple[frozenset[str], tuple[Tool, ...], int, tuple[ToolSpec, ...]] = (
+            frozenset(), self.tools, self.tools_tokens, specs,
         )  # fmt: skip
+        """(hidden names, tools offered, their tokens, their specs): rebuilt only when the
+        hidden set changes, so a request reuses one tuple of specs."""
         user = default_policies() if agent.policies is None else agent.policies
         self.gate = PauseGate()
         self.policies: list[Policy] = [
@@ -214,7 +216,7 @@ class DriverBase:
 
     def elapsed(self) -> float:
         state = self.state
-        return state.active_s + max(0.0, self.clock.time() - _epoch(state.updated_at))
+        return state.active_s + max(0.0, self.clock.time() - epoch_of(state.updated_at))
 
     def tool(self, name: str) -> Tool | None:
         return self.agent.tool(name) or self.builtins.get(name)
@@ -233,22 +235,25 @@ class DriverBase:
     def offered_tools(self) -> tuple[tuple[Tool, ...], int]:
         """The tools the model is offered now (policies may hide some) and their tokens;
         recounted only when the hidden set changes."""
-        hidden: set[str] = set()
+        hidden: frozenset[str] | set[str] = _NONE_HIDDEN
         for policy in self.hooked["hidden_tools"]:
-            hidden.update(policy.hidden_tools(self.state))
-        key = frozenset(hidden)
-        if key != self._offered[0]:
+            names = policy.hidden_tools(self.state)
+            if names:  # asked four times a step: nothing built while nothing is hidden
+                hidden = {*hidden, *names}
+        if hidden != self._offered[0]:
+            key = frozenset(hidden)
             tools = tuple(t for t in self.tools if t.name not in key)
-            tokens = self.model.count_tokens((), tuple(t.spec for t in tools))
-            self._offered = (key, tools, tokens)
+            specs = tuple(t.spec for t in tools)
+            self._offered = (key, tools, self.model.count_tokens((), specs), specs)
         return self._offered[1], self._offered[2]
 
     def build_request(self, *, tools_enabled: bool) -> ModelRequest:
         self.mark_context()
-        tools = self.offered_tools()[0] if tools_enabled else ()
+        if tools_enabled:
+            self.offered_tools()
         return ModelRequest(
             messages=self.cache.build(self.state),
-            tools=tuple(t.spec for t in tools),
+            tools=self._offered[3] if tools_enabled else (),
             max_tokens=self.max_tokens() if tools_enabled else self.agent.wrap_up_output_tokens,
         )
 

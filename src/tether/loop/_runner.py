@@ -129,7 +129,7 @@ class _Driver(Ending):
             corr = self.correlation(cycle)
             await self.maybe_compact(corr)
             request = self.build_request(tools_enabled=True)
-            state = self.state
+            run_id, last = self.state.run_id, self.state.last_seq
 
             def drafts(hold: Reservation | None) -> list[EventDraft]:
                 return [
@@ -137,14 +137,14 @@ class _Driver(Ending):
                         type="cycle.started",
                         payload={"cycle": cycle},
                         correlation_id=corr,
-                        causation_id=f"{state.run_id}:{state.last_seq}",
+                        causation_id=f"{run_id}:{last}",
                     ),
                     EventDraft(
                         type="model.requested",
                         # The call's hold rides on its request (budget/_journaled.py).
                         payload={**self.request_payload(), **self.reservation(hold)},
                         correlation_id=corr,
-                        causation_id=f"{state.run_id}:{state.last_seq + 1}",
+                        causation_id=f"{run_id}:{last + 1}",
                     ),
                 ]
 
@@ -153,6 +153,9 @@ class _Driver(Ending):
                 await self.wrap_up("budget", hold.reason)
                 return
             request_seq = events[1].seq
+            # Nothing below needs them while the model is called: with many runs in a
+            # process, what a suspended run keeps alive is traversed by every collection.
+            del events, drafts
         else:
             # A crash interrupted this model call: ask again (model calls have no side effects).
             request_seq = state.open_model_request
@@ -170,6 +173,7 @@ class _Driver(Ending):
             if hold is not None:
                 # The request is already journaled: this hold needs an event of its own.
                 await self.append(*self.reserved_drafts(hold, corr, cause=request_seq))
+        del state
         response = await self.call_model(corr, request_seq, request, hold, settle=not self.joined)
         # The request holds the whole context: let it go before the tools run, or with many
         # runs in a process every suspended run keeps one alive for the collector to scan.

@@ -20,7 +20,6 @@ import heapq
 import json
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -78,12 +77,10 @@ def _changes(before: str, after: str, limit: int = 12) -> str:
     return shown + (f"\n… {len(lines) - limit} more changed lines" if len(lines) > limit else "")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class _Seen:
-    seq: int
-    ts: str
-    digest: str
-    output: str
+_Seen = tuple[int, str, str, str]
+"""(seq, ts, digest, clipped output) of a call's last result. A plain tuple of atomic
+values, which the collector stops tracking: a run keeps up to `MAX_KEYS` of them, and
+with many runs in a process, objects it must traverse made every collection dearer."""
 
 
 class _Calls:
@@ -119,8 +116,7 @@ class SameCallDifferentData(Policy):
         if key is None or event.type != "tool.completed":
             return
         output = str(event.payload.get("output", ""))
-        self.seen[key] = _Seen(seq=event.seq, ts=event.ts, digest=_digest(output),
-                               output=_clip(output))  # fmt: skip
+        self.seen[key] = (event.seq, event.ts, _digest(output), _clip(output))
         self.seen.move_to_end(key)
         while len(self.seen) > MAX_KEYS:
             self.seen.popitem(last=False)
@@ -131,12 +127,13 @@ class SameCallDifferentData(Policy):
             return CONTINUE
         earlier = self.seen.get(call_key(result.name, result.arguments))
         output = result.outcome.output
-        if earlier is None or earlier.digest == _digest(output):
+        if earlier is None or earlier[2] == _digest(output):
             return CONTINUE
-        changed = _changes(earlier.output, _clip(output))
+        earlier_seq, earlier_ts, _, earlier_output = earlier
+        changed = _changes(earlier_output, _clip(output))
         return Verdict.tell(
             f"⚠ Inconsistent data: this result of {result.name} differs from the result of "
-            f"the same call at {earlier.ts} (event {earlier.seq}). This one is newer. What "
+            f"the same call at {earlier_ts} (event {earlier_seq}). This one is newer. What "
             f"changed:\n{changed}\nDo not mix the two: say which you rely on and why.",
             health=Health(
                 kind="inconsistent",
@@ -144,9 +141,9 @@ class SameCallDifferentData(Policy):
                 evidence={
                     "tool": result.name,
                     "arguments": result.arguments,
-                    "earlier_seq": earlier.seq,
-                    "earlier_ts": earlier.ts,
-                    "earlier_output": earlier.output,
+                    "earlier_seq": earlier_seq,
+                    "earlier_ts": earlier_ts,
+                    "earlier_output": earlier_output,
                     "newer_output": _clip(output),
                     "changes": changed,
                 },

@@ -38,7 +38,7 @@ class TruncatedAnswers(Policy):
         p = event.payload
         if p.get("finish_reason") == "length" and not p.get("tool_calls"):
             self.pieces.append(str(p.get("content", "")))
-        else:
+        elif self.pieces:
             self.pieces = []
 
     def checkpoint(self) -> Any:

@@ -32,7 +32,7 @@ def apply(state: RunState, event: Event) -> RunState:
         changes["output_tokens"] = state.output_tokens + usage.output_tokens
         changes["cost_usd"] = round(state.cost_usd + usage.cost_usd, 10)
     if state.updated_at and event.type not in _PAUSE_ENDING:
-        gap = _epoch(event.ts) - _epoch(state.updated_at)
+        gap = epoch_of(event.ts) - epoch_of(state.updated_at)
         if gap > 0:
             changes["active_s"] = round(state.active_s + gap, 6)
     changes["last_seq"] = event.seq
@@ -55,7 +55,7 @@ _PAUSE_ENDING = frozenset({"run.resumed", "approval.resolved", "run.forked", "li
 
 
 @lru_cache(maxsize=8)
-def _epoch(ts: str) -> float:
+def epoch_of(ts: str) -> float:
     # Each timestamp is parsed twice in a row (as the event's, then as the state's last).
     return datetime.fromisoformat(ts).timestamp()
 

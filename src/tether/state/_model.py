@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args, overload
+from itertools import islice
+from typing import Any, Literal, cast, get_args, overload
 
 RunStatus = Literal[
     "queued", "running", "waiting_approval", "completed", "stopped", "failed", "cancelled"
@@ -50,11 +51,30 @@ class ContextSeqs:
         return self._length
 
     def __iter__(self) -> Iterator[int]:
-        items = self._items
-        return (items[i] for i in range(self._length))
+        return islice(self._items, self._length)
 
     def __contains__(self, seq: object) -> bool:
-        return seq in self._items[: self._length]
+        try:
+            self._items.index(cast(int, seq), 0, self._length)
+        except ValueError:
+            return False
+        return True
+
+    def since(self, start: int) -> list[int]:
+        """The seqs from index `start` on: O(len - start), no copy of the rest."""
+        return self._items[start : self._length]
+
+    def extends(self, older: ContextSeqs) -> bool:
+        """Whether this context is `older` with seqs appended (a compaction is not): O(1)
+        when both are views of one backing list, as successive states of a fold are."""
+        n = older._length
+        if n > self._length:
+            return False
+        if n == 0:
+            return True
+        if older._items is self._items:
+            return True
+        return self._items[n - 1] == older._items[n - 1] and self._items[0] == older._items[0]
 
     @overload
     def __getitem__(self, index: int) -> int: ...
@@ -62,7 +82,10 @@ class ContextSeqs:
     def __getitem__(self, index: slice) -> list[int]: ...
     def __getitem__(self, index: int | slice) -> int | list[int]:
         if isinstance(index, slice):
-            return self._items[: self._length][index]
+            start, stop, step = index.indices(self._length)
+            if step == 1:
+                return self._items[start:stop]
+            return [self._items[i] for i in range(start, stop, step)]
         if index < 0:
             index += self._length
         if not 0 <= index < self._length:

@@ -95,8 +95,10 @@ class Tool:
                 f"tool {self.name}: cost_usd must be a finite number ≥ 0, got {self.cost_usd}"
             )
 
-    @property
+    @functools.cached_property
     def spec(self) -> ToolSpec:
+        # Built once: every model request offers it, and a fresh one per request was an
+        # object per tool per step for the collector (the tool's fields never change).
         return ToolSpec(name=self.name, description=self.description, parameters=self.parameters)
 
     def needs_approval(self, arguments: dict[str, Any], state: Any = None) -> bool:
@@ -129,7 +131,7 @@ class Tool:
             raise ToolExited(exc) from exc
         return result
 
-    @property
+    @functools.cached_property
     def is_sync(self) -> bool:
         """Runs on a thread (see `_executor`); a timeout abandons it rather than stops it."""
         return not inspect.iscoroutinefunction(self.fn)
