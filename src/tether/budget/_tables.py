@@ -22,6 +22,7 @@ from ._checked_rows import (
 )
 from ._ledger import LedgerTables, ReservationRow
 from ._model import BudgetLimits, LimitChange
+from ._spend_sqlite import SPEND_SCHEMA, add_spend_sql
 
 __all__ = ["FINISHED_STATES", "MemoryLedgerTables", "SQLiteLedgerTables"]
 
@@ -167,31 +168,11 @@ def held_in_windows(
 
 # The `reserved` columns of the usage tables are no longer written: open holds are read
 # from `budget_reservations` itself, so reserving a call writes one row, not four.
-LEDGER_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS budget_limits (
-        scope TEXT PRIMARY KEY,
-        limits TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS budget_usage (
-        scope TEXT NOT NULL,
-        minute INTEGER NOT NULL,
-        spent REAL NOT NULL DEFAULT 0,
-        reserved REAL NOT NULL DEFAULT 0,
-        PRIMARY KEY (scope, minute)
-    ) WITHOUT ROWID""",
-    # The same spend rolled up per hour, so a day's window reads 25 rows, not 1,440.
-    """CREATE TABLE IF NOT EXISTS budget_usage_hourly (
-        scope TEXT NOT NULL,
-        hour INTEGER NOT NULL,
-        spent REAL NOT NULL DEFAULT 0,
-        reserved REAL NOT NULL DEFAULT 0,
-        PRIMARY KEY (scope, hour)
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS budget_runs (
-        run_id TEXT PRIMARY KEY,
-        spent REAL NOT NULL DEFAULT 0,
-        reserved REAL NOT NULL DEFAULT 0
-    ) WITHOUT ROWID""",
+_LIMITS_TABLE = """CREATE TABLE IF NOT EXISTS budget_limits (
+    scope TEXT PRIMARY KEY,
+    limits TEXT NOT NULL
+)"""
+_HOLDS_TABLES = [
     """CREATE TABLE IF NOT EXISTS budget_reservations (
         id TEXT PRIMARY KEY,
         run_id TEXT NOT NULL,
@@ -215,6 +196,8 @@ LEDGER_SCHEMA = [
         actor TEXT NOT NULL
     )""",
 ]
+LEDGER_SCHEMA = [_LIMITS_TABLE, *SPEND_SCHEMA, *_HOLDS_TABLES]
+"""The SQLite ledger's tables (schema 9: the spend in `budget_spend`, see `_spend_sqlite`)."""
 
 
 class SQLLedgerTables:
@@ -475,6 +458,16 @@ class SQLiteLedgerTables(SQLLedgerTables):
 
     def close(self) -> None:
         pass  # the connection is the store's
+
+    def add_spend(self, row: ReservationRow, spent: float) -> None:
+        """Count a settled call's cost in its minute and hour of every scope and in its
+        run: one statement, one table (see `_spend_sqlite`)."""
+        hour = row.minute // 60
+        params: list[object] = []
+        for scope in row.scopes:
+            params += (scope, row.minute, spent, scope, hour, spent)
+        params += (row.run_id, spent)
+        self.db.execute(add_spend_sql(len(row.scopes)), params)
 
     def limits(self) -> dict[str, BudgetLimits]:
         """The stored limits, read again only when they may have changed.
