@@ -168,3 +168,35 @@ async def test_a_new_store_has_the_spend_table_before_its_ledger_opens(tmp_path:
         assert store._db.execute("SELECT spent FROM budget_runs").fetchall() == [(0.125,)]
     finally:
         await store.close()
+
+
+async def test_a_settlement_inside_a_transaction_counts_a_reclaimed_holds_cost_too(
+    tmp_path: Path,
+) -> None:
+    """The joined settlement's short path (delete the open hold, count the cost) falls
+    back to the general one when the hold was reclaimed: its cost is counted all the
+    same, once, and the settlement says the hold was not open."""
+    from tether._clock import FakeClock
+
+    clock = FakeClock(start=1_800_000_000.0)
+    store = SQLiteStore(tmp_path / "s.db", clock=clock)
+    try:
+        ledger = ledger_for(store, clock=clock, reservation_ttl_s=60)
+        tables = ledger.tables
+        kept = await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=0.5)
+        late = await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=0.5)
+        assert isinstance(kept, Reservation) and isinstance(late, Reservation)
+        with tables.transaction():
+            assert ledger.settle_now(kept, 0.25)
+        clock.advance(120)
+        await ledger.status()  # reclaims the expired hold
+        assert tables.get(late.id).state == "expired"  # type: ignore[attr-defined,union-attr]
+        with tables.transaction():
+            assert not ledger.settle_now(late, 0.125)
+        assert tables.get(late.id) is None  # type: ignore[attr-defined]
+        assert store._db.execute("SELECT spent FROM budget_runs").fetchall() == [(0.375,)]
+        with tables.transaction():
+            assert not ledger.settle_now(kept, 0.25)  # settled already: nothing counted
+        assert store._db.execute("SELECT spent FROM budget_runs").fetchall() == [(0.375,)]
+    finally:
+        await store.close()
