@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from . import _sqlite_rows as rows
 from ._checked_rows import (
     hold_amount,
     hold_minute,
@@ -23,7 +24,6 @@ from ._checked_rows import (
 )
 from ._ledger import LedgerTables, ReservationRow
 from ._model import BudgetLimits, LimitChange
-from ._spend_sqlite import SPEND_SCHEMA, add_spend_sql
 
 __all__ = ["FINISHED_STATES", "MemoryLedgerTables", "SQLiteLedgerTables"]
 
@@ -173,21 +173,7 @@ _LIMITS_TABLE = """CREATE TABLE IF NOT EXISTS budget_limits (
     scope TEXT PRIMARY KEY,
     limits TEXT NOT NULL
 )"""
-_HOLDS_TABLES = [
-    """CREATE TABLE IF NOT EXISTS budget_reservations (
-        id TEXT PRIMARY KEY,
-        run_id TEXT NOT NULL,
-        scopes TEXT NOT NULL,
-        minute INTEGER NOT NULL,
-        estimate REAL NOT NULL,
-        actual REAL,
-        state TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL
-    ) WITHOUT ROWID""",
-    # No secondary indexes: a hold's row is deleted when it is settled or released, so
-    # the table only ever holds calls in flight and reclaimed ones, and every index would
-    # cost each reservation one more page written at commit.
+_CHANGES_TABLE = (
     # Who changed which limits, and when: appended beside each change, never updated.
     """CREATE TABLE IF NOT EXISTS budget_limit_changes (
         id INTEGER PRIMARY KEY,
@@ -195,10 +181,14 @@ _HOLDS_TABLES = [
         scope TEXT NOT NULL,
         limits TEXT,
         actor TEXT NOT NULL
-    )""",
-]
-LEDGER_SCHEMA = [_LIMITS_TABLE, *SPEND_SCHEMA, *_HOLDS_TABLES]
-"""The SQLite ledger's tables (schema 9: the spend in `budget_spend`, see `_spend_sqlite`)."""
+    )"""
+)
+# No secondary indexes on holds: a hold's row is deleted when it is settled or released,
+# so only calls in flight and reclaimed ones have one, and every index would cost each
+# reservation one more page written at commit.
+LEDGER_SCHEMA = [_LIMITS_TABLE, *rows.SCHEMA, _CHANGES_TABLE]
+"""The SQLite ledger's tables (schema 9: spend and holds in `budget_ledger`, see
+`_sqlite_rows`)."""
 
 
 class SQLLedgerTables:
@@ -471,25 +461,39 @@ class SQLiteLedgerTables(SQLLedgerTables):
         the commit of its `model.completed`): the hold's row deleted and the cost counted,
         two statements and nothing else; otherwise, or when the hold was not open, the
         general path (`settle_in`)."""
-        if self.db.in_transaction:
-            deleted = self.db.execute(
-                "DELETE FROM budget_reservations WHERE id=? AND state='reserved'", (row.id,)
-            )
-            if deleted.rowcount == 1:
-                if actual:
-                    self.add_spend(row, actual)
-                return True
+        db = self.db
+        if db.in_transaction and db.execute(rows.DELETE_HOLD, (row.id, "reserved")).rowcount == 1:
+            if actual:
+                self.add_spend(row, actual)
+            return True
         return settle_in(self, row, actual)
 
     def add_spend(self, row: ReservationRow, spent: float) -> None:
         """Count a settled call's cost in its minute and hour of every scope and in its
-        run: one statement, one table (see `_spend_sqlite`)."""
+        run: one statement, one table (see `_sqlite_rows`)."""
         hour = row.minute // 60
         params: list[object] = []
         for scope in row.scopes:
             params += (scope, row.minute, spent, scope, hour, spent)
         params += (row.run_id, spent)
-        self.db.execute(add_spend_sql(len(row.scopes)), params)
+        self.db.execute(rows.add_spend_sql(len(row.scopes)), params)
+
+    def insert(self, row: ReservationRow, *, created: float, expires: float) -> None:
+        self.db.execute(
+            rows.INSERT_HOLD,
+            (row.id, row.run_id, scopes_json(row.scopes), row.minute, row.estimate, row.state,
+             created, expires),
+        )  # fmt: skip
+
+    def set_state(
+        self, reservation_id: str, state: str, actual: float | None, *, from_state: str = "reserved"
+    ) -> bool:
+        # On the table itself: a view's rowcount leaves out what its triggers changed.
+        if state in FINISHED_STATES:
+            moved = self.db.execute(rows.DELETE_HOLD, (reservation_id, from_state))
+        else:
+            moved = self.db.execute(rows.UPDATE_HOLD, (state, actual, reservation_id, from_state))
+        return bool(moved.rowcount == 1)
 
     def limits(self) -> dict[str, BudgetLimits]:
         """The stored limits, read again only when they may have changed.

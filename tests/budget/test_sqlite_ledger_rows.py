@@ -1,6 +1,7 @@
-"""Schema 9: the SQLite ledger's settled spend in one table (`budget_spend`), written by
-one statement per settlement; schema 8's three tables remain readable and writable as
-views, and a real schema-8 store (written by the code before schema 9) migrates."""
+"""Schema 9: the SQLite ledger's spend and holds in one table (`budget_ledger`): a
+settlement is two statements (the hold, then every sum); schema 8's four tables remain
+readable and writable as views, and a real schema-8 store (written by the code before
+schema 9) migrates."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def _schema8(tmp_path: Path) -> Path:
     )
     kinds = dict(db.execute("SELECT name, type FROM sqlite_schema WHERE name LIKE 'budget_%'"))
     assert kinds["budget_usage"] == kinds["budget_runs"] == "table"
-    assert "budget_spend" not in kinds
+    assert kinds["budget_reservations"] == "table"
+    assert "budget_ledger" not in kinds
     db.close()
     return path
 
@@ -49,9 +51,9 @@ async def test_a_schema8_store_migrates_its_spend_and_keeps_every_figure(tmp_pat
             0
         ] == str(SCHEMA_VERSION)
         kinds = dict(db.execute("SELECT name, type FROM sqlite_schema WHERE name LIKE 'budget_%'"))
-        assert kinds["budget_spend"] == "table"
+        assert kinds["budget_ledger"] == "table"
         assert kinds["budget_usage"] == kinds["budget_usage_hourly"] == "view"
-        assert kinds["budget_runs"] == "view"
+        assert kinds["budget_runs"] == kinds["budget_reservations"] == "view"
         # The old names read what the old tables held.
         assert sorted(db.execute("SELECT scope, minute, spent FROM budget_usage")) == [
             ("agent:payer", MINUTE, SPENT),
@@ -62,6 +64,10 @@ async def test_a_schema8_store_migrates_its_spend_and_keeps_every_figure(tmp_pat
             ("global", HOUR, SPENT),
         ]
         assert db.execute("SELECT run_id, spent FROM budget_runs").fetchall() == [(RUN, SPENT)]
+        assert db.execute(
+            "SELECT id, run_id, scopes, minute, estimate, actual, state FROM budget_reservations"
+        ).fetchall() == [(HOLD, RUN, '["global", "agent:payer"]', MINUTE, 0.25, None, "reserved")]
+        assert db.execute("SELECT count(*) FROM budget_ledger").fetchone()[0] == 6
         ledger = ledger_for(store)
         assert (await ledger.limits())["global"] == BudgetLimits(
             hourly=50.0, daily=100.0, per_run=5.0
@@ -78,7 +84,7 @@ async def test_a_schema8_store_migrates_its_spend_and_keeps_every_figure(tmp_pat
         assert db.execute("SELECT spent FROM budget_runs").fetchall() == [
             (pytest.approx(SPENT + 0.5),)
         ]
-        assert db.execute("SELECT count(*) FROM budget_spend").fetchone()[0] == 5
+        assert db.execute("SELECT count(*) FROM budget_ledger").fetchone()[0] == 5
     finally:
         await store.close()
 
@@ -114,8 +120,9 @@ async def test_a_settlement_inside_an_append_is_one_statement_on_one_table(
         store._db.set_trace_callback(None)
         writes = [s for s in seen if s.startswith(("INSERT", "UPDATE", "DELETE"))]
         assert len(writes) == 2, writes  # the hold's row, then every sum at once
-        assert writes[1].startswith("INSERT INTO budget_spend")
-        rows = sorted(store._db.execute("SELECT kind, key, spent FROM budget_spend"))
+        assert writes[0].startswith("DELETE FROM budget_ledger")
+        assert writes[1].startswith("INSERT INTO budget_ledger")
+        rows = sorted(store._db.execute("SELECT kind, key, spent FROM budget_ledger"))
         assert rows == [
             (0, "agent:a", 0.25), (0, "global", 0.25), (0, "tenant:t", 0.25),
             (1, "agent:a", 0.25), (1, "global", 0.25), (1, "tenant:t", 0.25),
@@ -131,7 +138,7 @@ async def test_a_settlement_inside_an_append_is_one_statement_on_one_table(
 
 
 def test_the_ledgers_reads_search_the_spend_table_by_its_key(tmp_path: Path) -> None:
-    """Through the views, each read is a search of `budget_spend`'s key, never a scan (a
+    """Through the views, each read is a search of `budget_ledger`'s key, never a scan (a
     view SQLite could not flatten would read every bucket of every scope)."""
     store = SQLiteStore(tmp_path / "s.db")
     tables = ledger_for(store).tables
@@ -148,11 +155,11 @@ def test_the_ledgers_reads_search_the_spend_table_by_its_key(tmp_path: Path) -> 
         db.set_trace_callback(None)
         for sql in seen:
             plans += [r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {sql}")]
-    spend = [p for p in plans if "budget_spend" in p]
+    spend = [p for p in plans if "budget_ledger" in p]
     assert spend and all(p.startswith("SEARCH") and "PRIMARY KEY" in p for p in spend), plans
     for sql in ("SELECT minute, spent FROM budget_usage WHERE scope='g' AND minute>=5",):
         [plan] = [r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {sql}")]
-        assert plan.startswith("SEARCH budget_spend USING PRIMARY KEY"), plan
+        assert plan.startswith("SEARCH budget_ledger USING PRIMARY KEY"), plan
 
 
 async def test_a_new_store_has_the_spend_table_before_its_ledger_opens(tmp_path: Path) -> None:
@@ -161,7 +168,7 @@ async def test_a_new_store_has_the_spend_table_before_its_ledger_opens(tmp_path:
         kinds = dict(
             store._db.execute("SELECT name, type FROM sqlite_schema WHERE name LIKE 'budget_%'")
         )
-        assert kinds["budget_spend"] == "table" and kinds["budget_runs"] == "view"
+        assert kinds["budget_ledger"] == "table" and kinds["budget_runs"] == "view"
         ledger = ledger_for(store)  # its own CREATE ... IF NOT EXISTS finds them
         held = await ledger.reserve(run_id="r", agent="a", tenant=None, estimate_usd=0.5)
         assert isinstance(held, Reservation) and await ledger.settle(held, 0.125)
