@@ -180,6 +180,10 @@ async def test_a_schema6_copy_migrates_to_the_same_rows(tmp_path: Path) -> None:
             db.execute(statement)
     assert db.execute("SELECT COUNT(*) FROM audit_rows").fetchone()[0] == len(want)
     assert "correlation_id" in {r[1] for r in db.execute("PRAGMA table_info(audit_rows)")}
+    # Nor did schema 6 have schema 9's ledger table (a ledger it never used: none at all).
+    for view in ("budget_usage", "budget_usage_hourly", "budget_runs", "budget_reservations"):
+        db.execute(f"DROP VIEW {view}")
+    db.execute("DROP TABLE budget_ledger")
     db.execute("UPDATE tether_meta SET value='6' WHERE key='schema_version'")
     db.close()
     assert SQLITE_INDEX_TAIL_V6  # (the statement that filled it above)

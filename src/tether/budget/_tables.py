@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections import defaultdict
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from . import _sqlite_rows as rows
 from ._checked_rows import (
     hold_amount,
     hold_minute,
@@ -167,45 +169,11 @@ def held_in_windows(
 
 # The `reserved` columns of the usage tables are no longer written: open holds are read
 # from `budget_reservations` itself, so reserving a call writes one row, not four.
-LEDGER_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS budget_limits (
-        scope TEXT PRIMARY KEY,
-        limits TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS budget_usage (
-        scope TEXT NOT NULL,
-        minute INTEGER NOT NULL,
-        spent REAL NOT NULL DEFAULT 0,
-        reserved REAL NOT NULL DEFAULT 0,
-        PRIMARY KEY (scope, minute)
-    ) WITHOUT ROWID""",
-    # The same spend rolled up per hour, so a day's window reads 25 rows, not 1,440.
-    """CREATE TABLE IF NOT EXISTS budget_usage_hourly (
-        scope TEXT NOT NULL,
-        hour INTEGER NOT NULL,
-        spent REAL NOT NULL DEFAULT 0,
-        reserved REAL NOT NULL DEFAULT 0,
-        PRIMARY KEY (scope, hour)
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS budget_runs (
-        run_id TEXT PRIMARY KEY,
-        spent REAL NOT NULL DEFAULT 0,
-        reserved REAL NOT NULL DEFAULT 0
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS budget_reservations (
-        id TEXT PRIMARY KEY,
-        run_id TEXT NOT NULL,
-        scopes TEXT NOT NULL,
-        minute INTEGER NOT NULL,
-        estimate REAL NOT NULL,
-        actual REAL,
-        state TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL
-    ) WITHOUT ROWID""",
-    # No secondary indexes: a hold's row is deleted when it is settled or released, so
-    # the table only ever holds calls in flight and reclaimed ones, and every index would
-    # cost each reservation one more page written at commit.
+_LIMITS_TABLE = """CREATE TABLE IF NOT EXISTS budget_limits (
+    scope TEXT PRIMARY KEY,
+    limits TEXT NOT NULL
+)"""
+_CHANGES_TABLE = (
     # Who changed which limits, and when: appended beside each change, never updated.
     """CREATE TABLE IF NOT EXISTS budget_limit_changes (
         id INTEGER PRIMARY KEY,
@@ -213,8 +181,14 @@ LEDGER_SCHEMA = [
         scope TEXT NOT NULL,
         limits TEXT,
         actor TEXT NOT NULL
-    )""",
-]
+    )"""
+)
+# No secondary indexes on holds: a hold's row is deleted when it is settled or released,
+# so only calls in flight and reclaimed ones have one, and every index would cost each
+# reservation one more page written at commit.
+LEDGER_SCHEMA = [_LIMITS_TABLE, *rows.SCHEMA, _CHANGES_TABLE]
+"""The SQLite ledger's tables (schema 9: spend and holds in `budget_ledger`, see
+`_sqlite_rows`)."""
 
 
 class SQLLedgerTables:
@@ -350,7 +324,7 @@ class SQLLedgerTables:
         self._x(
             "INSERT INTO budget_reservations (id, run_id, scopes, minute, estimate, state, "
             "created_at, expires_at) VALUES (?,?,?,?,?,?,?,?)",
-            (row.id, row.run_id, json.dumps(row.scopes), row.minute, row.estimate, row.state,
+            (row.id, row.run_id, scopes_json(row.scopes), row.minute, row.estimate, row.state,
              created, expires),
         )  # fmt: skip
 
@@ -441,6 +415,12 @@ class SQLLedgerTables:
         self.db.close()
 
 
+@functools.lru_cache(maxsize=256)
+def scopes_json(scopes: tuple[str, ...]) -> str:
+    """A hold's scopes as stored: a run's calls all share theirs, so encoded once."""
+    return json.dumps(scopes)
+
+
 _RESERVATION = "id, run_id, scopes, minute, estimate, state"
 _NO_SCOPES = "CAST(NULL AS TEXT), CAST(NULL AS BIGINT)"
 """A spend row's empty hold columns, typed: PostgreSQL types a UNION's NULLs pairwise."""
@@ -475,6 +455,45 @@ class SQLiteLedgerTables(SQLLedgerTables):
 
     def close(self) -> None:
         pass  # the connection is the store's
+
+    def settle(self, row: ReservationRow, actual: float) -> bool:
+        """Inside the store's append (the usual case: a model call's settlement rides in
+        the commit of its `model.completed`): the hold's row deleted and the cost counted,
+        two statements and nothing else; otherwise, or when the hold was not open, the
+        general path (`settle_in`)."""
+        db = self.db
+        if db.in_transaction and db.execute(rows.DELETE_HOLD, (row.id, "reserved")).rowcount == 1:
+            if actual:
+                self.add_spend(row, actual)
+            return True
+        return settle_in(self, row, actual)
+
+    def add_spend(self, row: ReservationRow, spent: float) -> None:
+        """Count a settled call's cost in its minute and hour of every scope and in its
+        run: one statement, one table (see `_sqlite_rows`)."""
+        hour = row.minute // 60
+        params: list[object] = []
+        for scope in row.scopes:
+            params += (scope, row.minute, spent, scope, hour, spent)
+        params += (row.run_id, spent)
+        self.db.execute(rows.add_spend_sql(len(row.scopes)), params)
+
+    def insert(self, row: ReservationRow, *, created: float, expires: float) -> None:
+        self.db.execute(
+            rows.INSERT_HOLD,
+            (row.id, row.run_id, scopes_json(row.scopes), row.minute, row.estimate, row.state,
+             created, expires),
+        )  # fmt: skip
+
+    def set_state(
+        self, reservation_id: str, state: str, actual: float | None, *, from_state: str = "reserved"
+    ) -> bool:
+        # On the table itself: a view's rowcount leaves out what its triggers changed.
+        if state in FINISHED_STATES:
+            moved = self.db.execute(rows.DELETE_HOLD, (reservation_id, from_state))
+        else:
+            moved = self.db.execute(rows.UPDATE_HOLD, (state, actual, reservation_id, from_state))
+        return bool(moved.rowcount == 1)
 
     def limits(self) -> dict[str, BudgetLimits]:
         """The stored limits, read again only when they may have changed.

@@ -18,6 +18,8 @@ ever add, and a store newer than the code is refused with a clear message.
 8: SQLite only: the `events` view reads v3 envelopes (deflated bodies) through the SQL
    function `tether_event_body`, which every connection of the store registers
    (`sqlite_functions`); a plain sqlite3 shell reads `event_rows` instead.
+9: SQLite only: the budget ledger's spend and holds in one table, `budget_ledger` (see
+   `budget._sqlite_rows`): a step's ledger work is fewer statements and pages.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import sqlite3
 
 from .._envelope_v3 import body_text
+from ..budget._sqlite_rows import MIGRATE_TO_V9
 from ._audit_rows import MIGRATE_TO_V7
 from ._index import ACTOR_INDEX_TERM, CONTEXT_INDEX_TERM, TYPE_INDEX_TERM
 from ._sections import RUN_SECTION_INDEX
@@ -232,7 +235,7 @@ SQLITE_EVENTS_V6 = [
     *SQLITE_AUDIT_ROWS_V6,
 ]
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
     (
@@ -322,6 +325,8 @@ SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
             RUN_SECTION_INDEX.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1),
         ],
     ),
+    # Schema 9 (SQLite): the ledger's tables become one (their names stay, as views).
+    (9, MIGRATE_TO_V9),
 ]
 
 NOTIFY_CHANNEL = "tether_runnable"
@@ -447,6 +452,7 @@ POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
     # v1 JSON: a v2 or v3 row (a tag byte first) is never JSON, so such a row gets NULL
     # columns, which verification reports, never values read from the wrong bytes.
     (8, []),
+    (9, []),  # and 9 (SQLite's ledger in one table; PostgreSQL keeps its four)
 ]
 
 
