@@ -438,6 +438,37 @@ async def test_a_run_held_by_a_dead_process_on_this_host_is_taken_over_at_once(
     assert (await store.get_run(run_id)).lease_epoch > claim.lease.epoch
 
 
+def test_a_takeover_pass_asks_about_each_holder_once_not_each_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every other worker holds many leases: asking the OS about each one made a pass cost
+    more the more workers there were. The verdicts stay per holder."""
+    import tether.worker as worker_module
+    from tether.journal import Lease
+
+    w = worker(MemoryStore(), owner="me")
+    asked: list[str] = []
+
+    def dead(owner: str) -> bool:
+        asked.append(owner)
+        return owner == "gone"
+
+    monkeypatch.setattr(worker_module, "holder_is_dead", dead)
+    now = 1000.0
+    leases = [
+        Lease(run_id=f"{owner}-{i}", owner=owner, epoch=1, expires_at=now + 30)
+        for owner in ("alive", "gone", "me", "other")
+        for i in range(25)
+    ]
+    leases.append(Lease(run_id="expired", owner="stale", epoch=1, expires_at=now - 1))
+    assert w._plan_takeovers(leases, now) is True
+    assert w._dead == {"gone", "me"}
+    assert sorted(asked) == ["alive", "gone", "other"]
+    asked.clear()
+    assert w._plan_takeovers(leases, now) is False  # nothing new to take over
+    assert sorted(asked) == ["alive", "gone", "other"]
+
+
 async def test_a_store_outage_while_claiming_is_retried_and_logged(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -255,13 +255,23 @@ class Worker:
         A live lease held by a process on this host that no longer exists, or by this
         worker for a run it is not driving (a claim whose answer a dropped connection
         lost, or a release that failed), need not wait for its expiry.
+
+        Each holder is looked at once per pass, not once per lease: every other worker
+        holds many leases, and asking the OS about each one would make a pass cost more
+        the more workers there are.
         """
         dead: set[str] = set()
+        alive: set[str] = set()
         for lease in leases:
+            owner = lease.owner
             if lease.expires_at <= now or lease.run_id in self._active:
                 continue
-            if lease.owner == self.owner or (self.local_takeover and holder_is_dead(lease.owner)):
-                dead.add(lease.owner)
+            if owner in dead or owner in alive:
+                continue
+            if owner == self.owner or (self.local_takeover and holder_is_dead(owner)):
+                dead.add(owner)
+            else:
+                alive.add(owner)
         new = bool(dead - self._dead)
         self._dead = dead
         return new
