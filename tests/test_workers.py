@@ -759,3 +759,32 @@ def test_worker_until_idle_exits_non_zero_when_a_run_errs(
     assert served.exit_code == 1, served.output
     assert "1 run(s) stopped on an unexpected error" in served.stderr
     assert "Traceback" not in served.stderr.split("error:")[-1]
+
+
+def test_worker_json_reports_what_it_did_and_the_cpu_it_spent_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--json` is how a script (and bench/workers.py) learns a worker's serving CPU: the
+    process's start-up and exit are not in it, so per-step figures need no estimate of
+    them."""
+    module = tmp_path / "breaker.py"
+    module.write_text(BREAKING_AGENT)
+    store_url = f"sqlite:///{tmp_path / 'w.db'}"
+    from tether.cli import app
+
+    runner = CliRunner()
+    spec = f"{module}:make"
+    for _ in range(2):
+        done = runner.invoke(app, ["submit", spec, "--task", "x", "--store", store_url])
+        assert done.exit_code == 0, done.output
+    monkeypatch.delenv("TETHER_TEST_BREAK_AGENT", raising=False)
+    cpu = time.process_time()
+    served = runner.invoke(
+        app, ["worker", "--until-idle", "--agent", spec, "--store", store_url,
+              "--log-level", "error", "--json"],
+    )  # fmt: skip
+    cpu = time.process_time() - cpu
+    assert served.exit_code == 0, served.output
+    stats = json.loads(served.stdout)
+    assert stats["claimed"] == 2 and stats["finished"] == 2 and stats["errors"] == 0
+    assert 0 < stats["cpu_s"] <= cpu

@@ -80,6 +80,9 @@ class WorkerStats:
     """Runs this worker stopped driving because its lease or the store failed."""
     refused: int = 0
     errors: int = 0
+    cpu_s: float = 0.0
+    """CPU seconds of this process while `serve()` ran (claims, drives, sweeps, waits,
+    the hand-back): the serving work, without the process's start-up and exit."""
 
 
 class Worker:
@@ -167,10 +170,12 @@ class Worker:
             self.owner, self.queue, _redacted(self.store.url), self.concurrency,
             self.lease_ttl_s, self.agents.describe(),
         )  # fmt: skip
+        cpu = time.process_time()
         try:
             await self._serve(until_idle)
         finally:
             await self._drain()
+            self.stats.cpu_s += time.process_time() - cpu
         log.info("worker %s stopped: %s", self.owner, _stats_line(self.stats))
         return self.stats
 
@@ -401,4 +406,7 @@ def _redacted(url: str) -> str:
 
 
 def _stats_line(stats: WorkerStats) -> str:
-    return " ".join(f"{k}={v}" for k, v in dataclasses.asdict(stats).items())
+    return " ".join(
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in dataclasses.asdict(stats).items()
+    )
