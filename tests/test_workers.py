@@ -438,6 +438,37 @@ async def test_a_run_held_by_a_dead_process_on_this_host_is_taken_over_at_once(
     assert (await store.get_run(run_id)).lease_epoch > claim.lease.epoch
 
 
+def test_a_takeover_pass_asks_about_each_holder_once_not_each_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every other worker holds many leases: asking the OS about each one made a pass cost
+    more the more workers there were. The verdicts stay per holder."""
+    import tether.worker as worker_module
+    from tether.journal import Lease
+
+    w = worker(MemoryStore(), owner="me")
+    asked: list[str] = []
+
+    def dead(owner: str) -> bool:
+        asked.append(owner)
+        return owner == "gone"
+
+    monkeypatch.setattr(worker_module, "holder_is_dead", dead)
+    now = 1000.0
+    leases = [
+        Lease(run_id=f"{owner}-{i}", owner=owner, epoch=1, expires_at=now + 30)
+        for owner in ("alive", "gone", "me", "other")
+        for i in range(25)
+    ]
+    leases.append(Lease(run_id="expired", owner="stale", epoch=1, expires_at=now - 1))
+    assert w._plan_takeovers(leases, now) is True
+    assert w._dead == {"gone", "me"}
+    assert sorted(asked) == ["alive", "gone", "other"]
+    asked.clear()
+    assert w._plan_takeovers(leases, now) is False  # nothing new to take over
+    assert sorted(asked) == ["alive", "gone", "other"]
+
+
 async def test_a_store_outage_while_claiming_is_retried_and_logged(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -728,3 +759,32 @@ def test_worker_until_idle_exits_non_zero_when_a_run_errs(
     assert served.exit_code == 1, served.output
     assert "1 run(s) stopped on an unexpected error" in served.stderr
     assert "Traceback" not in served.stderr.split("error:")[-1]
+
+
+def test_worker_json_reports_what_it_did_and_the_cpu_it_spent_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--json` is how a script (and bench/workers.py) learns a worker's serving CPU: the
+    process's start-up and exit are not in it, so per-step figures need no estimate of
+    them."""
+    module = tmp_path / "breaker.py"
+    module.write_text(BREAKING_AGENT)
+    store_url = f"sqlite:///{tmp_path / 'w.db'}"
+    from tether.cli import app
+
+    runner = CliRunner()
+    spec = f"{module}:make"
+    for _ in range(2):
+        done = runner.invoke(app, ["submit", spec, "--task", "x", "--store", store_url])
+        assert done.exit_code == 0, done.output
+    monkeypatch.delenv("TETHER_TEST_BREAK_AGENT", raising=False)
+    cpu = time.process_time()
+    served = runner.invoke(
+        app, ["worker", "--until-idle", "--agent", spec, "--store", store_url,
+              "--log-level", "error", "--json"],
+    )  # fmt: skip
+    cpu = time.process_time() - cpu
+    assert served.exit_code == 0, served.output
+    stats = json.loads(served.stdout)
+    assert stats["claimed"] == 2 and stats["finished"] == 2 and stats["errors"] == 0
+    assert 0 < stats["cpu_s"] <= cpu

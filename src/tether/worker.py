@@ -80,6 +80,9 @@ class WorkerStats:
     """Runs this worker stopped driving because its lease or the store failed."""
     refused: int = 0
     errors: int = 0
+    cpu_s: float = 0.0
+    """CPU seconds of this process while `serve()` ran (claims, drives, sweeps, waits,
+    the hand-back): the serving work, without the process's start-up and exit."""
 
 
 class Worker:
@@ -167,10 +170,12 @@ class Worker:
             self.owner, self.queue, _redacted(self.store.url), self.concurrency,
             self.lease_ttl_s, self.agents.describe(),
         )  # fmt: skip
+        cpu = time.process_time()
         try:
             await self._serve(until_idle)
         finally:
             await self._drain()
+            self.stats.cpu_s += time.process_time() - cpu
         log.info("worker %s stopped: %s", self.owner, _stats_line(self.stats))
         return self.stats
 
@@ -255,13 +260,23 @@ class Worker:
         A live lease held by a process on this host that no longer exists, or by this
         worker for a run it is not driving (a claim whose answer a dropped connection
         lost, or a release that failed), need not wait for its expiry.
+
+        Each holder is looked at once per pass, not once per lease: every other worker
+        holds many leases, and asking the OS about each one would make a pass cost more
+        the more workers there are.
         """
         dead: set[str] = set()
+        alive: set[str] = set()
         for lease in leases:
+            owner = lease.owner
             if lease.expires_at <= now or lease.run_id in self._active:
                 continue
-            if lease.owner == self.owner or (self.local_takeover and holder_is_dead(lease.owner)):
-                dead.add(lease.owner)
+            if owner in dead or owner in alive:
+                continue
+            if owner == self.owner or (self.local_takeover and holder_is_dead(owner)):
+                dead.add(owner)
+            else:
+                alive.add(owner)
         new = bool(dead - self._dead)
         self._dead = dead
         return new
@@ -391,4 +406,7 @@ def _redacted(url: str) -> str:
 
 
 def _stats_line(stats: WorkerStats) -> str:
-    return " ".join(f"{k}={v}" for k, v in dataclasses.asdict(stats).items())
+    return " ".join(
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in dataclasses.asdict(stats).items()
+    )

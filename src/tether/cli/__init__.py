@@ -1,5 +1,6 @@
 """The `tether` command line."""
 
+import gc
 import inspect
 import re
 import sys
@@ -69,4 +70,8 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
+    # What the imports built lives as long as the process: out of the collector's way,
+    # no full collection walks it again, nor the interpreter's exit (about 0.15 s of CPU
+    # less per command; a worker process spends that on some 50 steps).
+    gc.freeze()
     app()

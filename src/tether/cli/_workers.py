@@ -4,6 +4,7 @@ feed it. Thin calls into `tether.worker`, with one-line errors."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import shlex
@@ -99,6 +100,15 @@ def worker(
         typer.Option("--until-idle", help="Exit once nothing in the queue is runnable or leased."),
     ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="On exit, print what this worker did as JSON: runs claimed, finished, "
+            "paused, handed back, lost, refused, errors, and cpu_s (CPU seconds spent "
+            "serving, without start-up and exit).",
+        ),
+    ] = False,
 ) -> None:
     """Serve a store: claim runnable runs and drive them under renewed leases.
 
@@ -146,6 +156,8 @@ def worker(
                 await backend.close()
 
     stats = _run(go)
+    if as_json:
+        _print_json(dataclasses.asdict(stats))
     if stats.errors:
         # A supervisor (or a script running --until-idle) must learn that runs need a look.
         err.print(
