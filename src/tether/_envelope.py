@@ -28,8 +28,10 @@ the body deflated and only 8 bytes of the previous checksum.
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from ._canonical import canonical_json, canonical_text, json_str
 
 if TYPE_CHECKING:
     from .events import Usage
@@ -38,7 +40,7 @@ V2_TAG = b"\x02"
 V2_HEAD = 65
 """Bytes before the JSON body: the tag and the two digests."""
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
 _US = timedelta(microseconds=1)
 _KEYS = frozenset({"t", "ts", "c", "C", "k", "K", "w", "a", "p", "u"})
 
@@ -54,21 +56,21 @@ def ts_micros(ts: str) -> int | None:
     (`2026-01-02T03:04:05.123456Z`) and so can be rebuilt from the number."""
     if len(ts) != 27 or ts[-1] != "Z" or ts[10] != "T":
         return None
+    text = ts[:-1]
     try:
-        d = datetime.fromisoformat(ts[:-1]).replace(tzinfo=UTC)
+        d = datetime.fromisoformat(text)
     except ValueError:
         return None
-    us = (d - _EPOCH) // _US
-    return us if micros_ts(us) == ts else None
+    # fromisoformat reads other forms too (week dates, offsets): only the one that
+    # formats back to the same text is this format.
+    if d.tzinfo is not None or d.isoformat(timespec="microseconds") != text:
+        return None
+    return (d - _EPOCH_NAIVE) // _US
 
 
 @functools.lru_cache(maxsize=256)
 def micros_ts(us: int) -> str:
-    d = _EPOCH + timedelta(microseconds=us)
-    return (
-        f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:"
-        f"{d.second:02d}.{d.microsecond:06d}Z"
-    )
+    return (_EPOCH_NAIVE + timedelta(microseconds=us)).isoformat(timespec="microseconds") + "Z"
 
 
 def v2_body(
@@ -106,6 +108,62 @@ def v2_body(
     if usage is not None:
         body["u"] = [usage.input_tokens, usage.output_tokens, usage.cost_usd]
     return body
+
+
+def v2_body_bytes(
+    run_id: str,
+    type_: str,
+    ts: str,
+    correlation_id: str | None,
+    causation_id: str | None,
+    visibility: str,
+    actor: str,
+    payload: dict[str, Any],
+    usage: Usage | None,
+) -> bytes:
+    """`canonical_json(v2_body(...))`, written out directly: the body's keys are few and
+    known, so only the payload goes through the JSON encoder (once, with no dict built
+    around it to sort). Any field of an unexpected type takes the general path, so the
+    bytes are always those."""
+    if not (type(type_) is str and type(actor) is str and type(visibility) is str):
+        return canonical_json(
+            v2_body(
+                run_id, type_, ts, correlation_id, causation_id, visibility, actor, payload,
+                usage,
+            )
+        )  # fmt: skip
+    # Keys in sorted order: C K a c k p t ts u w.
+    parts = ["{"]
+    corr = None
+    if correlation_id is not None:
+        if correlation_id.startswith(run_id) and len(correlation_id) > len(run_id):
+            corr = correlation_id[len(run_id) :]
+        else:
+            parts.append('"C":' + json_str(correlation_id) + ",")
+    seq = None
+    if causation_id is not None:
+        seq = _own_seq(run_id, causation_id)
+        if seq is None:
+            parts.append('"K":' + json_str(causation_id) + ",")
+    if actor != "runtime":
+        parts.append('"a":' + json_str(actor) + ",")
+    if corr is not None:
+        parts.append('"c":' + json_str(corr) + ",")
+    if seq is not None:
+        parts.append(f'"k":{seq},')
+    if payload:
+        parts.append('"p":' + canonical_text(payload) + ",")
+    parts.append('"t":' + json_str(type_))
+    us = ts_micros(ts)
+    parts.append(f',"ts":{us}' if us is not None else ',"ts":' + json_str(ts))
+    if usage is not None:
+        parts.append(
+            ',"u":' + canonical_text([usage.input_tokens, usage.output_tokens, usage.cost_usd])
+        )
+    if visibility != "user_hidden":
+        parts.append(',"w":' + json_str(visibility))
+    parts.append("}")
+    return "".join(parts).encode()
 
 
 def _own_seq(run_id: str, event_id: str) -> int | None:

@@ -48,7 +48,7 @@ V3_HEAD = 1 + LINK_BYTES + 32
 _CRC = 4
 _WBITS = -12  # raw deflate, a 4 KiB window: a small state to set up for every event
 _MEM_LEVEL = 4
-_LEVEL = 1
+_LEVEL = 2  # level 1 deflates the loop's events 4% larger for the same work (level 3+: more work)
 
 _PARTS = (
     b'{"p":{"agent":"","agent_version":"1","limits":{"context_threshold":0.8,"max_cost_usd":'

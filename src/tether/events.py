@@ -23,7 +23,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from ._envelope import V2_HEAD, V2_TAG, v2_body, v2_fields, v2_salt
+from ._canonical import canonical_json
+from ._envelope import V2_HEAD, V2_TAG, v2_body_bytes, v2_fields, v2_salt
 from ._envelope_v3 import LINK_BYTES, LINK_HEX, V3_TAGS, pack_v3, unpack_v3, v3_digest
 
 __all__ = [
@@ -105,16 +106,6 @@ DEFAULT_VISIBILITY: dict[str, Visibility] = {
 EVENT_TYPES = frozenset(DEFAULT_VISIBILITY)
 
 
-_CANONICAL = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)  # one encoder for every call: json.dumps with options builds a new one each time
-
-
-def canonical_json(value: Any) -> bytes:
-    """The one byte encoding that checksums are computed over."""
-    return _CANONICAL.encode(value).encode("utf-8")
-
-
 def event_id(run_id: str, seq: int) -> str:
     return f"{run_id}:{seq}"
 
@@ -164,7 +155,12 @@ class EventDraft:
         older code reads)."""
         visibility = self.visibility or DEFAULT_VISIBILITY.get(self.type, "user_hidden")
         usage = self.usage
-        if usage is not None:
+        if usage is not None and not (
+            type(usage) is Usage
+            and type(usage.input_tokens) is int
+            and type(usage.output_tokens) is int
+            and type(usage.cost_usd) is float
+        ):
             # The envelope stores exact JSON types: a cost given as an int is a float here.
             usage = Usage(
                 input_tokens=int(usage.input_tokens),
@@ -173,23 +169,22 @@ class EventDraft:
             )
         if version not in (1, 2, 3):
             raise ValueError(f"no envelope version {version}")
+        body = None
         if version == 1:
             checksum, stored = _seal_v1(self, run_id, seq, prev_hash, ts, visibility, usage)
         else:
             prev = bytes.fromhex(prev_hash)
             if len(prev) != 32:
                 raise ValueError("prev_hash must be a 64-digit hex SHA-256")
-            data = canonical_json(
-                v2_body(
-                    run_id, self.type, ts, self.correlation_id, self.causation_id,
-                    visibility, self.actor, self.payload, usage,
-                )
+            data = v2_body_bytes(
+                run_id, self.type, ts, self.correlation_id, self.causation_id, visibility,
+                self.actor, self.payload, usage,
             )  # fmt: skip
             if version == 3:
                 prev = prev[:LINK_BYTES]
                 prev_hash = prev.hex()
                 digest = v3_digest(run_id, seq, prev, data)
-                stored = pack_v3(prev, digest, data)
+                stored, body = None, data  # deflated when first asked for (`raw`)
             else:
                 digest = hashlib.sha256(v2_salt(run_id, seq) + prev + data).digest()
                 stored = V2_TAG + prev + digest + data
@@ -208,7 +203,8 @@ class EventDraft:
             schema_version=version,
             prev_hash=prev_hash,
             checksum=checksum,
-            raw=stored,
+            stored=stored,
+            body=body,
         )
 
 
@@ -257,8 +253,23 @@ class Event:
     hex digits, which is all the row stores (see `follows`)."""
     checksum: str
     """SHA-256 over the canonical body; the next event's `prev_hash`."""
-    raw: bytes = field(repr=False, compare=False)
-    """The exact stored bytes (the canonical body with its checksum)."""
+    stored: bytes | None = field(default=None, repr=False, compare=False)
+    """The exact stored bytes, or None until `raw` first makes them from `body`."""
+    body: bytes | None = field(default=None, repr=False, compare=False)
+    """A v2/v3 event's canonical JSON body (uncompressed), when at hand; else None."""
+
+    @property
+    def raw(self) -> bytes:
+        """The exact stored bytes (the canonical body with its checksum). A v3 event
+        sealed here deflates its body on first use, so a store that never asks for the
+        bytes (the memory store, until a row is read) never pays for compressing them."""
+        stored = self.stored
+        if stored is None:
+            if self.body is None:
+                raise ValueError("an event with neither its stored bytes nor its body")
+            stored = pack_v3(bytes.fromhex(self.prev_hash), bytes.fromhex(self.checksum), self.body)
+            object.__setattr__(self, "stored", stored)  # a cache: the same bytes every time
+        return stored
 
     @property
     def id(self) -> str:
@@ -277,7 +288,9 @@ class Event:
         it (a v3 `prev_hash` is its 16-digit link)."""
         if self.schema_version == 1:
             return self.raw
-        body = self.raw[V2_HEAD:] if self.schema_version == 2 else unpack_v3(self.raw)[2]
+        body = self.body
+        if body is None:
+            body = self.raw[V2_HEAD:] if self.schema_version == 2 else unpack_v3(self.raw)[2]
         return canonical_json(
             {
                 "v": self.schema_version,
@@ -414,12 +427,11 @@ def _decode_compact(raw: bytes, run_id: str, seq: int) -> Event:
             prev_hash=prev.hex(),
             checksum=digest.hex(),
             raw=raw,
+            data=data,
         )
-        again = canonical_json(
-            v2_body(
-                run_id, event.type, event.ts, event.correlation_id, event.causation_id,
-                event.visibility, event.actor, event.payload, event.usage,
-            )
+        again = v2_body_bytes(
+            run_id, event.type, event.ts, event.correlation_id, event.causation_id,
+            event.visibility, event.actor, event.payload, event.usage,
         )  # fmt: skip
     except (KeyError, TypeError, ValueError, RecursionError) as exc:
         # ValueError covers undecodable JSON and NaN/Infinity (not canonical JSON)
@@ -452,7 +464,7 @@ def _decode_portable(line: bytes, body: dict[str, Any]) -> Event:
 
 def _event(
     body: dict[str, Any], *, usage: Any, version: int, prev_hash: str, checksum: str,
-    raw: bytes,
+    raw: bytes, data: bytes | None = None,
 ) -> Event:  # fmt: skip
     return Event(
         run_id=_str(body["run_id"]),
@@ -472,7 +484,8 @@ def _event(
         schema_version=version,
         prev_hash=prev_hash,
         checksum=checksum,
-        raw=raw,
+        stored=raw,
+        body=data,
     )
 
 
