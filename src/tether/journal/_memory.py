@@ -25,38 +25,15 @@ from ._base import (
     check_continues,
     row_of,
 )
-from ._index import AuditColumns, RowQuery, audit_columns, row_matches, sort_key
+from ._index import RowQuery, row_matches, sort_key
 
 
 @dataclass
 class _Run:
     record: RunRecord
-    stored: list[StoredRow] = field(default_factory=list)
-    appended: list[tuple[Event, AuditColumns]] = field(default_factory=list)
-    """Events appended since the rows were last read, with the columns they had then."""
+    rows: list[StoredRow] = field(default_factory=list)
     snapshots: dict[int, bytes] = field(default_factory=dict)
     queue: str | None = None
-
-    @property
-    def rows(self) -> list[StoredRow]:
-        """The stored rows. An appended event becomes its row when first read, so its
-        bytes are made (a v3 body deflated, `Event.raw`) only if something reads them:
-        the rows read back are the exact bytes a disk store would hold, verified alike."""
-        if self.appended:
-            self.stored.extend(
-                StoredRow(
-                    run_id=e.run_id, seq=e.seq, type=e.type, correlation_id=e.correlation_id,
-                    raw=e.raw, audit=audit,
-                )
-                for e, audit in self.appended
-            )  # fmt: skip
-            self.appended.clear()
-        return self.stored
-
-    @rows.setter
-    def rows(self, rows: list[StoredRow]) -> None:
-        self.appended.clear()
-        self.stored = rows
 
 
 class MemoryStore:
@@ -114,7 +91,7 @@ class MemoryStore:
             lease_expires_at=None,
             summary=summary,
         )
-        self._runs[first.run_id] = _Run(record=record, stored=[row_of(first)])
+        self._runs[first.run_id] = _Run(record=record, rows=[row_of(first)])
 
     async def get_run(self, run_id: str) -> RunRecord:
         return self._run(run_id).record
@@ -200,7 +177,7 @@ class MemoryStore:
             if self._ledger_tables is None:
                 raise UsageError("append(also=...) runs only this store's own ledger work")
             also()  # one event loop thread and no await before the write: atomic with it
-        run.appended.extend((e, audit_columns(e)) for e in events)
+        run.rows.extend(row_of(e) for e in events)
         run.record = replace(
             run.record, head_seq=events[-1].seq, head_hash=events[-1].checksum, summary=summary
         )
