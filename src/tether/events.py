@@ -261,8 +261,8 @@ class Event:
     @property
     def raw(self) -> bytes:
         """The exact stored bytes (the canonical body with its checksum). A v3 event
-        sealed here deflates its body on first use, so a store that never asks for the
-        bytes (the memory store, until a row is read) never pays for compressing them."""
+        sealed here deflates its body when a store first asks (every store does, at
+        append), so an event that is never stored is never compressed."""
         stored = self.stored
         if stored is None:
             if self.body is None:
