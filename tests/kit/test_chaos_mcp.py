@@ -32,22 +32,23 @@ model_malformed_rate = 0.0
 """
 
 
-def test_mcp_tools_get_their_faults_and_no_payment_is_made_twice(tmp_path: Path) -> None:
+KINDS = ("mcp_failure", "mcp_timeout", "mcp_disconnect", "kill", "tool_failure")
+
+
+def _campaign(tmp_path: Path, seed: int) -> dict[str, int]:
+    """One seeded campaign of 4 runs, every claim checked; the faults it injected."""
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
-    keep = tmp_path / "runs"
+    keep = tmp_path / f"runs-{seed}"
     done = subprocess.run(
         [sys.executable, "-m", "tether", "chaos", f"{AGENTS}:mcp_payments", "--runs", "4",
-         "--seed", "2", "--plan", str(plan), "--task", "pay", "--agent-args",
+         "--seed", str(seed), "--plan", str(plan), "--task", "pay", "--agent-args",
          '{"folder": "{run_dir}"}', "--keep", str(keep), "--json"],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["ok"] and report["source_tools"] > 0
-    faults = report["faults"]
-    assert all(faults[kind] >= 1 for kind in ("mcp_failure", "mcp_timeout", "mcp_disconnect",
-                                              "kill", "tool_failure")), faults  # fmt: skip
     assert all(r["status"] == "completed" for r in report["results"])
     for r in report["results"]:
         run_dir = keep / f"run-{r['run']}"
@@ -57,6 +58,20 @@ def test_mcp_tools_get_their_faults_and_no_payment_is_made_twice(tmp_path: Path)
         # The harness counted the server's calls with their keys, as it counts any tool's.
         assert any(e["tool"] == "pay" and e["idempotent"] is False for e in ran)
     asyncio.run(_every_journal_replays(keep, report["results"]))
+    return {kind: int(report["faults"][kind]) for kind in KINDS}
+
+
+def test_mcp_tools_get_their_faults_and_no_payment_is_made_twice(tmp_path: Path) -> None:
+    # How many calls a run makes before a kill depends on timing, so on a loaded machine
+    # one seed can miss a rare kind: another seeded campaign is run (every claim checked
+    # again) until each kind has been injected; three campaigns without one fail.
+    seen = dict.fromkeys(KINDS, 0)
+    for seed in (2, 3, 4):
+        for kind, count in _campaign(tmp_path, seed).items():
+            seen[kind] += count
+        if all(seen.values()):
+            break
+    assert all(seen.values()), seen
 
 
 async def _every_journal_replays(workdir: Path, results: list[dict[str, object]]) -> None:
