@@ -31,17 +31,16 @@ secret above it, and steps it may not see are counted (`hidden_steps`), not show
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from ._audit_context import ContextInfo, context_at, context_of
+from ._audit_reader import ContextEntry, Reader, cycle_events
 from ._redact import Redactor
-from .errors import CorruptionError, RunNotFound, UsageError
-from .events import Event, EventDecodeError, parse_event_id
-from .journal import Store, read_events
-from .journal._index import AuditIndex, RowQuery
-from .journal._integrity import StaleSnapshot, open_snapshot, verify_row
-from .state import RunState, fold
+from .errors import RunNotFound, UsageError
+from .events import Event, parse_event_id
+from .journal import Store
+from .journal._index import RowQuery
 from .views import ROLE_VISIBILITIES, Role, Viewer, can_see
 
 __all__ = [
@@ -57,16 +56,6 @@ __all__ = [
 
 MAX_CHAIN = 1_000
 """Steps after which a walk stops (and says so): a guard against pathological journals."""
-
-CONTEXT_TYPES = frozenset(
-    {
-        "message.system", "message.user", "model.completed", "tool.completed",
-        "tool.failed", "tool.unknown", "context.compacted",
-    }
-)  # fmt: skip
-"""Event types the fold appends to the model's context."""
-_TAIL_TYPES = tuple(sorted(CONTEXT_TYPES - {"context.compacted"}))
-_MESSAGE_TYPES = ("message.system", "message.user")
 
 CHECK_TYPES = frozenset(
     {
@@ -109,224 +98,6 @@ _KIND = {
 }
 
 
-# -- reading ----------------------------------------------------------------------------
-
-
-def index_of(store: Store) -> AuditIndex:
-    """The store's indexed queries; a UsageError for a backend that has none yet."""
-    if not isinstance(store, AuditIndex):
-        raise UsageError(
-            f"the store {store.url} does not answer audit queries yet (no audit index)"
-        )
-    return store
-
-
-class _Reader:
-    """Verified point lookups and indexed queries, cached for one question."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.index = index_of(store)
-        self.events: dict[tuple[str, int], Event] = {}
-        self.cycles: dict[tuple[str, str], list[Event]] = {}
-        self.lookups = 0
-
-    def _verify(self, rows: Sequence[Any]) -> list[Event]:
-        out = []
-        for row in rows:
-            try:
-                event = verify_row(row)
-            except EventDecodeError as exc:
-                raise CorruptionError(
-                    row.run_id, row.seq, str(exc), repair=f"repair: tether doctor {row.run_id}"
-                ) from None
-            self.events[(event.run_id, event.seq)] = event
-            out.append(event)
-        return out
-
-    async def get(self, run_id: str, seq: int) -> Event | None:
-        key = (run_id, seq)
-        if key not in self.events:
-            self.lookups += 1
-            self._verify(await self.store.read_rows_at(run_id, [seq]))
-        return self.events.get(key)
-
-    async def query(self, query: RowQuery) -> list[Event]:
-        self.lookups += 1
-        return self._verify(await self.index.query_rows(query))
-
-    async def entries(self, query: RowQuery) -> list[ContextEntry]:
-        """(seq, type, visibility) of matching rows from their index columns, unverified;
-        decoded (and verified) only when a backend keeps no audit columns."""
-        self.lookups += 1
-        out = []
-        for row in await self.index.query_rows(query):
-            if row.audit is not None:
-                out.append(ContextEntry(row.seq, row.type, row.audit.visibility))
-            else:
-                (event,) = self._verify([row])
-                out.append(ContextEntry(event.seq, event.type, event.visibility))
-        return out
-
-    async def cycle(self, run_id: str, correlation_id: str) -> list[Event]:
-        key = (run_id, correlation_id)
-        if key not in self.cycles:
-            found = await self.query(RowQuery(correlation_id=correlation_id))
-            self.cycles[key] = sorted((e for e in found if e.run_id == run_id), key=lambda e: e.seq)
-        return self.cycles[key]
-
-
-async def cycle_events(store: Store, correlation_id: str) -> list[Event]:
-    """Every event carrying `correlation_id` (one cycle), verified, in journal order.
-
-    Unfiltered: for the engine and for `tether.views` callers, never for a surface.
-    """
-    return await _Reader(store).query(RowQuery(correlation_id=correlation_id))
-
-
-# -- the model's context ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ContextEntry:
-    """One event of a context: enough to list it and to decide who may see it."""
-
-    seq: int
-    type: str
-    visibility: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ContextInfo:
-    """What was in the model's context when it made a decision."""
-
-    run_id: str
-    at_seq: int
-    """The context is `fold(events with seq < at_seq).context`."""
-    seqs: tuple[int, ...]
-    """Seqs of the context's events (pinned first, then the summary, then the tail)."""
-    method: str
-    """`index` (rebuilt from indexed lookups and checked) or `replay` (folded)."""
-    entries: tuple[ContextEntry, ...] = field(default=(), repr=False)
-    estimated_tokens: int | None = None
-    """The runtime's token estimate of the context, journaled with the request."""
-    input_tokens: int | None = None
-    """Input tokens the provider counted for the call (from the decision's usage)."""
-
-
-async def context_at(store: Store, run_id: str, at_seq: int) -> ContextInfo:
-    """The model context of run `run_id` just before seq `at_seq`, as a set of events."""
-    return await _context(_Reader(store), run_id, at_seq, expected=None)
-
-
-async def _context(
-    reader: _Reader, run_id: str, at_seq: int, *, expected: int | None
-) -> ContextInfo:
-    rebuilt = await _rebuild(reader, run_id, at_seq)
-    if rebuilt is not None and expected is not None and len(rebuilt) == expected:
-        return ContextInfo(
-            run_id=run_id,
-            at_seq=at_seq,
-            seqs=tuple(e.seq for e in rebuilt),
-            method="index",
-            entries=tuple(rebuilt),
-        )
-    state = await _replay(reader, run_id, at_seq)
-    found = {e.seq: e for e in rebuilt or ()}
-    missing = [s for s in state.context if s not in found]
-    if missing:
-        for entry in await reader.entries(
-            RowQuery(run_id=run_id, types=tuple(sorted(CONTEXT_TYPES)), after_seq=min(missing) - 1,
-                     before_seq=max(missing) + 1)
-        ):  # fmt: skip
-            found.setdefault(entry.seq, entry)
-    return ContextInfo(
-        run_id=run_id,
-        at_seq=at_seq,
-        seqs=tuple(state.context),
-        method="replay",
-        entries=tuple(found[s] for s in state.context if s in found),
-    )
-
-
-def _entry(event: Event) -> ContextEntry:
-    return ContextEntry(event.seq, event.type, event.visibility)
-
-
-async def _rebuild(reader: _Reader, run_id: str, at_seq: int) -> list[ContextEntry] | None:
-    """The context from indexed lookups, or None when this journal does not allow it.
-
-    The pinned messages and the newest compaction are read and verified; the tail (up to
-    a window of events) is listed from the index columns alone, and the whole is checked
-    against the count the request journaled. `tether doctor` verifies those columns.
-    """
-    messages = await reader.query(RowQuery(run_id=run_id, types=_MESSAGE_TYPES, before_seq=at_seq))
-    pinned = [e for e in messages if e.payload.get("pinned", True)]
-    pinned_seqs = {e.seq for e in pinned}
-    last = await reader.query(
-        RowQuery(
-            run_id=run_id,
-            types=("context.compacted",),
-            before_seq=at_seq,
-            newest_first=True,
-            limit=1,
-        )
-    )
-    summary = last[0] if last else None
-    start = 1
-    if summary is not None:
-        found = await _tail_start(reader, summary, depth=0)
-        if found is None:
-            return None
-        start = found
-    tail = await reader.entries(
-        RowQuery(run_id=run_id, types=_TAIL_TYPES, after_seq=start - 1, before_seq=at_seq)
-    )
-    return [
-        *(_entry(e) for e in pinned),
-        *([_entry(summary)] if summary is not None else []),
-        *(e for e in tail if e.seq not in pinned_seqs),
-    ]
-
-
-async def _tail_start(reader: _Reader, compaction: Event, *, depth: int) -> int | None:
-    """The first seq of the tail a compaction kept (every later context event is in it)."""
-    value = compaction.payload.get("removed")
-    if not isinstance(value, list) or not all(isinstance(s, int) for s in value):
-        return None
-    removed: list[int] = value
-    if not removed or depth > 50:
-        return None
-    previous = await reader.get(compaction.run_id, removed[0])
-    if previous is not None and previous.type == "context.compacted":
-        others = removed[1:]
-        if not others:
-            # Only the previous summary went: the kept tail is the one it kept.
-            return await _tail_start(reader, previous, depth=depth + 1)
-    else:
-        others = removed
-    return max(others) + 1
-
-
-async def _replay(reader: _Reader, run_id: str, at_seq: int) -> RunState:
-    """fold(events < at_seq), from the newest snapshot at or before it when there is one."""
-    base, after = RunState(), 0
-    for seq, raw in await reader.store.read_snapshots(run_id):
-        if seq >= at_seq:
-            continue
-        try:
-            snapshot = open_snapshot(run_id, seq, raw)
-        except (StaleSnapshot, EventDecodeError):
-            continue
-        anchor = await reader.get(run_id, seq)
-        if anchor is not None and anchor.checksum == snapshot.head_hash:
-            base, after = snapshot.state, seq
-            break
-    reader.lookups += 1
-    events = await read_events(reader.store, run_id, after_seq=after, until_seq=at_seq - 1)
-    return fold(events, base)
-
-
 # -- why --------------------------------------------------------------------------------
 
 
@@ -351,7 +122,7 @@ def _cause_of(event: Event) -> tuple[str, int] | None:
     return None
 
 
-async def _implied_cause(reader: _Reader, event: Event) -> Event | None:
+async def _implied_cause(reader: Reader, event: Event) -> Event | None:
     """The event before this one in its cycle, else in its run."""
     if event.type == "run.created":
         return None
@@ -366,7 +137,7 @@ async def _implied_cause(reader: _Reader, event: Event) -> Event | None:
     return None
 
 
-async def _origin(reader: _Reader, run_id: str, steps: list[_Step]) -> Event | None:
+async def _origin(reader: Reader, run_id: str, steps: list[_Step]) -> Event | None:
     """The `run.created` of a child run (one with a parent event) not yet in the chain."""
     if any(s.event.run_id == run_id and s.event.seq == 1 for s in steps):
         return None
@@ -376,7 +147,7 @@ async def _origin(reader: _Reader, run_id: str, steps: list[_Step]) -> Event | N
     return created if isinstance(created.payload.get("parent_event"), str) else None
 
 
-async def _walk(reader: _Reader, target: Event) -> tuple[list[_Step], list[str]]:
+async def _walk(reader: Reader, target: Event) -> tuple[list[_Step], list[str]]:
     """Causes of `target` back to its cycle's trigger, newest first.
 
     A chain that ends inside a child run continues from the child's creation into the
@@ -451,7 +222,7 @@ async def _walk(reader: _Reader, target: Event) -> tuple[list[_Step], list[str]]
     return steps, notes
 
 
-async def _attach(reader: _Reader, steps: list[_Step]) -> list[_Step]:
+async def _attach(reader: Reader, steps: list[_Step]) -> list[_Step]:
     """Checks along the way: events of the chain's cycles that hang off chain events."""
     ids = {s.event.id for s in steps}
     target = steps[0].event
@@ -505,7 +276,7 @@ async def why(
         run_id, seq = parse_event_id(event_id)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    reader = _Reader(store)
+    reader = Reader(store)
     await store.get_run(run_id)  # RunNotFound: a usage error
     target = await reader.get(run_id, seq)
     if target is None or not can_see(role, target.visibility):
@@ -543,7 +314,7 @@ async def why(
     }
 
 
-async def _link_children(reader: _Reader, chain: list[_Step]) -> None:
+async def _link_children(reader: Reader, chain: list[_Step]) -> None:
     """Name the child run a sub-agent call started (`tether.subagents.child_run_id`)."""
     from .subagents import child_run_id
 
@@ -562,7 +333,7 @@ async def _link_children(reader: _Reader, chain: list[_Step]) -> None:
             step.child_run = child
 
 
-async def _add_contexts(reader: _Reader, chain: list[_Step]) -> None:
+async def _add_contexts(reader: Reader, chain: list[_Step]) -> None:
     """Give each model request of the chain the context its decision was made on."""
     by_request: dict[str, Event] = {}
     for step in chain:
@@ -590,7 +361,7 @@ async def _add_contexts(reader: _Reader, chain: list[_Step]) -> None:
             )
             if between:
                 expected = None
-        info = await _context(
+        info = await context_of(
             reader,
             request.run_id,
             at,
@@ -664,7 +435,7 @@ async def audit_events(
         newest_first=where.newest_first,
         limit=where.limit + 1,
     )
-    reader = _Reader(store)
+    reader = Reader(store)
     events = await reader.query(query)
     more = len(events) > where.limit
     viewer = Viewer(store, role, redactor=redactor)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .audit import index_of
+from ._audit_reader import index_of
 from .errors import CorruptionError
 from .events import Event, EventDecodeError
 from .journal import Store, read_events
