@@ -692,14 +692,15 @@ def grows_text(t: list[dict[str, Any]]) -> list[str]:
     ]
     if "syscalls" in lo and "syscalls" in hi:
         waits = [x["syscalls_by_name"].get("epoll_wait", math.nan) for x in (lo, hi)]
+        pids = [x["syscalls_by_name"].get("getpid", math.nan) for x in (lo, hi)]
         lines[-1] += (
             f" Their system calls per step grow ({pair(lo['syscalls'], hi['syscalls'], 1)}, "
             "under strace, which slows every call and so exaggerates this), nearly all "
             f"`epoll_wait` ({pair(*waits, 1)}): each pass of a process's event loop makes "
             "one, and a process driving fewer runs finds fewer of them ready at each pass "
             "(less batching); each costs a microsecond or two. The largest count, flat, is "
-            "`getpid`, about 18 per step: Python 3.11's `asyncio.get_running_loop` makes one "
-            "per call (3.12 does not)."
+            f"`getpid` ({pair(*pids, 1)}): Python 3.11's `asyncio.get_running_loop` makes "
+            "one per call (3.12 does not)."
         )
     if "instructions" in lo and "instructions" in hi:
         lines[-1] += (
