@@ -687,8 +687,10 @@ def grows_text(t: list[dict[str, Any]]) -> list[str]:
         "catalogs: every new server connection reads them once to fill its caches, and W "
         "workers open W pools (up to 8 connections each here) - a per-connection cost, "
         "paid once by a long-lived worker (measured per table: runs and ledger tables add "
-        "about 3 rows per step, the catalogs the rest). The workers' kernel time per step is "
-        f"small and nearly flat ({pair(lo['sys_ms'], hi['sys_ms'], 3, ' ms')}).",
+        "about 3 rows per step, the catalogs the rest). The workers' kernel time per step: "
+        f"{pair(lo['sys_ms'], hi['sys_ms'], 3, ' ms')} (of their serving CPU: "
+        f"{pair(*(100 * x['sys_ms'] / (x['sys_ms'] + x['user_ms']) for x in (lo, hi)), 0, '%')}"
+        ").",
     ]
     if "syscalls" in lo and "syscalls" in hi:
         waits = [x["syscalls_by_name"].get("epoll_wait", math.nan) for x in (lo, hi)]
