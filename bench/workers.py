@@ -28,6 +28,14 @@ Run from the repository root, with the PostgreSQL server of the test suite:
     .venv/bin/python bench/workers.py            # full run (~3 min), rewrites bench/RESULTS.md
     .venv/bin/python bench/workers.py --quick    # smoke run (seconds), writes nothing
     .venv/bin/python bench/workers.py --throughput-only   # section 1 only, writes nothing
+    .venv/bin/python bench/workers.py --throughput-only --strace        # + system calls
+    .venv/bin/python bench/workers.py --throughput-only --instructions  # + callgrind
+
+Section 1 also reports, per step and by worker count, what the host's load cannot move:
+the PostgreSQL server's transactions and rows (each round has a database to itself, so
+its statistics are the round's), and with the flags the workers' system calls and
+instructions; beside them the serving CPU split into user and kernel time and the
+workers' context switches (`tether worker --json`).
 
 `--postgres URL` picks the server (default: TETHER_TEST_POSTGRES or the local `test`
 database); every measurement uses a schema of its own, dropped afterwards.
@@ -58,6 +66,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 import _compare_agents as workload  # noqa: E402  (light: never imports langgraph or dbos)
+import _worker_counters as counters  # noqa: E402
 
 SECTION = "workers"
 DEFAULT_PG = os.environ.get("TETHER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -66,6 +75,9 @@ TARGET_LIMITS_MS = 1.5
 """Durable overhead per step with budget limits set (the ledger's work joins the appends)."""
 TARGET_FLAT = 0.15
 """Worker CPU per step with 1, 2 or 4 worker processes: within 15% of each other."""
+INSTRUCTION_RUNS = 20
+INSTRUCTION_LENGTHS = (10, 30)
+"""`--instructions`: runs and the two run lengths whose difference is counted."""
 REFERENCES = [
     ("DBOS on PostgreSQL", "3.9 ms per step; ~2.6 s to resume a 1,000-step workflow"),
     ("LangGraph, PostgreSQL checkpointer", "43 ms per step"),
@@ -246,24 +258,33 @@ async def journal_span(url: str, run_ids: list[str]) -> tuple[int, float, list[s
         await store.close()
 
 
-def throughput_round(base: str, workers: int, runs: int, n: int, latency: float) -> dict[str, Any]:
-    schema = new_schema()
-    url = schema_url(base, schema, pool_max=8)
-    try:
+USAGE = ("user_s", "sys_s", "voluntary_switches", "involuntary_switches")
+"""What each worker reports (`--json`) of its serving window besides `cpu_s`."""
+
+
+def throughput_round(
+    base: str, workers: int, runs: int, n: int, latency: float, *, trace: bool = False
+) -> dict[str, Any]:
+    with counters.own_database(base) as db:
+        schema = new_schema()
+        url = schema_url(db, schema, pool_max=8)
         run_ids = asyncio.run(submit_runs(url, runs, n))
+        server0 = counters.server_counters(db)
         env = worker_env(TETHER_CHAOS=f"model_latency={latency}")
         concurrency = math.ceil(runs / workers)
         load0 = os.getloadavg()[0]
         cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         wall0 = time.perf_counter()
+        traces = [TRACE_DIR / f"w{os.getpid()}_{i}.txt" for i in range(workers)]
         procs = [
             subprocess.Popen(
-                worker_command(url, concurrency),
+                (counters.strace_prefix(traces[i]) if trace else [])
+                + worker_command(url, concurrency),
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
-            for _ in range(workers)
+            for i in range(workers)
         ]
         outputs = [p.communicate(timeout=600) for p in procs]
         wall = time.perf_counter() - wall0
@@ -273,10 +294,16 @@ def throughput_round(base: str, workers: int, runs: int, n: int, latency: float)
             raise SystemExit(f"a worker failed: {[e.decode() for _, e in outputs]}")
         # Each worker's own account (`--json`): the CPU it spent serving, from the start of
         # its claim loop to the end of its hand-back, so start-up and exit are not in it.
-        serving = sum(json.loads(o.decode().strip().splitlines()[-1])["cpu_s"] for o, _ in outputs)
+        stats = [json.loads(o.decode().strip().splitlines()[-1]) for o, _ in outputs]
+        server1 = counters.server_counters(db)
         steps, span, statuses = asyncio.run(journal_span(url, run_ids))
         if statuses != ["completed"] * runs:
             raise SystemExit(f"not every run completed: {sorted(set(statuses))}")
+        calls: dict[str, int] = {}
+        for path in traces if trace else []:
+            for name, count in counters.strace_calls(path).items():
+                calls[name] = calls.get(name, 0) + count
+            path.unlink()
         return {
             "workers": workers,
             "concurrency": concurrency,
@@ -285,12 +312,16 @@ def throughput_round(base: str, workers: int, runs: int, n: int, latency: float)
             "wall_s": wall,
             "steps_per_s": steps / span,
             "cpu_s": cpu,
-            "serve_cpu_s": serving,
+            "serve_cpu_s": sum(x["cpu_s"] for x in stats),
+            **{f"serve_{k}": sum(x[k] for x in stats) for k in USAGE},
+            "server": {k: server1[k] - server0[k] for k in server1},
+            "syscalls": calls,
             "load_start": load0,
             "load_end": os.getloadavg()[0],
         }
-    finally:
-        drop_schema(base, schema)
+
+
+TRACE_DIR = Path(os.environ.get("TMPDIR", "/tmp"))
 
 
 PYCACHE = Path(os.environ.get("TMPDIR", "/tmp")) / f"tether-bench-pycache-{os.getuid()}"
@@ -334,6 +365,91 @@ def idle_worker_cpu(base: str) -> float:
         return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     finally:
         drop_schema(base, schema)
+
+
+def idle_worker_syscalls(base: str) -> dict[str, int]:
+    """System calls of a `tether worker --until-idle` that finds no work (under `strace
+    -f -c`): start-up and exit, taken out per process from the traced rounds' counts."""
+    schema = new_schema()
+    url = schema_url(base, schema, pool_max=8)
+    out = TRACE_DIR / f"idle{os.getpid()}.txt"
+    try:
+        asyncio.run(submit_runs(url, 0, 1))
+        done = subprocess.run(
+            counters.strace_prefix(out) + worker_command(url, 1),
+            env=worker_env(),
+            capture_output=True,
+            timeout=120,
+        )
+        if done.returncode:
+            raise SystemExit(f"an idle worker failed: {done.stderr.decode()[-2000:]}")
+        return counters.strace_calls(out)
+    finally:
+        out.unlink(missing_ok=True)
+        drop_schema(base, schema)
+
+
+def instructions_per_step(
+    base: str, workers: int, runs: int, lengths: tuple[int, int], latency: float
+) -> float:
+    """User-space instructions a step costs W worker processes (callgrind), counted the
+    way the host's load cannot move: the same runs with two lengths, the difference
+    divided by the steps more, so start-up, exit and per-run work cancel."""
+    totals = []
+    for n in lengths:
+        with counters.own_database(base) as db:
+            url = schema_url(db, new_schema(), pool_max=8)
+            asyncio.run(submit_runs(url, runs, n))
+            outs = [TRACE_DIR / f"cg{os.getpid()}_{i}.out" for i in range(workers)]
+            procs = [
+                subprocess.Popen(
+                    counters.callgrind_prefix(out) + worker_command(url, math.ceil(runs / workers)),
+                    env=worker_env(TETHER_CHAOS=f"model_latency={latency}"),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+                for out in outs
+            ]
+            done = [p.communicate(timeout=3600) for p in procs]
+            if any(p.returncode for p in procs):
+                raise SystemExit(f"a worker failed: {[e.decode()[-2000:] for _, e in done]}")
+            totals.append(sum(counters.callgrind_total(out) for out in outs))
+            for out in outs:
+                out.unlink()
+    return (totals[1] - totals[0]) / (runs * (lengths[1] - lengths[0]))
+
+
+def step_costs(
+    rounds: list[dict[str, Any]], workers: int, idle_calls: dict[str, int]
+) -> dict[str, Any]:
+    """Medians over the rounds of what a step cost: the workers' serving CPU split into
+    user and kernel time (ms), their context switches, the server's transactions and rows,
+    and (traced rounds) the workers' system calls with an idle worker's taken out per
+    process."""
+
+    def med(f: Any) -> float:
+        return statistics.median(f(x) / x["steps"] for x in rounds)
+
+    figures: dict[str, Any] = {
+        "user_ms": med(lambda x: x["serve_user_s"] * 1000),
+        "sys_ms": med(lambda x: x["serve_sys_s"] * 1000),
+        "vcsw": med(lambda x: x["serve_voluntary_switches"]),
+        "ivcsw": med(lambda x: x["serve_involuntary_switches"]),
+        "server": {k: med(lambda x, k=k: x["server"][k]) for k in counters.SERVER_COUNTERS},
+    }
+    if all(x["syscalls"] for x in rounds):
+        names = set(idle_calls).union(*(x["syscalls"] for x in rounds))
+        net = {
+            name: med(lambda x, n=name: x["syscalls"].get(n, 0) - workers * idle_calls.get(n, 0))
+            for name in names
+        }
+        figures["syscalls"] = med(
+            lambda x: sum(x["syscalls"].values()) - workers * sum(idle_calls.values())
+        )
+        figures["syscalls_by_name"] = {
+            k: round(v, 3) for k, v in sorted(net.items(), key=lambda kv: -kv[1]) if abs(v) >= 0.05
+        }
+    return figures
 
 
 # -- 2 and 3: children ---------------------------------------------------------------------
@@ -547,6 +663,107 @@ def fmt(x: float, digits: int = 3) -> str:
     return f"{x:,.{digits}f}"
 
 
+def grows_text(t: list[dict[str, Any]]) -> list[str]:
+    """What grows with the number of workers and what does not, from the per-step table
+    (the fewest and the most workers measured)."""
+    lo, hi = t[0].get("per_step", {}), t[-1].get("per_step", {})
+    if not lo or not hi:
+        return []
+    w_lo, w_hi = t[0]["workers"], t[-1]["workers"]
+    s_lo, s_hi = lo["server"], hi["server"]
+
+    def pair(a: float, b: float, digits: int = 2, unit: str = "") -> str:
+        return f"{fmt(a, digits)}{unit} with {w_lo} worker(s), {fmt(b, digits)}{unit} with {w_hi}"
+
+    written = [
+        sum(x[k] for k in ("tup_inserted", "tup_updated", "tup_deleted")) for x in (s_lo, s_hi)
+    ]
+    lines = [
+        "What grows with the number of workers, counted (the table above): the rows the "
+        f"server writes per step do not ({pair(*written, 1)}), nor nearly its transactions "
+        f"({pair(s_lo['xact_commit'], s_hi['xact_commit'])}: each worker's claim-loop passes "
+        "and sweeps add a few per run, none per step). The rows it reads grow "
+        f"({pair(s_lo['tup_returned'], s_hi['tup_returned'], 1)}), nearly all from its "
+        "catalogs: every new server connection reads them once to fill its caches, and W "
+        "workers open W pools (up to 8 connections each here) - a per-connection cost, "
+        "paid once by a long-lived worker (measured per table: runs and ledger tables add "
+        "about 3 rows per step, the catalogs the rest). The workers' kernel time per step: "
+        f"{pair(lo['sys_ms'], hi['sys_ms'], 3, ' ms')} (of their serving CPU: "
+        f"{pair(*(100 * x['sys_ms'] / (x['sys_ms'] + x['user_ms']) for x in (lo, hi)), 0, '%')}"
+        ").",
+    ]
+    if "syscalls" in lo and "syscalls" in hi:
+        waits = [x["syscalls_by_name"].get("epoll_wait", math.nan) for x in (lo, hi)]
+        pids = [x["syscalls_by_name"].get("getpid", math.nan) for x in (lo, hi)]
+        lines[-1] += (
+            f" Their system calls per step grow ({pair(lo['syscalls'], hi['syscalls'], 1)}, "
+            "under strace, which slows every call and so exaggerates this), nearly all "
+            f"`epoll_wait` ({pair(*waits, 1)}): each pass of a process's event loop makes "
+            "one, and a process driving fewer runs finds fewer of them ready at each pass "
+            "(less batching); each costs a microsecond or two. The largest count, flat, is "
+            f"`getpid` ({pair(*pids, 1)}): Python 3.11's `asyncio.get_running_loop` makes "
+            "one per call (3.12 does not)."
+        )
+    if "instructions" in lo and "instructions" in hi:
+        lines[-1] += (
+            " User-space instructions per step (callgrind, the difference of runs of "
+            f"{' and '.join(map(str, INSTRUCTION_LENGTHS))} steps so start-up and per-run "
+            f"work cancel): {pair(lo['instructions'] / 1e6, hi['instructions'] / 1e6)} "
+            "million (valgrind's slowdown stretches the time-based work, sweeps and "
+            "renewals, most with more processes)."
+        )
+    lines += [
+        "",
+        "Python's own work per step does not grow either: profiled in one process "
+        "(cProfile), a step makes 4,178 function calls driving 100 runs and 4,093 driving "
+        "25 (the share of one of 4 workers); an earlier callgrind count gave 5.69 M "
+        "instructions per step with 1 worker and 5.90 M with 4. No worker spins while the "
+        "server is busy: it waits in epoll. What rises is the price of the same work: CPU "
+        "time per instruction when more processes than CPUs preempt each other "
+        f"(involuntary switches per step: {pair(lo['ivcsw'], hi['ivcsw'])}) and share "
+        "caches; on a machine with a CPU per process it would not.",
+    ]
+    return lines
+
+
+def step_table(t: list[dict[str, Any]]) -> list[str]:
+    """Section 1's per-step account by worker count: the serving CPU split into user and
+    kernel time, context switches, and counts the host's load cannot move."""
+    nan = math.nan
+
+    def cell(row: dict[str, Any], key: str, digits: int = 2, scale: float = 1.0) -> str:
+        value = row.get("per_step", {}).get(key)
+        return "-" if value is None else fmt(value / scale, digits)
+
+    lines = [
+        "Per step while serving, all workers together (medians of the rounds): the serving "
+        "CPU split into user and kernel time; the workers' context switches (voluntary: it "
+        "waited; involuntary: preempted); the PostgreSQL server's transactions and rows "
+        "(`pg_stat_database` of a database each round has to itself); the workers' system "
+        "calls (`--strace`, an idle worker's taken out per process) and user-space "
+        "instructions (`--instructions`, callgrind, the difference of two run lengths).",
+        "",
+        "| workers | user ms | kernel ms | voluntary switches | involuntary switches "
+        "| server transactions | rows read (returned / fetched) | rows written "
+        "| system calls | of them epoll_wait | M instructions |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in t:
+        step = row.get("per_step", {})
+        server = step.get("server", {})
+        written = sum(server.get(k, nan) for k in ("tup_inserted", "tup_updated", "tup_deleted"))
+        waits = step.get("syscalls_by_name", {}).get("epoll_wait")
+        lines.append(
+            f"| {row['workers']} | {cell(row, 'user_ms', 3)} | {cell(row, 'sys_ms', 3)} | "
+            f"{cell(row, 'vcsw')} | {cell(row, 'ivcsw')} | "
+            f"{fmt(server.get('xact_commit', nan), 2)} | "
+            f"{fmt(server.get('tup_returned', nan), 1)} / {fmt(server.get('tup_fetched', nan), 1)} "
+            f"| {fmt(written, 1)} | {cell(row, 'syscalls', 1)} | "
+            f"{'-' if waits is None else fmt(waits, 1)} | {cell(row, 'instructions', 2, 1e6)} |"
+        )
+    return lines
+
+
 def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
     t = figures["throughput"]
     o = figures["overhead"]
@@ -637,6 +854,7 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
             f"{', '.join(fmt(x) for x in row.get('cpu_rounds', []))}; "
             f"{', '.join(fmt(x) for x in row.get('serve_rounds', []))} |"
         )
+    lines += ["", *step_table(t)]
     lines += [
         "",
         "Worker CPU is the user + system time of the worker processes (the script waits for "
@@ -667,14 +885,7 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
         "walked every object its imports built in full collections and again at exit: the "
         "command line now freezes them (`gc.freeze`), 0.15 s less CPU per process.",
         "",
-        "What does not grow: counted in instructions (callgrind; 20 runs of 10 and of 30 "
-        "steps, the difference divided by the 400 steps more, so start-up and per-run costs "
-        "cancel), a step costs 5.69 M instructions with 1 worker and 5.90 M with 4 (the "
-        "latter with valgrind's 50x slowdown stretching the time-based work, sweeps and "
-        "renewals, most). No worker spins while the server is busy: it waits in epoll. CPU "
-        "time per step still rises with more worker processes than CPUs: the same "
-        "instructions take longer when processes preempt each other and share caches (one "
-        "worker beside three busy processes rises alike, measured apart).",
+        *grows_text(t),
     ]
     lines += [
         "",
@@ -791,6 +1002,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-write", action="store_true")
     p.add_argument(
+        "--instructions",
+        action="store_true",
+        help=f"also count the workers' instructions per step under callgrind "
+        f"({INSTRUCTION_RUNS} runs of {' and of '.join(map(str, INSTRUCTION_LENGTHS))} steps "
+        "per worker count; minutes)",
+    )
+    p.add_argument(
+        "--strace",
+        action="store_true",
+        help="count the workers' system calls per step (strace -f -c; slower, so steps/s "
+        "and CPU time of such a run are not comparable)",
+    )
+    p.add_argument(
         "--throughput-only",
         action="store_true",
         help="run section 1 only and print its figures as JSON; writes nothing",
@@ -830,9 +1054,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     counts = [int(w) for w in args.workers.split(",")]
     per: dict[int, list[dict[str, Any]]] = {w: [] for w in counts}
+    idle_calls = idle_worker_syscalls(base) if args.strace else {}
     for r in range(args.rounds):
         for w in counts if r % 2 == 0 else reversed(counts):
-            result = throughput_round(base, w, args.runs, args.steps, args.latency)
+            result = throughput_round(
+                base, w, args.runs, args.steps, args.latency, trace=args.strace
+            )
             per[w].append(result)
             loads.append(result["load_end"])
             print(f"throughput: {w} worker(s) round {r + 1}: {result['steps_per_s']:.0f} steps/s",
@@ -855,15 +1082,24 @@ def main(argv: list[str] | None = None) -> int:
                 "serve_cpu_ms": statistics.median(serving),
                 "serve_rounds": serving,
                 "startup_s": statistics.median((x["cpu_s"] - x["serve_cpu_s"]) / w for x in rounds),
+                "per_step": step_costs(rounds, w, idle_calls),
             }
         )
         print(f"workers {w}: CPU {statistics.median(cpu):.3f} ms/step "
               f"({statistics.median(net):.3f} after start-up, "
               f"{statistics.median(serving):.3f} while serving)", file=sys.stderr)  # fmt: skip
+    if args.instructions:
+        for row in rows:
+            w = row["workers"]
+            row["per_step"]["instructions"] = instructions_per_step(
+                base, w, INSTRUCTION_RUNS, INSTRUCTION_LENGTHS, args.latency
+            )
+            print(f"workers {w}: {row['per_step']['instructions'] / 1e6:.2f} M instructions "
+                  "per step", file=sys.stderr)  # fmt: skip
     figures["throughput"] = rows
     if args.throughput_only:
         keys = ("workers", "steps_per_s", "cpu_ms", "net_cpu_ms", "serve_cpu_ms", "startup_s",
-                "cpu_rounds", "serve_rounds")  # fmt: skip
+                "cpu_rounds", "serve_rounds", "per_step")  # fmt: skip
         shown = [{k: row[k] for k in keys} for row in rows]
         print(json.dumps({"idle_cpu_s": figures["idle_cpu_s"], "rows": shown}, indent=1))
         return 0

@@ -788,3 +788,23 @@ def test_worker_json_reports_what_it_did_and_the_cpu_it_spent_serving(
     stats = json.loads(served.stdout)
     assert stats["claimed"] == 2 and stats["finished"] == 2 and stats["errors"] == 0
     assert 0 < stats["cpu_s"] <= cpu
+    # The split bench/workers.py shows per step: user and kernel CPU, and context switches.
+    assert stats["user_s"] > 0 and stats["sys_s"] >= 0
+    assert abs(stats["user_s"] + stats["sys_s"] - stats["cpu_s"]) <= 0.05 * stats["cpu_s"] + 0.01
+    assert stats["voluntary_switches"] >= 0 and stats["involuntary_switches"] >= 0
+
+
+def test_process_usage_counts_the_window_between_two_instants() -> None:
+    """A worker's usage is the difference of two `getrusage` readings: the CPU, kernel time
+    and context switches of the serving window only, never the process's life so far."""
+    from tether._process_usage import ProcessUsage
+
+    start = ProcessUsage.now()
+    sum(i * i for i in range(200_000))  # some user CPU
+    time.sleep(0.01)  # one wait: a voluntary switch
+    used = ProcessUsage.now().since(start)
+    assert used.user_s > 0 and used.sys_s >= 0
+    assert used.voluntary_switches >= 1 and used.involuntary_switches >= 0
+    assert used.user_s < start.user_s  # a window, not the life so far (imports cost more)
+    same = ProcessUsage(1.0, 2.0, 3, 4)
+    assert same.since(same) == ProcessUsage(0.0, 0.0, 0, 0)

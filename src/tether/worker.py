@@ -43,6 +43,7 @@ from ._agent_sources import (
 )
 from ._clock import Clock, SystemClock
 from ._lease_guard import LeaseGuard
+from ._process_usage import ProcessUsage
 from ._worker_drive import HandBack, drive_claim, hand_back_when, report_error
 from ._worker_submit import submit_run
 from ._worker_sweep import Sweeper
@@ -83,6 +84,14 @@ class WorkerStats:
     cpu_s: float = 0.0
     """CPU seconds of this process while `serve()` ran (claims, drives, sweeps, waits,
     the hand-back): the serving work, without the process's start-up and exit."""
+    user_s: float = 0.0
+    """The part of the serving CPU spent in user space (`getrusage`)."""
+    sys_s: float = 0.0
+    """The part spent in the kernel on this process's behalf: syscalls, socket work."""
+    voluntary_switches: int = 0
+    """Times the process gave up the CPU while serving (it waited: epoll, a lock)."""
+    involuntary_switches: int = 0
+    """Times the kernel preempted it while serving (other processes wanted the CPU)."""
 
 
 class Worker:
@@ -171,13 +180,22 @@ class Worker:
             self.lease_ttl_s, self.agents.describe(),
         )  # fmt: skip
         cpu = time.process_time()
+        usage = ProcessUsage.now()
         try:
             await self._serve(until_idle)
         finally:
             await self._drain()
             self.stats.cpu_s += time.process_time() - cpu
+            self._count_usage(ProcessUsage.now().since(usage))
         log.info("worker %s stopped: %s", self.owner, _stats_line(self.stats))
         return self.stats
+
+    def _count_usage(self, used: ProcessUsage) -> None:
+        stats = self.stats
+        stats.user_s += used.user_s
+        stats.sys_s += used.sys_s
+        stats.voluntary_switches += used.voluntary_switches
+        stats.involuntary_switches += used.involuntary_switches
 
     async def _serve(self, until_idle: bool) -> None:
         backoff = self.poll_min_s

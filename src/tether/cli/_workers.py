@@ -105,8 +105,10 @@ def worker(
         typer.Option(
             "--json",
             help="On exit, print what this worker did as JSON: runs claimed, finished, "
-            "paused, handed back, lost, refused, errors, and cpu_s (CPU seconds spent "
-            "serving, without start-up and exit).",
+            "paused, handed back, lost, refused, errors, and what serving cost the "
+            "process (start-up and exit not in it): cpu_s (CPU seconds), user_s and sys_s "
+            "(its user and kernel parts), voluntary_switches and involuntary_switches "
+            "(context switches: waits, preemptions).",
         ),
     ] = False,
 ) -> None:
