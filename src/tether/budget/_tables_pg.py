@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import StoreError, UsageError
 from ._deferred_pg import (
+    FIRST_FITS_SIGNATURE,
     FITS_FUNCTION,
     FITS_SIGNATURE,
     Deferred,
@@ -180,18 +181,21 @@ class PostgresLedgerTables(SQLLedgerTables):
                                     sql.Identifier(schema)
                                 )
                             )
-                        for statement in [*LEDGER_SCHEMA_PG, FITS_FUNCTION]:
+                        # Tables made with the first check function need only the new
+                        # one: no DDL that locks a table other versions' workers use.
+                        made = self._set_up(FIRST_FITS_SIGNATURE)
+                        for statement in [*([] if made else LEDGER_SCHEMA_PG), FITS_FUNCTION]:
                             self.db.execute(statement)
         except psycopg.Error as exc:
             raise StoreError(f"budget ledger: {' '.join(str(exc).split())}") from None
 
-    def _set_up(self) -> bool:
+    def _set_up(self, signature: str = FITS_SIGNATURE) -> bool:
         """Whether the tables exist (the function, created last with them, says so).
 
         Checked before any DDL: a CREATE INDEX IF NOT EXISTS locks its table even when the
         index exists, and a deferred reservation (see `_deferred_pg`) holds that table
         while it waits for the advisory lock the DDL's transaction holds: a deadlock."""
-        row = self.db.execute("SELECT to_regprocedure(%s) IS NOT NULL", (FITS_SIGNATURE,))
+        row = self.db.execute("SELECT to_regprocedure(%s) IS NOT NULL", (signature,))
         found = row.fetchone()
         return bool(found and found[0])
 
