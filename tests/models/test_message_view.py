@@ -99,3 +99,17 @@ def test_requests_with_a_view_or_a_tuple_of_the_same_messages_are_equal() -> Non
     assert view == plain and plain == view
     assert hash(view) == hash(plain)
     assert view != ModelRequest(messages=tuple(POOL[1:3]))
+
+
+def test_a_slice_reads_only_what_it_returns() -> None:
+    """Readers take each turn's new messages with `messages[seen:]`: it must cost the new
+    messages, not a copy of the whole context (the view never iterates its lists)."""
+
+    class Whole(list[Message]):
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            raise AssertionError("the whole list was read")
+
+    items = Whole(POOL)
+    view = MessageView((items, 0, 6), (items, 1, 6))
+    assert view[9:] == tuple(POOL[4:])
+    assert view[2:8] == (*POOL[2:6], *POOL[1:3])

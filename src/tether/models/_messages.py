@@ -50,7 +50,7 @@ class MessageView(Sequence[Message]):
 
     def __getitem__(self, index: int | slice) -> Message | tuple[Message, ...]:
         if isinstance(index, slice):
-            return tuple(self)[index]
+            return self._slice(index)
         i = index.__index__()
         if i < 0:
             i += self._len
@@ -61,6 +61,24 @@ class MessageView(Sequence[Message]):
                 return items[start + i]
             i -= stop - start
         raise AssertionError("unreachable: the parts' lengths add up to the view's")
+
+    def _slice(self, index: slice) -> tuple[Message, ...]:
+        """O(length of the slice), not of the view: readers take the new messages with
+        `messages[seen:]` per turn."""
+        start, stop, step = index.indices(self._len)
+        if step != 1:
+            return tuple(self)[index]
+        got: list[Message] = []
+        offset = 0
+        for items, first, last in self._parts:
+            n = last - first
+            lo, hi = max(start - offset, 0), min(stop - offset, n)
+            if lo < hi:
+                got += items[first + lo : first + hi]
+            offset += n
+            if offset >= stop:
+                break
+        return tuple(got)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, MessageView | tuple):
