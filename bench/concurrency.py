@@ -16,10 +16,17 @@ runtime grows with the number of live runs: no lock convoy, no commit per run pe
 that could be shared, no O(runs) scan per step. The same pair runs on `memory://` (no
 store cost), so what the store adds to any difference is visible beside it. CPU is
 process time (every thread); the machine is shared, so the figures that hold are the
-same-round ratios (the two layouts run back to back, the order alternating per round).
+same-round ratios (the two layouts run back to back, the order alternating per round),
+their median over the rounds and their spread. memory:// is a reference, not the target:
+it runs in the first rounds only.
 
-    .venv/bin/python bench/concurrency.py            # ~3 min, rewrites its section
-    .venv/bin/python bench/concurrency.py --quick    # seconds, writes nothing
+`--instructions` adds the one figure a shared host cannot move: instructions per step
+(callgrind) concurrent over alone, from 100 runs of a short and of a longer length in each
+layout (the difference cancels start-up, the runs' creation and their end).
+
+    .venv/bin/python bench/concurrency.py                 # ~10 min unloaded, rewrites its section
+    .venv/bin/python bench/concurrency.py --quick         # seconds, writes nothing
+    .venv/bin/python bench/concurrency.py --instructions  # + ~15 min under callgrind
 
 `--profile DIR` saves a cProfile of each layout; `--strict` exits 1 when the target is
 missed; `--json PATH` saves the raw figures.
@@ -33,7 +40,9 @@ import cProfile
 import gc
 import json
 import os
+import re
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -57,7 +66,12 @@ STEPS = 200
 ALONE_RUNS = 100
 """Runs one after the other in the alone layout: as many as run together, so both layouts
 do the same steps and leave the same store behind."""
-ROUNDS = 3
+ROUNDS = 5
+"""Rounds of the target (SQLite) cases: a median of 5 and its spread, in ~10 minutes."""
+REFERENCE_ROUNDS = 2
+"""Rounds of the memory:// reference cases (the first ones)."""
+INSTRUCTION_STEPS = (10, 30)
+"""Steps per run of the two callgrind measurements whose difference `--instructions` uses."""
 TARGET_RATIO = 0.95
 """Concurrent steps/s over alone steps/s must be at least this."""
 CPU_TOLERANCE = 0.05
@@ -165,32 +179,48 @@ class Bench:
         self.env = env
 
     def run(
-        self, store: str, mode: str, layout: str, profile: Path | None = None
+        self,
+        store: str,
+        mode: str,
+        layout: str,
+        profile: Path | None = None,
+        *,
+        steps: int | None = None,
+        callgrind: bool = False,
     ) -> dict[str, Any]:
         a = self.args
+        n = steps or a.steps
         together, batches = (a.concurrent, 1) if layout == "concurrent" else (1, a.alone_runs)
         self.count += 1
         db = self.folder / f"{self.count:03d}-{store}-{layout}.db"
+        out = self.folder / f"{self.count:03d}.callgrind"
         spec = {
             "store": store,
-            "n": a.steps,
+            "n": n,
             "together": together,
             "batches": batches,
             "db": str(db),
             "profile": str(profile) if profile else None,
             "yielding": mode == "yielding",
         }
-        log(f"  {store:6} {mode:8} {layout:10} ({together} x {batches} runs of {a.steps} steps)")
+        tool = "callgrind " if callgrind else ""
+        log(f"  {tool}{store:6} {mode:8} {layout:10} ({together} x {batches} runs of {n} steps)")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+        if callgrind:
+            cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd]
         child = loop.run_child(
-            [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-            timeout=CHILD_TIMEOUT_S,
-            env=self.env,
+            cmd, timeout=CHILD_TIMEOUT_S * (20 if callgrind else 1), env=self.env
         )
         for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}-synclog")):
             p.unlink(missing_ok=True)
         if child["status"] != "ok":
             raise RuntimeError(f"child failed ({child['status']}):\n{child['error']}")
         res = child["result"]
+        if callgrind:
+            res["instructions"] = callgrind_total(out)
+            out.unlink()
+            log(f"    -> {res['instructions']:,} instructions")
+            return res
         res["steps_per_s"] = res["steps"] / res["wall_s"]
         res["cpu_ms_per_step"] = res["cpu_s"] / res["steps"] * 1000
         res["gc_ms_per_step"] = res["collector_cpu_s"] / res["steps"] * 1000
@@ -207,15 +237,51 @@ MODES = ("direct", "yielding")
 loop one turn per call (see `yield_each_call`), so the runs interleave step by step."""
 
 
-def cases(args: argparse.Namespace) -> list[str]:
-    return [f"{store}/{mode}" for store in args.stores for mode in args.modes]
+def cases(args: argparse.Namespace, round_: int | None = None) -> list[str]:
+    """The cases (all, or those that run in round `round_`: memory:// in the first only)."""
+    return [
+        f"{store}/{mode}"
+        for store in args.stores
+        for mode in args.modes
+        if round_ is None or store == "sqlite" or round_ < args.reference_rounds
+    ]
+
+
+def callgrind_total(path: Path) -> int:
+    """The instructions a callgrind output file counted (its `totals:` line)."""
+    found = re.search(r"^totals:\s+(\d+)", path.read_text(), re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"no totals in {path}")
+    return int(found.group(1))
+
+
+def spread(xs: list[float]) -> float:
+    """Half the range of the middle rounds (all but the highest and the lowest from 5 on):
+    how far one round's ratio strays from another's when the host is calm."""
+    ys = sorted(xs)[1:-1] if len(xs) >= 5 else sorted(xs)
+    return (ys[-1] - ys[0]) / 2 if ys else 0.0
+
+
+def instructions_per_step(bench: Bench, store: str, mode: str) -> dict[str, float]:
+    """Instructions per step of each layout: the difference of two run lengths, per step."""
+    short, long = INSTRUCTION_STEPS
+    out: dict[str, float] = {}
+    for layout in ("alone", "concurrent"):
+        counts = [
+            bench.run(store, mode, layout, steps=n, callgrind=True)["instructions"]
+            for n in (short, long)
+        ]
+        runs = bench.args.concurrent if layout == "concurrent" else bench.args.alone_runs
+        out[layout] = (counts[1] - counts[0]) / (runs * (long - short))
+    out["ratio"] = out["concurrent"] / out["alone"]
+    return out
 
 
 def run_plan(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     bench = Bench(args, folder)
     rounds: dict[str, list[dict[str, Any]]] = {c: [] for c in cases(args)}
     for i in range(args.rounds):
-        for case in cases(args):
+        for case in cases(args, i):
             store, mode = case.split("/")
             order = ("alone", "concurrent") if i % 2 == 0 else ("concurrent", "alone")
             pair = {layout: bench.run(store, mode, layout) for layout in order}
@@ -235,9 +301,16 @@ def run_plan(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "concurrent_gc_ms": med([p["concurrent"]["gc_ms_per_step"] for p in pairs]),
             "sps_ratio": med(sps),
             "cpu_ratio": med(cpu),
+            "sps_spread": spread(sps),
+            "cpu_spread": spread(cpu),
             "sps_ratios": sps,
             "cpu_ratios": cpu,
         }
+    if args.instructions:
+        for case in cases(args):
+            store, mode = case.split("/")
+            if store == "sqlite" or args.reference_rounds:
+                out["summary"][case]["instructions"] = instructions_per_step(bench, store, mode)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         for case in cases(args):
@@ -261,19 +334,33 @@ def report(results: dict[str, Any], args: argparse.Namespace, command: str) -> t
         f"latency), {a.steps} steps per run, default `Runtime` settings. **Alone**: "
         f"{a.alone_runs} runs one after the other; **concurrent**: {a.concurrent} runs "
         "started together (`asyncio.gather` of `Runtime.start`) in one process and one "
-        f"store. Each measurement in a fresh process; median of {a.rounds} rounds, the two "
+        f"store. Each measurement in a fresh process; median of {a.rounds} rounds "
+        f"(memory://, a reference: {min(a.rounds, a.reference_rounds)}), the two "
         "layouts back to back in each round (order alternating); ratios are per round, "
-        "then the median. CPU is process time (all threads); *GC* is the CPU the cyclic "
+        "then the median ± half the range of the middle rounds (all but the extremes from "
+        "5 rounds on). CPU is process time (all threads); *GC* is the CPU the cyclic "
         "garbage collector took (timed from `gc.callbacks`). Model **direct**: the scripted "
         "model answers without waiting, so a step never gives the event loop a turn and runs "
         "started together take turns run by run; **yielding**: it awaits `asyncio.sleep(0)` "
         "once per call (no latency, but a turn of the event loop, as a real model's network "
         "wait gives), so the 100 runs interleave step by step: the case that shows contention.",
+        *(
+            [
+                "",
+                f"*Instructions*: instructions per step (callgrind), concurrent over alone, "
+                f"from runs of {INSTRUCTION_STEPS[0]} and {INSTRUCTION_STEPS[1]} steps "
+                "in each layout (the difference cancels start-up, the runs' creation and end); "
+                "the host's load cannot move it.",
+            ]
+            if a.instructions
+            else []
+        ),
         "",
         "| store | model | alone steps/s | concurrent steps/s | steps/s ratio | alone CPU ms/step "
-        "| concurrent CPU ms/step | CPU ratio | GC ms/step alone / concurrent "
+        "| concurrent CPU ms/step | CPU ratio | instructions ratio "
+        "| GC ms/step alone / concurrent "
         "| peak RSS alone / concurrent | ratios per round (steps/s / CPU) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ok = True
     for case in cases(a):
@@ -282,11 +369,19 @@ def report(results: dict[str, Any], args: argparse.Namespace, command: str) -> t
         per_round = "; ".join(
             f"{x:.2f}× / {y:.2f}×" for x, y in zip(s["sps_ratios"], s["cpu_ratios"], strict=True)
         )
+        ins = s.get("instructions")
+        ins_text = (
+            f"**{ins['ratio']:.3f}×** ({ins['alone'] / 1e6:.2f} / {ins['concurrent'] / 1e6:.2f} M)"
+            if ins
+            else "–"
+        )
         lines.append(
             f"| {names[store]} | {mode} | {s['alone_steps_per_s']:,.0f} | "
-            f"{s['concurrent_steps_per_s']:,.0f} | **{s['sps_ratio']:.2f}×** | "
+            f"{s['concurrent_steps_per_s']:,.0f} | "
+            f"**{s['sps_ratio']:.2f}×** ± {s['sps_spread']:.2f} | "
             f"{s['alone_cpu_ms']:.3f} | {s['concurrent_cpu_ms']:.3f} | "
-            f"**{s['cpu_ratio']:.2f}×** | {s['alone_gc_ms']:.3f} / {s['concurrent_gc_ms']:.3f} | "
+            f"**{s['cpu_ratio']:.2f}×** ± {s['cpu_spread']:.2f} | {ins_text} | "
+            f"{s['alone_gc_ms']:.3f} / {s['concurrent_gc_ms']:.3f} | "
             f"{s['alone_rss_mb']:.0f} / "
             f"{s['concurrent_rss_mb']:.0f} MB | {per_round} |"
         )
@@ -309,6 +404,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--concurrent", type=int, default=CONCURRENT)
     p.add_argument("--alone-runs", type=int, default=ALONE_RUNS)
     p.add_argument("--rounds", type=int, default=ROUNDS)
+    p.add_argument("--reference-rounds", type=int, default=REFERENCE_ROUNDS)
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions per step with callgrind (needs valgrind)",
+    )
     p.add_argument("--stores", nargs="+", default=["sqlite", "memory"])
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--profile", type=Path, help="save a cProfile of each layout in this folder")
@@ -320,6 +421,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.concurrent, args.alone_runs, args.rounds = 50, 10, 2, 1
+    if args.instructions and shutil.which("valgrind") is None:
+        p.error("--instructions needs valgrind on PATH")
     return args
 
 

@@ -218,7 +218,7 @@ class FaultyModel:
         self.context_window = inner.context_window
         self.max_output_tokens = inner.max_output_tokens
 
-    def count_tokens(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
+    def count_tokens(self, messages: Sequence[Message], tools: tuple[ToolSpec, ...] = ()) -> int:
         return self.inner.count_tokens(messages, tools)
 
     async def complete(

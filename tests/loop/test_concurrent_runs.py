@@ -53,7 +53,7 @@ async def test_the_request_is_let_go_before_the_tools_run() -> None:
         gc.collect()
         target = marks["messages_id"]
         marks["alive"] = any(
-            id(o) == target and isinstance(o, tuple) and len(o) == marks["length"]
+            id(o) == target and type(o) is marks["type"] and len(o) == marks["length"]
             for o in gc.get_objects()
         )
         return "looked"
@@ -62,6 +62,7 @@ async def test_the_request_is_let_go_before_the_tools_run() -> None:
         async def complete(self, request: ModelRequest, *, on_text: Any = None) -> ModelResponse:
             if "messages_id" not in marks:
                 marks["messages_id"] = id(request.messages)
+                marks["type"] = type(request.messages)
                 marks["length"] = len(request.messages)
             return await super().complete(request, on_text=on_text)
 
@@ -76,3 +77,49 @@ async def test_the_request_is_let_go_before_the_tools_run() -> None:
     result = await runtime.start(agent, "go")
     assert result.status == "completed"
     assert marks["alive"] is False
+
+
+def collector_references(messages: Any) -> int:
+    """References the cyclic collector follows from `messages` through objects made with
+    it (not into the cache's lists, which are old by the time runs wait on models)."""
+    seen, todo, count = set(), [messages], 0
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        for ref in gc.get_referents(obj):
+            count += 1
+            if isinstance(ref, tuple) or type(ref) is type(messages):
+                todo.append(ref)
+    return count
+
+
+async def test_a_waiting_runs_request_costs_the_collector_the_same_at_any_length() -> None:
+    """What a run holds while its model works is scanned at every young collection, once
+    per waiting run: it must not grow with the context (a tuple of it did)."""
+    refs: list[tuple[int, int]] = []
+
+    @tool
+    async def noop() -> str:
+        """Do nothing."""
+        return "x"
+
+    class Model(ScriptedModel):
+        async def complete(self, request: ModelRequest, *, on_text: Any = None) -> ModelResponse:
+            refs.append((len(request.messages), collector_references(request.messages)))
+            return await super().complete(request, on_text=on_text)
+
+    agent = Agent(
+        name="noop",
+        instructions="Loop.",
+        tools=[noop],
+        model=Model([Turn(calls=(("noop", {}),))] * 60 + ["done"]),
+        limits=Limits(max_steps=100),
+    )
+    runtime = Runtime("memory://", ledger=False)
+    result = await runtime.start(agent, "go")
+    assert result.status == "completed"
+    (short, first), (long, last) = refs[0], refs[-1]
+    assert long > short + 100
+    assert last <= max(first, 16)

@@ -89,7 +89,7 @@ class AgentsSDKModel:
         )
         """A provider the SDK ships (not a fake): blocked while TETHER_ALLOW_MODEL_REQUESTS=0."""
 
-    def count_tokens(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
+    def count_tokens(self, messages: Sequence[Message], tools: tuple[ToolSpec, ...] = ()) -> int:
         return estimate_tokens(messages, tools)
 
     async def complete(

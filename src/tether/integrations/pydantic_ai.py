@@ -81,7 +81,7 @@ class PydanticAIModel:
         self.max_output_tokens = max_output_tokens
         self.settings = dict(settings or {})
 
-    def count_tokens(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
+    def count_tokens(self, messages: Sequence[Message], tools: tuple[ToolSpec, ...] = ()) -> int:
         return estimate_tokens(messages, tools)
 
     async def complete(

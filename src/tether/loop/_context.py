@@ -16,6 +16,7 @@ from ..events import Event, EventDecodeError, Visibility
 from ..journal import Store
 from ..journal._integrity import verify_row
 from ..models import Message, ToolCall, estimate_tokens
+from ..models._messages import MessageView
 from ..state import ContextSeqs, RunState
 from ._pins import facts_message
 
@@ -95,7 +96,8 @@ class ContextCache:
         self._seqs = ContextSeqs()
         """The context the lists below were built for."""
         self._final: list[Message] = []
-        """Messages up to and including the last assistant turn, results in call order."""
+        """Messages up to and including the last assistant turn, results in call order.
+        Like `_tail`, only ever extended or replaced: built requests view both."""
         self._tail: list[Message] = []
         """Messages after the last assistant turn (its results, in arrival order)."""
         self._total = 0
@@ -142,10 +144,12 @@ class ContextCache:
         self.messages[seq] = new
         delta = self.count((new,)) - self.tokens[seq]
         self.tokens[seq] += delta
-        for built in (self._final, self._tail):
+        # Copied, never changed in place: requests already built view these lists.
+        for name in ("_final", "_tail"):
+            built: list[Message] = getattr(self, name)
             for i, message in enumerate(built):
                 if message is old:
-                    built[i] = new
+                    setattr(self, name, [*built[:i], new, *built[i + 1 :]])
                     self._total += delta
                     return
 
@@ -167,17 +171,23 @@ class ContextCache:
                 self._tail.append(message)
         self._seqs = context
 
-    def build(self, state: RunState) -> tuple[Message, ...]:
+    def build(self, state: RunState) -> MessageView:
         """The context in order: the pinned messages, the pinned facts, the summary and the
-        recent turns, tool results sorted to follow their calls' order."""
+        recent turns, tool results sorted to follow their calls' order.
+
+        A view, built in O(1) and a few references for the garbage collector whatever the
+        context's length, over lists this cache only ever extends or replaces.
+        """
         self._sync(state)
         facts = self._facts(state)
-        tail = _in_call_order(self._tail, self._final)
+        final, tail = self._final, _in_call_order(self._tail, self._final)
+        nf, nt = len(final), len(tail)
         if facts is None:
-            return (*self._final, *tail)
-        messages = [*self._final, *tail]
-        messages.insert(_pinned_prefix(state), facts[0])
-        return tuple(messages)
+            return MessageView((final, 0, nf), (tail, 0, nt))
+        at, pinned = _pinned_prefix(state), ((facts[0],), 0, 1)
+        if at <= nf:
+            return MessageView((final, 0, at), pinned, (final, at, nf), (tail, 0, nt))
+        return MessageView((final, 0, nf), (tail, 0, at - nf), pinned, (tail, at - nf, nt))
 
     def token_count(self, state: RunState) -> int:
         """Tokens of the context: our estimate, scaled by what the provider last counted."""

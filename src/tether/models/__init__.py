@@ -12,6 +12,7 @@ from ._base import (
     ToolSpec,
     check_real_calls_allowed,
 )
+from ._messages import MessageView
 from ._tokens import estimate_text_tokens, estimate_tokens
 from .pricing import DEFAULT_PRICES, Price, PriceTable, UnpricedModel
 from .scripted import ScriptedModel, Turn, call
@@ -19,6 +20,7 @@ from .scripted import ScriptedModel, Turn, call
 __all__ = [
     "DEFAULT_PRICES",
     "Message",
+    "MessageView",
     "Model",
     "ModelRequest",
     "ModelResponse",

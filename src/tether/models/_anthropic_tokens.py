@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
@@ -47,7 +48,7 @@ class AnthropicTokenCounter:
         self._cache: OrderedDict[str, int] = OrderedDict()
         self.available: bool | None = None
 
-    def count(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...]) -> int | None:
+    def count(self, messages: Sequence[Message], tools: tuple[ToolSpec, ...]) -> int | None:
         from . import _base
 
         if self.available is False or not _base.ALLOW_MODEL_REQUESTS:

@@ -7,7 +7,7 @@ replayed byte for byte; providers translate them to and from their wire formats.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -77,7 +77,9 @@ class Message:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ModelRequest:
-    messages: tuple[Message, ...]
+    messages: Sequence[Message]
+    """The context in order. The runtime passes a `MessageView` (a read-only view that
+    behaves as, and equals, the tuple of its messages); any sequence of messages will do."""
     tools: tuple[ToolSpec, ...] = ()
     max_tokens: int | None = None
     """Upper bound on output tokens; budgets reserve against it."""
@@ -146,6 +148,6 @@ class Model(Protocol):
         """Answer one request. `on_text` receives streamed text as it arrives, if any."""
         ...
 
-    def count_tokens(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
+    def count_tokens(self, messages: Sequence[Message], tools: tuple[ToolSpec, ...] = ()) -> int:
         """Input tokens the request would use; at least the provider's own count."""
         ...

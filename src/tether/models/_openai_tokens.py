@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._base import Message, ToolSpec
@@ -66,7 +66,7 @@ def encoding_for(model: str) -> Any:
 
 
 def count_with_encoding(
-    encoding: Any, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...]
+    encoding: Any, messages: Sequence[Message], tools: tuple[ToolSpec, ...]
 ) -> int:
     def n(text: str) -> int:
         return len(encoding.encode(text, disallowed_special=()))
@@ -79,7 +79,7 @@ class _Uncounted(Exception):
 
 
 def count_or_none(
-    count: Callable[[str], int | None], messages: tuple[Message, ...], tools: tuple[ToolSpec, ...]
+    count: Callable[[str], int | None], messages: Sequence[Message], tools: tuple[ToolSpec, ...]
 ) -> int | None:
     def n(text: str) -> int:
         got = count(text)
@@ -94,7 +94,7 @@ def count_or_none(
 
 
 def _count_with(
-    n: Callable[[str], int], messages: tuple[Message, ...], tools: tuple[ToolSpec, ...]
+    n: Callable[[str], int], messages: Sequence[Message], tools: tuple[ToolSpec, ...]
 ) -> int:
     total = 0
     for message in messages:

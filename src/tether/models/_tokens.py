@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 
 from ._base import Message, ToolSpec
@@ -44,7 +45,7 @@ def estimate_text_tokens(text: str) -> int:
     return words + max(0, letters - words * LETTERS_PER_TOKEN) // LETTERS_PER_TOKEN + max(0, others)
 
 
-def estimate_tokens(messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
+def estimate_tokens(messages: Sequence[Message], tools: tuple[ToolSpec, ...] = ()) -> int:
     total = 0
     for message in messages:
         total += MESSAGE_OVERHEAD + estimate_text_tokens(message.content)

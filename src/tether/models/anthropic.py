@@ -32,7 +32,7 @@ import os
 import re
 import sys
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -136,7 +136,7 @@ def _message_blocks(message: Message) -> tuple[str, list[dict[str, Any]]]:
 
 
 def to_anthropic_messages(
-    messages: tuple[Message, ...],
+    messages: Sequence[Message],
 ) -> tuple[str | None, list[dict[str, Any]]]:
     """(system, messages) in the Messages API's shape."""
     system = [m.content for m in messages if m.role == "system" and m.content]
@@ -293,7 +293,7 @@ class AnthropicModel:
 
     # ------------------------------------------------------------------ port
 
-    def count_tokens(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
+    def count_tokens(self, messages: Sequence[Message], tools: tuple[ToolSpec, ...] = ()) -> int:
         """The count-tokens API's count with `count_tokens_api=True` (see
         `_anthropic_tokens`), else, or when it cannot answer, the conservative estimate."""
         overhead = TOOL_USE_OVERHEAD if tools else 0

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import ModuleType, TracebackType
 from typing import Any
 
@@ -210,7 +210,7 @@ class OpenAIModel:
 
     # -- the Model protocol ------------------------------------------------------------------
 
-    def count_tokens(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
+    def count_tokens(self, messages: Sequence[Message], tools: tuple[ToolSpec, ...] = ()) -> int:
         """The best count there is, plus the reply's priming and, with tools,
         TOOLS_OVERHEAD: tiktoken's for OpenAI models whose encoding loads offline; else the
         server's own tokenizer (llama.cpp's `/tokenize`) for a server at `base_url`; else

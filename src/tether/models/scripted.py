@@ -65,7 +65,7 @@ class ScriptedModel:
         self.calls = 0
         """Requests answered by this instance (for tests; not used to pick turns)."""
 
-    def count_tokens(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
+    def count_tokens(self, messages: Sequence[Message], tools: tuple[ToolSpec, ...] = ()) -> int:
         return estimate_tokens(messages, tools)
 
     def _turn(self, request: ModelRequest) -> Turn:

@@ -241,7 +241,7 @@ class _ReplayModel:
         self.context_window = counter.context_window if counter else 128_000
         self.max_output_tokens = counter.max_output_tokens if counter else 4_096
 
-    def count_tokens(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
+    def count_tokens(self, messages: Sequence[Message], tools: tuple[ToolSpec, ...] = ()) -> int:
         if self.counter is None:
             from ..models._tokens import estimate_tokens
 
