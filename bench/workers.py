@@ -132,7 +132,10 @@ def bench_agent(n: int = 20) -> Any:
 
         def count_tokens(self, messages: Any, tools: Any = ()) -> int:
             if len(messages) < self._counted:
-                self._counted = self._tokens = 0
+                # A part of the context (the runtime counts each new message once as it
+                # arrives): counted on its own, the running total kept. Restarting the
+                # total here made every turn recount the whole context.
+                return estimate_tokens(messages) + estimate_tokens((), tools)
             self._tokens += estimate_tokens(messages[self._counted :])
             self._counted = len(messages)
             return self._tokens + estimate_tokens((), tools)
