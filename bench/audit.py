@@ -45,6 +45,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "src"))
 sys.path.insert(0, str(BENCH))
 
+from _args import at_least  # noqa: E402
 from _results import write_section  # noqa: E402
 
 from tether._clock import iso  # noqa: E402
@@ -652,8 +653,8 @@ def fmt(d: dict[str, float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20,000 events, writes nothing")
-    parser.add_argument("--runs", type=int, default=None, help="runs of 1,000 events")
-    parser.add_argument("--samples", type=int, default=None, help="queries of each kind")
+    parser.add_argument("--runs", type=at_least(1), default=None, help="runs of 1,000 events")
+    parser.add_argument("--samples", type=at_least(1), default=None, help="queries of each kind")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()),
                         help="folder for the generated store (reused across runs)")  # fmt: skip
     parser.add_argument("--rebuild", action="store_true", help="regenerate the store")

@@ -53,6 +53,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
+from _args import at_least  # noqa: E402
 from _compare_agents import FINAL_ANSWER, TASK, emit, peak_rss_mb  # noqa: E402
 from _results import RESULTS_PATH, write_section  # noqa: E402
 
@@ -404,11 +405,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a smoke run; writes nothing")
     p.add_argument("--code", choices=("worktree", "head"), default="worktree")
-    p.add_argument("--steps", type=int, default=STEPS)
-    p.add_argument("--concurrent", type=int, default=CONCURRENT)
-    p.add_argument("--alone-runs", type=int, default=ALONE_RUNS)
-    p.add_argument("--rounds", type=int, default=ROUNDS)
-    p.add_argument("--reference-rounds", type=int, default=REFERENCE_ROUNDS)
+    p.add_argument("--steps", type=at_least(1), default=STEPS)
+    p.add_argument("--concurrent", type=at_least(2), default=CONCURRENT)
+    p.add_argument("--alone-runs", type=at_least(1), default=ALONE_RUNS)
+    p.add_argument("--rounds", type=at_least(1), default=ROUNDS)
+    p.add_argument("--reference-rounds", type=at_least(1), default=REFERENCE_ROUNDS)
     p.add_argument(
         "--instructions",
         action="store_true",

@@ -114,6 +114,7 @@ else:  # imported (e.g. by a test): use the checkout as it is
 sys.path.insert(0, str(CODE["path"]))
 sys.path.insert(0, str(BENCH_DIR))
 
+from _args import at_least, numbers, seconds  # noqa: E402
 from _results import RESULTS_PATH, write_section  # noqa: E402
 
 from tether._clock import iso  # noqa: E402
@@ -962,14 +963,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="smoke run: few iterations, small runs; writes no results unless --results is given",
     )
-    add("--iterations", type=int, help="timed appends per round and mode (3000; quick 200)")
-    add("--warmup", type=int, help="untimed appends before each round (300; quick 30)")
-    add("--rounds", type=int, help="fresh-store rounds per mode (3; quick 1)")
+    add("--iterations", type=at_least(1), help="timed appends per round and mode (3000; quick 200)")
+    add("--warmup", type=at_least(0), help="untimed appends before each round (300; quick 30)")
+    add("--rounds", type=at_least(1), help="fresh-store rounds per mode (3; quick 1)")
     add(
         "--sizes",
+        type=numbers(1),
         help="run lengths for bytes/step, comma separated (100,1000,10000; quick 100,1000)",
     )
-    add("--load-repeats", type=int, help="fresh processes per load figure (7; quick 2)")
+    add("--load-repeats", type=at_least(1), help="fresh processes per load figure (7; quick 2)")
     add(
         "--code",
         choices=("worktree", "head"),
@@ -978,7 +980,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add(
         "--wait-quiet",
-        type=float,
+        type=seconds,
         default=0,
         metavar="SECONDS",
         help="first wait up to SECONDS for other processes to leave the CPUs idle",
@@ -995,16 +997,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
     quick = args.quick
-    args.iterations = args.iterations or (200 if quick else 3000)
-    args.warmup = args.warmup if args.warmup is not None else (30 if quick else 300)
-    args.rounds = args.rounds or (1 if quick else 3)
-    sizes = args.sizes or ("100,1000" if quick else "100,1000,10000")
-    args.sizes = sorted({int(x.strip().replace("_", "")) for x in sizes.split(",")})
-    args.load_repeats = args.load_repeats or (2 if quick else 7)
-    counts = (args.iterations, args.rounds, args.load_repeats, min(args.sizes))
-    if min(counts) < 1 or args.warmup < 0:
-        p.error("counts must be positive")
-    return args  # fmt: skip
+    # Types refuse a careless value; only an option not given takes its default.
+    if args.iterations is None:
+        args.iterations = 200 if quick else 3000
+    if args.warmup is None:
+        args.warmup = 30 if quick else 300
+    if args.rounds is None:
+        args.rounds = 1 if quick else 3
+    args.sizes = sorted(set(args.sizes or ([100, 1000] if quick else [100, 1000, 10000])))
+    if args.load_repeats is None:
+        args.load_repeats = 2 if quick else 7
+    return args
 
 
 async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:

@@ -124,6 +124,7 @@ sys.path.insert(0, str(CODE["path"]))
 sys.path.insert(0, str(BENCH_DIR))
 
 import _compare_agents as workload  # noqa: E402  (never imports langgraph or dbos)
+from _args import at_least, numbers, seconds  # noqa: E402
 from _results import RESULTS_PATH, write_section  # noqa: E402
 
 SECTION = "loop"
@@ -1740,17 +1741,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="smoke run: small N, Tether only; writes no results unless --results is given",
     )
     p.add_argument(
-        "--sizes", help="run lengths, comma separated (default 100,1000,3000; quick 50,200)"
+        "--sizes",
+        type=numbers(10),
+        help="run lengths, comma separated (default 100,1000,3000; quick 50,200)",
     )
     p.add_argument(
         "--main-n",
-        type=int,
+        type=at_least(10),
         help="the run length the targets and ratios are judged at (default 1000; quick: the "
         "largest size)",
     )
     p.add_argument(
         "--rounds",
-        type=int,
+        type=at_least(1),
         help="paired Tether rounds at each N up to --main-n (default 5; quick 1)",
     )
     p.add_argument(
@@ -1758,7 +1761,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--lg-timeout",
-        type=float,
+        type=seconds,
         default=40.0,
         help="seconds allowed to LangGraph runs longer than --main-n (default 40)",
     )
@@ -1794,18 +1797,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     quick = args.quick
-    args.sizes = sorted(
-        int(x.replace("_", ""))
-        for x in (args.sizes or ("50,200" if quick else "100,1000,3000")).split(",")
-    )
+    args.sizes = sorted(set(args.sizes or ([50, 200] if quick else [100, 1000, 3000])))
     args.main_n = args.main_n or (max(args.sizes) if quick else MAIN_N)
     if args.main_n not in args.sizes:
         p.error(f"--main-n {args.main_n} must be one of --sizes")
     args.rounds = args.rounds or (1 if quick else 5)
     if quick:
         args.compare = False
-    if args.rounds < 1 or min(args.sizes) < 10:
-        p.error("rounds must be positive and sizes at least 10")
     return args
 
 

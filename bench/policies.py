@@ -40,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _args import at_least  # noqa: E402
+
 CHILD = r"""
 import asyncio, json, sys, time
 from tether import Agent, Limits, Runtime, tool
@@ -165,9 +167,9 @@ def measure(src: Path, n: int, modes: list[str], repeat: int) -> dict[str, list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=1_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=3, help="paired runs per process")
+    parser.add_argument("--steps", type=at_least(10), default=1_000)
+    parser.add_argument("--rounds", type=at_least(1), default=5)
+    parser.add_argument("--repeat", type=at_least(1), default=3, help="paired runs per process")
     parser.add_argument("--base", default="0133a685f8", help="commit before the seam")
     parser.add_argument("--previous", default=None, help="commit whose default policies "
                         "are compared (default: the merge base with main)")  # fmt: skip

@@ -388,8 +388,11 @@ def report(figures: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _args import at_least
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--steps", type=at_least(10), default=100_000)
     parser.add_argument("--resume", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="save the raw figures here")

@@ -29,6 +29,7 @@ sys.path.insert(0, str(BENCH.parent / "src"))
 sys.path.insert(0, str(BENCH))
 
 import audit as generator  # noqa: E402
+from _args import at_least  # noqa: E402
 from _results import write_section  # noqa: E402
 
 from tether.journal import SQLiteStore, load_run, seal_snapshot  # noqa: E402
@@ -113,7 +114,7 @@ def row(label: str, d: dict[str, float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 samples; write nothing")
-    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--samples", type=at_least(1), default=20)
     args = parser.parse_args()
     samples = 5 if args.quick else args.samples
     with tempfile.TemporaryDirectory(prefix="tether-bench-web-") as folder:

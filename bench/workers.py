@@ -67,6 +67,7 @@ if str(BENCH_DIR) not in sys.path:
 
 import _compare_agents as workload  # noqa: E402  (light: never imports langgraph or dbos)
 import _worker_counters as counters  # noqa: E402
+from _args import at_least, numbers, seconds  # noqa: E402
 
 SECTION = "workers"
 DEFAULT_PG = os.environ.get("TETHER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -205,6 +206,18 @@ def unix_socket_url(base: str, directory: str | None) -> str | None:
     user = f"{parts.username}@" if parts.username else ""
     query = f"host={found[0]}&port={port}" + (f"&{parts.query}" if parts.query else "")
     return f"postgresql://{user}{parts.path}?{query}"
+
+
+def unreachable(base: str) -> str | None:
+    """Why the server at `base` cannot be used (None: it can), in one line."""
+    import psycopg
+
+    try:
+        with psycopg.connect(base, connect_timeout=10) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return " ".join(str(exc).split())
+    return None
 
 
 def server_version(base: str) -> str:
@@ -992,13 +1005,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--postgres", default=DEFAULT_PG)
     p.add_argument("--quick", action="store_true", help="small sizes; writes nothing")
-    p.add_argument("--runs", type=int, default=100)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--latency", type=float, default=0.02)
-    p.add_argument("--workers", default="1,2,4")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--n", type=int, default=1000, help="steps of the overhead and resume runs")
-    p.add_argument("--pairs", type=int, default=5)
+    p.add_argument("--runs", type=at_least(1), default=100)
+    p.add_argument("--steps", type=at_least(1), default=20)
+    p.add_argument("--latency", type=seconds, default=0.02)
+    p.add_argument("--workers", type=numbers(1), default=[1, 2, 4], help="comma separated")
+    p.add_argument("--rounds", type=at_least(1), default=3)
+    p.add_argument(
+        "--n", type=at_least(10), default=1000, help="steps of the overhead and resume runs"
+    )
+    p.add_argument("--pairs", type=at_least(1), default=5)
     p.add_argument(
         "--unix-socket",
         help="directory of the server's Unix socket for the extra row (default: found)",
@@ -1034,7 +1049,7 @@ def main(argv: list[str] | None = None) -> int:
         print("@@result " + json.dumps(result), flush=True)
         return 0
     if args.quick:
-        args.runs, args.steps, args.workers, args.rounds = 10, 5, "1,2", 1
+        args.runs, args.steps, args.workers, args.rounds = 10, 5, [1, 2], 1
         args.n, args.pairs, args.no_write = 100, 1, True
     if args.report_from:
         saved = json.loads(args.report_from.read_text())
@@ -1043,6 +1058,11 @@ def main(argv: list[str] | None = None) -> int:
         return publish(saved, args)
 
     base = args.postgres
+    problem = unreachable(base)
+    if problem:
+        print(f"workers.py: cannot use PostgreSQL at {base}: {problem}\n"
+              "Start the server or pass --postgres URL.", file=sys.stderr)  # fmt: skip
+        return 2
     start = time.perf_counter()
     loads = [os.getloadavg()[0]]
     figures: dict[str, Any] = {
@@ -1055,7 +1075,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. throughput (a worker that finds no work first, so the bytecode cache is warm)
     figures["first_idle_cpu_s"] = idle_worker_cpu(base)
     rows = []
-    counts = [int(w) for w in args.workers.split(",")]
+    counts = sorted(set(args.workers))
     per: dict[int, list[dict[str, Any]]] = {w: [] for w in counts}
     idle_calls = idle_worker_syscalls(base) if args.strace else {}
     for r in range(args.rounds):
