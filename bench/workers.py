@@ -79,6 +79,8 @@ TARGET_FLAT = 0.15
 INSTRUCTION_RUNS = 20
 INSTRUCTION_LENGTHS = (10, 30)
 """`--instructions`: runs and the two run lengths whose difference is counted."""
+DRIVE_LENGTHS = (150, 450)
+"""`--instructions`, section 2: the two lengths of the in-process run counted."""
 REFERENCES = [
     ("DBOS on PostgreSQL", "3.9 ms per step; ~2.6 s to resume a 1,000-step workflow"),
     ("LangGraph, PostgreSQL checkpointer", "43 ms per step"),
@@ -435,6 +437,25 @@ def instructions_per_step(
     return (totals[1] - totals[0]) / (runs * (lengths[1] - lengths[0]))
 
 
+def drive_instructions(spec: dict[str, Any], lengths: tuple[int, int]) -> float:
+    """User-space instructions a step costs the process driving one run in process
+    (`child_drive` under callgrind): runs of two lengths, the difference divided by the
+    steps more, so imports, connecting, migrating and the run's creation cancel."""
+    totals = []
+    for n in lengths:
+        out = TRACE_DIR / f"cgdrive{os.getpid()}_{n}.out"
+        command = [sys.executable, str(Path(__file__).resolve()), "--child", "drive"]
+        done = subprocess.run(
+            [*counters.callgrind_prefix(out), *command, json.dumps({**spec, "n": n})],
+            capture_output=True, text=True, timeout=3600, cwd=REPO,
+        )  # fmt: skip
+        if done.returncode:
+            raise SystemExit(f"a counted drive failed:\n{done.stderr[-4000:]}")
+        totals.append(counters.callgrind_total(out))
+        out.unlink()
+    return (totals[1] - totals[0]) / (lengths[1] - lengths[0])
+
+
 def step_costs(
     rounds: list[dict[str, Any]], workers: int, idle_calls: dict[str, int]
 ) -> dict[str, Any]:
@@ -780,6 +801,45 @@ def step_table(t: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def instruction_row(throughput: list[dict[str, Any]]) -> list[str]:
+    """The flatness target's row in instructions (`--instructions`), if they were counted:
+    the work per step, which the CPUs' sharing cannot move. An extra row: the goal is CPU's."""
+    counts = [row.get("per_step", {}).get("instructions") for row in throughput]
+    if not counts or any(c is None for c in counts):
+        return []
+    spread = max(counts) / min(counts) - 1
+    return [
+        f"| the same in user-space instructions per step (callgrind, `--instructions`; an "
+        f"extra row, the goal is CPU time's): the work, which CPUs shared by more processes "
+        f"than they have cannot move | {' / '.join(f'{c / 1e6:.2f}' for c in counts)} M "
+        f"(spread {spread:.0%}) | {'PASS' if spread <= TARGET_FLAT else 'FAIL'} |"
+    ]
+
+
+def drive_instruction_rows(
+    counted: dict[str, float] | None, o: dict[str, Any], lim: dict[str, Any]
+) -> list[str]:
+    """Section 2's rows in instructions (`--instructions`): the driving process's work per
+    step on PostgreSQL beyond memory://'s, beside the CPU time it took in the same runs."""
+    if not counted:
+        return []
+    rows = []
+    for label, mem, pg, cpu in (
+        ("ledger off", "mem", "pg", o["pg_cpu_ms"] - o["mem_cpu_ms"]),
+        ("with limits", "mem_limits", "pg_limits", lim.get("pg_cpu", math.nan)
+         - lim.get("mem_cpu", math.nan)),
+    ):  # fmt: skip
+        extra = counted[pg] - counted[mem]
+        rows.append(
+            f"| user-space instructions per step of the driving process, {label} (callgrind, "
+            f"`--instructions`; runs of {DRIVE_LENGTHS[0]} and {DRIVE_LENGTHS[1]} steps): "
+            f"memory:// → PostgreSQL | {counted[mem] / 1e6:.2f} M → {counted[pg] / 1e6:.2f} M "
+            f"(+{extra / 1e6:.2f} M, {extra / counted[mem]:.0%}) | CPU +{fmt(cpu)} "
+            f"(+{cpu / ((o['mem_cpu_ms'] if mem == 'mem' else lim['mem_cpu']) or math.nan):.0%}) |"
+        )
+    return rows
+
+
 def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
     t = figures["throughput"]
     o = figures["overhead"]
@@ -844,6 +904,7 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
         f"the end of its hand-back (`tether worker --json`), start-up and exit not in it | "
         f"{' / '.join(fmt(c) for c in serves)} ms (spread {serve_spread:.0%}) | "
         f"{'PASS' if serve_spread <= TARGET_FLAT else 'FAIL'} |",
+        *instruction_row(t),
         "",
         f"### 1. Throughput: {args.runs} concurrent runs, {args.steps} tool steps each, "
         f"{args.latency * 1000:g} ms model latency",
@@ -951,6 +1012,7 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
         f"limits - overhead with the ledger off (medians) | "
         f"{fmt(lim['overhead_ms'] - o['overhead_ms'])} | "
         f"{fmt(limits_cpu)} |",
+        *drive_instruction_rows(figures.get("drive_instructions"), o, lim),
         f"| raw floor: one autocommit INSERT of 1.2 KB through the pool | "
         f"{fmt(figures['floor']['median_ms'])} per commit | - |",
         f"| PostgreSQL with `synchronous_commit=off` (no disk flush at commit) | "
@@ -1219,6 +1281,15 @@ def main(argv: list[str] | None = None) -> int:
                     sum(x["store_calls"].values()) / steps for x in runs[pg]
                 ),
             }
+        if args.instructions:
+            counted = {}
+            for kind in ("mem", "pg", "mem_limits", "pg_limits"):
+                u, ledger, limits = kinds[kind]
+                spec = {"url": u, "ledger": ledger, "limits": limits}
+                counted[kind] = drive_instructions(spec, DRIVE_LENGTHS)
+                print(f"instructions per step, {kind}: {counted[kind] / 1e6:.2f} M",
+                      file=sys.stderr)  # fmt: skip
+            figures["drive_instructions"] = counted
         figures["floor"] = child("floor", {"url": url, "n": 2000})
         figures["floor_off"] = child("floor", {"url": nosync, "n": 2000})
 
