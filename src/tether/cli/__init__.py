@@ -9,11 +9,11 @@ import typer
 
 # isort: off
 # The help screen lists commands in the order they register: these first, in this order.
-from . import _demo, _runs, _doctor, _approvals  # noqa: F401
+from . import _demo, _runs, _doctor, _approvals, _show  # noqa: F401
 
 # isort: on
 from . import (
-    _audit,  # noqa: F401  (registers `tether show`, `why`, `audit`, `export`)
+    _audit,  # noqa: F401  (registers `tether why`, `audit`, `export`)
     _budget,  # noqa: F401  (registers `tether budget`)
     _chaos,  # noqa: F401  (registers `tether chaos`)
     _pins,  # noqa: F401  (registers `tether pin`, `unpin`)

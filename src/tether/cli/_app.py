@@ -23,6 +23,7 @@ from .._redact import default_redactor
 from ..errors import TetherError, UsageError
 from ..journal import Store, open_store, store_url_from_env
 from ..loop import Runtime
+from ..views import Role, parse_role
 from ._numbers import finite
 
 T = TypeVar("T")
@@ -48,6 +49,14 @@ StoreOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+ViewOpt = Annotated[
+    str,
+    typer.Option(
+        "--view",
+        help="Audience: user (decisions), operator (debugging, the default) or audit (all, "
+        "unredacted).",
+    ),
+]
 YesOpt = Annotated[bool, typer.Option("--yes", help="Approve every approval request.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No live progress.")]
 MaxStepsOpt = Annotated[int | None, typer.Option(help="Step (model turn) limit.")]
@@ -89,6 +98,14 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         else:
             err.print("interrupted")
         raise typer.Exit(130) from None
+
+
+def _role(view: str) -> Role:
+    try:
+        return parse_role(view)
+    except UsageError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
 
 
 def _default_store_url() -> str | None:

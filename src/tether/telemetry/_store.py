@@ -9,7 +9,8 @@ from typing import Any, cast
 from ..events import Event
 from ..journal import Lease, RunSummary, Store, read_events
 from ..journal._wrapper import StoreWrapper
-from ._observer import _TERMINAL, TelemetryObserver, _ns
+from ._observer import _TERMINAL, TelemetryObserver
+from ._spans import _ns
 
 
 class _InstrumentedStore(StoreWrapper):
