@@ -96,9 +96,9 @@ async def test_a_frozen_opener_delays_another_store_s_start_by_the_lock_timeout_
     import psycopg
 
     from tests.conftest import POSTGRES_URL
-    from tether.journal import _postgres
+    from tether.journal import _postgres, _postgres_core
 
-    monkeypatch.setattr(_postgres, "MIGRATION_LOCK_TIMEOUT_MS", 300)
+    monkeypatch.setattr(_postgres_core, "MIGRATION_LOCK_TIMEOUT_MS", 300)
     async with postgres_store() as store:
         schema = store.schema
         with psycopg.connect(POSTGRES_URL) as frozen:  # took the migration lock, then froze

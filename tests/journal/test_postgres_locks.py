@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import postgres_store
 from tether.errors import StoreError
-from tether.journal import _postgres
+from tether.journal import _postgres, _postgres_core
 from tether.journal._base import summary_of
 from tether.state import fold
 
@@ -27,8 +27,8 @@ IDLE_MS = 1_500
 async def test_a_frozen_row_lock_holder_delays_a_lease_holder_by_the_lock_timeout_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_postgres, "LOCK_TIMEOUT_MS", LOCK_MS)
-    monkeypatch.setattr(_postgres, "IDLE_IN_TRANSACTION_TIMEOUT_MS", IDLE_MS)
+    monkeypatch.setattr(_postgres_core, "LOCK_TIMEOUT_MS", LOCK_MS)
+    monkeypatch.setattr(_postgres_core, "IDLE_IN_TRANSACTION_TIMEOUT_MS", IDLE_MS)
     loop = asyncio.get_running_loop()
     async with postgres_store() as store:
         assert isinstance(store, _postgres.PostgresStore)
@@ -39,7 +39,7 @@ async def test_a_frozen_row_lock_holder_delays_a_lease_holder_by_the_lock_timeou
         # the run's row (the first statement of `acquire_lease`) and then freezes.
         frozen = await psycopg.AsyncConnection.connect(store._conninfo, autocommit=True)
         try:
-            await _postgres._bounded_waits(frozen)
+            await _postgres_core._bounded_waits(frozen)
             await frozen.execute("BEGIN")
             await frozen.execute("SELECT 1 FROM runs WHERE run_id=%s FOR UPDATE", (RUN_ID,))
             started = loop.time()

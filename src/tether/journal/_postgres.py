@@ -17,7 +17,8 @@ goes to libpq unchanged.
 
 Its parts: the write statements (`_postgres_writes`), appends that carry budget ledger
 work (`_postgres_ledger`), console tokens (`_postgres_tokens`), store URLs
-(`_postgres_url`); here the pool, runs and leases, reads, snapshots and the work queue.
+(`_postgres_url`), the pool, migration and errors (`_postgres_core`), the work queue
+(`_postgres_queue`); here runs and leases, appends, reads and snapshots.
 """
 
 from __future__ import annotations
@@ -25,39 +26,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from .._clock import Clock, SystemClock
-from .._redact import remember_stored_secrets
-from ..errors import (
-    InvalidStoreURL,
-    LeaseHeld,
-    LeaseLost,
-    RunNotFound,
-    StoreError,
-    UsageError,
-)
+from ..errors import LeaseHeld, LeaseLost, RunNotFound, StoreError, UsageError
 from ..events import Event
 from ..state import RunStatus
-from ._base import (
-    DEFAULT_QUEUE,
-    RUNNABLE_STATUSES,
-    Claim,
-    Lease,
-    RunRecord,
-    RunSummary,
-    StoredRow,
-    check_continues,
-)
+from ._base import Lease, RunRecord, RunSummary, StoredRow, check_continues
 from ._index import (
     ACTOR_INDEX_TERM,
     AuditColumns,
@@ -67,41 +45,20 @@ from ._index import (
     sql_order,
     sql_where,
 )
+from ._postgres_core import _transient
 from ._postgres_ledger import append_with_ledger
-from ._postgres_tokens import PostgresTokens
-from ._postgres_url import SCHEMA_NAME as _SCHEMA_NAME
+from ._postgres_queue import PostgresQueue
 from ._postgres_url import parse_postgres_url
-from ._postgres_url import redact as _redact
 from ._postgres_writes import _CREATE, _PUT_SNAPSHOT, _RUN_COLUMNS
 from ._postgres_writes import _append_statement as _append_statement
 from ._postgres_writes import _execute as _execute
 from ._postgres_writes import _raw_cursor as _raw_cursor
-from ._schema import (
-    NOTIFY_CHANNEL,
-    POSTGRES_MIGRATIONS,
-    SCHEMA_VERSION,
-)
-from ._secrets import COUNT_SECRETS, SECRET_KEY_PREFIX, SECRET_KEYS_END, secret_key
-
-if TYPE_CHECKING:
-    from ..budget._tables_pg import PostgresLedgerTables
 
 __all__ = ["PostgresStore", "parse_postgres_url"]
 
 log = logging.getLogger("tether.store")
 
-_READ_ATTEMPTS = 3
-MIGRATION_LOCK_TIMEOUT_MS = 10_000
-"""How long an opener waits for another's migration lock (a frozen opener holds it)."""
-LOCK_TIMEOUT_MS = 5_000
-"""The longest any statement of the store waits for a lock (a row another session locked,
-say a frozen `acquire_lease`); then it fails with a StoreError and is retried."""
-IDLE_IN_TRANSACTION_TIMEOUT_MS = 15_000
-"""A session of the store idle inside a transaction this long (its process frozen by
-SIGSTOP between two statements) is ended by the server, which frees its locks. Shorter
-than the default lease (30 s): a worker waiting on such a lock renews in time."""
 _APPEND_ATTEMPTS = 3
-_RUNNABLE = list(RUNNABLE_STATUSES)
 
 _EVENT_COLUMNS = "run_id, seq, type, correlation_id, data, ts, actor, tool, visibility"
 
@@ -117,269 +74,8 @@ def _stored(r: Sequence[Any]) -> StoredRow:
     )
 
 
-_CLAIM = """
-WITH picked AS (
-    SELECT run_id, lease_owner, lease_expires_at FROM runs
-    WHERE queue = %(queue)s AND status = ANY(%(runnable)s)
-        AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= %(now)s
-             OR lease_owner = ANY(%(dead)s))
-        AND (%(agents)s::text[] IS NULL OR agent = ANY(%(agents)s::text[]))
-        AND NOT (run_id = ANY(%(exclude)s::text[]))
-    ORDER BY created_at, run_id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE runs SET lease_owner = %(owner)s, lease_epoch = runs.lease_epoch + 1,
-    lease_expires_at = %(expires)s
-FROM picked WHERE runs.run_id = picked.run_id
-RETURNING runs.run_id, runs.lease_epoch, picked.lease_owner, picked.lease_expires_at,
-    runs.created_at
-"""
-
-
-class PostgresStore(PostgresTokens):
+class PostgresStore(PostgresQueue):
     """Journals in PostgreSQL. Opened lazily: the pool connects on the first call."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        clock: Clock | None = None,
-        schema: str | None = None,
-        connect_timeout_s: float = 10.0,
-        pool_timeout_s: float = 10.0,
-    ) -> None:
-        self.url = url
-        libpq, url_schema, self._pool_min, self._pool_max = parse_postgres_url(url)
-        self.schema = schema or url_schema
-        if self.schema is not None and not _SCHEMA_NAME.fullmatch(self.schema):
-            raise InvalidStoreURL(f"bad schema name {self.schema!r}")
-        params = conninfo_to_dict(libpq)
-        if self.schema is not None:
-            options = str(params.get("options") or "")
-            params["options"] = f"{options} -c search_path={self.schema}".strip()
-        params.setdefault("connect_timeout", str(max(1, round(connect_timeout_s))))
-        params.setdefault("application_name", f"tether:{self.schema}" if self.schema else "tether")
-        self._conninfo = make_conninfo("", **params)
-        self._where = _redact(libpq)
-        self._clock = clock or SystemClock()
-        self._connect_timeout_s = connect_timeout_s
-        self._pool_timeout_s = pool_timeout_s
-        self._pool: AsyncConnectionPool[Any] | None = None
-        self._opening: asyncio.Lock | None = None
-        self._schema_name = self.schema or "public"
-        self._listener: asyncio.Task[None] | None = None
-        self._work: dict[str, asyncio.Event] = {}
-        self._background: set[asyncio.Task[None]] = set()
-        self._migrated = False
-        self._secrets_loaded = False
-        self._secrets_seen: int | None = None
-        self._closed = False
-        self._ledger_tables: PostgresLedgerTables | None = None
-        self._tokens_ready = False
-
-    # -- plumbing ---------------------------------------------------------------------
-
-    def _error(self, exc: BaseException) -> StoreError:
-        """One line (libpq's messages span several), naming the server but no password."""
-        what = " ".join(str(exc).split())
-        return StoreError(f"PostgreSQL store {self._where}: {type(exc).__name__}: {what}")
-
-    async def _ready(self) -> AsyncConnectionPool[Any]:
-        """Open the pool (and migrate, the first time); a failed open is retried by the
-        next call. The server is probed with one plain connection first, so an outage
-        fails fast and recovery is immediate, on the caller's retry schedule rather than
-        behind the pool's own reconnection backoff."""
-        if self._pool is not None:
-            if not self._secrets_loaded:
-                await self._load_secrets(self._pool)
-            return self._pool
-        if self._closed:
-            raise StoreError(f"PostgreSQL store {self._where} is closed")
-        if self._opening is None:
-            self._opening = asyncio.Lock()
-        async with self._opening:
-            if self._pool is not None:
-                return self._pool
-            try:
-                probe = await psycopg.AsyncConnection.connect(self._conninfo)
-            except psycopg.Error as exc:
-                raise self._error(exc) from exc
-            await probe.close()
-            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                self._conninfo,
-                kwargs={"autocommit": True},
-                min_size=self._pool_min,
-                max_size=self._pool_max,
-                open=False,
-                timeout=self._pool_timeout_s,
-                name="tether",
-                configure=_bounded_waits,
-            )
-            try:
-                await pool.open(wait=self._pool_min > 0, timeout=self._connect_timeout_s)
-                if not self._migrated:
-                    async with pool.connection() as conn:
-                        await self._migrate(conn)
-            except BaseException as exc:
-                await pool.close()
-                if isinstance(exc, psycopg.Error):
-                    raise self._error(exc) from exc
-                raise
-            if self._migrated:
-                log.warning("reconnected to %s", self._where)
-            self._migrated = True
-            self._pool = pool
-        await self._load_secrets(pool)
-        return pool
-
-    async def _load_secrets(self, pool: AsyncConnectionPool[Any]) -> None:
-        """Redact the secrets recorded in this store (see `_secrets`), once per open."""
-        if self._secrets_loaded:
-            return
-        try:
-            async with pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT value FROM tether_meta WHERE key LIKE %s", (f"{SECRET_KEY_PREFIX}%",)
-                )
-                rows = await cur.fetchall()
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
-        remember_stored_secrets(str(r[0]) for r in rows if isinstance(r[0], str))
-        self._secrets_loaded = True
-        self._secrets_seen = len(rows)
-
-    async def _refresh_secrets(self) -> None:
-        """Load the secrets recorded since this store was opened (see `COUNT_SECRETS`)."""
-        try:
-            rows = await self._read(
-                COUNT_SECRETS.format(m="%s"), (SECRET_KEY_PREFIX, SECRET_KEYS_END)
-            )
-        except StoreError:
-            return  # a read of events just worked: the next one tries again
-        if rows and rows[0][0] != self._secrets_seen and self._pool is not None:
-            self._secrets_loaded = False
-            await self._load_secrets(self._pool)
-
-    async def store_secrets(self, values: Sequence[str]) -> None:
-        """Record registered secrets for every later reader (see `_secrets`)."""
-        async with self._conn() as conn, conn.transaction():
-            await conn.execute("SET LOCAL synchronous_commit TO on")
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    "INSERT INTO tether_meta (key, value) VALUES (%s, %s) "
-                    "ON CONFLICT (key) DO NOTHING",
-                    [(secret_key(v), v) for v in values],
-                )
-
-    async def record_doctor(self, result: dict[str, Any]) -> None:
-        """Keep the last `doctor` result for the console."""
-        async with self._conn() as conn:
-            await conn.execute(
-                "INSERT INTO tether_meta (key, value) VALUES ('doctor.last', %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (json.dumps(result, ensure_ascii=False),),
-            )
-
-    async def last_doctor(self) -> dict[str, Any] | None:
-        rows = await self._read("SELECT value FROM tether_meta WHERE key='doctor.last'")
-        if not rows:
-            return None
-        try:
-            found = json.loads(rows[0][0])
-        except (TypeError, ValueError, RecursionError):
-            return None
-        return found if isinstance(found, dict) else None
-
-    async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        async with conn.transaction():
-            # Serialise concurrent openers (many workers starting at once); a wait behind
-            # a frozen opener is bounded, and the open is retried like any failed one.
-            await conn.execute(f"SET LOCAL lock_timeout = {MIGRATION_LOCK_TIMEOUT_MS}")
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tether:{self._schema_name}",)
-            )
-            if self.schema is not None:
-                await conn.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-                )
-            cur = await conn.execute("SELECT current_schema()")
-            row = await cur.fetchone()
-            if row is None or row[0] is None:
-                raise UsageError(
-                    f"PostgreSQL store {self._where}: no schema to write to "
-                    "(the search_path names none that exists); add ?schema=NAME"
-                )
-            self._schema_name = row[0]
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS tether_meta (key TEXT PRIMARY KEY, value TEXT)"
-            )
-            cur = await conn.execute("SELECT value FROM tether_meta WHERE key='schema_version'")
-            found = await cur.fetchone()
-            current = int(found[0]) if found else 0
-            if current > SCHEMA_VERSION:
-                raise UsageError(
-                    f"the store {self._where} was written by a newer Tether "
-                    f"(schema {current}; this version knows {SCHEMA_VERSION}): upgrade Tether"
-                )
-            for version, statements in POSTGRES_MIGRATIONS:
-                if version > current:
-                    for statement in statements:
-                        await conn.execute(statement)
-            await conn.execute(
-                "INSERT INTO tether_meta (key, value) VALUES ('schema_version', %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                (str(SCHEMA_VERSION),),
-            )
-
-    def _lost_connection(self, pool: AsyncConnectionPool[Any]) -> None:
-        """After a connection error, drop the pool: its other connections are most likely
-        broken too (a restarted server), and the next call opens a fresh one."""
-        if self._pool is not pool:
-            return
-        self._pool = None
-        task = asyncio.get_running_loop().create_task(self._discard(pool))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _discard(self, pool: AsyncConnectionPool[Any]) -> None:
-        try:
-            await pool.close(timeout=1.0)
-        except Exception as exc:  # the next operation reports the outage itself
-            log.debug("closing a broken pool of %s failed: %s", self._where, exc)
-
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection; psycopg errors become StoreError (the cause kept)."""
-        pool = await self._ready()
-        try:
-            async with pool.connection() as conn:
-                yield conn
-        except psycopg.OperationalError as exc:
-            # A broken connection, not a busy pool or a cancelled query: the server most
-            # likely went away, so the pool's other connections are broken too.
-            # A lock wait that timed out is not a broken connection either.
-            if not isinstance(
-                exc, PoolTimeout | psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable
-            ):
-                self._lost_connection(pool)
-            raise self._error(exc) from exc
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
-
-    async def _read(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-        """A read, retried with backoff when the connection drops (reads are idempotent)."""
-        for attempt in range(1, _READ_ATTEMPTS + 1):
-            try:
-                async with self._conn() as conn:
-                    cur = await conn.execute(query, params)
-                    return await cur.fetchall()
-            except StoreError as exc:
-                if attempt == _READ_ATTEMPTS or not _transient(exc):
-                    raise
-                log.info("%s; retrying the read (%d/%d)", exc, attempt, _READ_ATTEMPTS - 1)
-                await asyncio.sleep(0.05 * 4 ** (attempt - 1))
-        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- runs and leases --------------------------------------------------------------
 
@@ -709,98 +405,6 @@ class PostgresStore(PostgresTokens):
             r[0] for r in await self._read("SELECT run_id FROM runs ORDER BY created_at, run_id")
         ]
 
-    # -- the work queue ---------------------------------------------------------------
-
-    async def enqueue(self, run_id: str, *, queue: str = DEFAULT_QUEUE) -> None:
-        async with self._conn() as conn:
-            cur = await conn.execute("UPDATE runs SET queue=%s WHERE run_id=%s", (queue, run_id))
-            if cur.rowcount != 1:
-                raise RunNotFound(run_id)
-
-    async def claim_runnable(
-        self,
-        *,
-        owner: str,
-        ttl_s: float,
-        limit: int = 1,
-        queue: str = DEFAULT_QUEUE,
-        agents: Sequence[str] | None = None,
-        exclude: Sequence[str] = (),
-        takeover_from: Sequence[str] = (),
-    ) -> list[Claim]:
-        if limit < 1 or (agents is not None and not agents):
-            return []
-        now = self._clock.time()
-        params = {
-            "queue": queue, "runnable": _RUNNABLE, "now": now, "dead": list(takeover_from),
-            "agents": list(agents) if agents is not None else None, "exclude": list(exclude),
-            "limit": limit, "owner": owner, "expires": now + ttl_s,
-        }  # fmt: skip
-        async with self._conn() as conn:
-            cur = await conn.execute(_CLAIM, params)
-            rows = await cur.fetchall()
-        rows.sort(key=lambda r: (r[4], r[0]))
-        return [
-            Claim(
-                lease=Lease(run_id=r[0], owner=owner, epoch=r[1], expires_at=now + ttl_s),
-                previous_owner=r[2],
-                previous_expires_at=r[3],
-            )
-            for r in rows
-        ]
-
-    async def queue_leases(self, *, queue: str = DEFAULT_QUEUE, limit: int = 1000) -> list[Lease]:
-        rows = await self._read(
-            "SELECT run_id, lease_owner, lease_epoch, lease_expires_at FROM runs "
-            "WHERE queue=%s AND status = ANY(%s) AND lease_owner IS NOT NULL "
-            "ORDER BY lease_expires_at NULLS FIRST, run_id LIMIT %s",
-            (queue, _RUNNABLE, limit),
-        )
-        return [Lease(run_id=r[0], owner=r[1], epoch=r[2], expires_at=r[3] or 0.0) for r in rows]
-
-    async def wait_for_work(self, *, queue: str = DEFAULT_QUEUE, timeout_s: float) -> None:
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.get_running_loop().create_task(self._listen())
-        event = self._work.setdefault(queue, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=max(0.0, timeout_s))
-        event.clear()
-
-    def _wake(self, queue: str | None = None) -> None:
-        for name, event in self._work.items():
-            if queue is None or name == queue:
-                event.set()
-
-    async def _listen(self) -> None:
-        """Hold a LISTEN connection; reconnect with backoff, logging every outage."""
-        backoff = 0.1
-        listened = False
-        while not self._closed:
-            try:
-                await self._ready()
-                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-                async with conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
-                    if listened:
-                        log.warning("listening for work on %s again", self._where)
-                        self._wake()  # anything announced while we were not listening
-                    listened = True
-                    backoff = 0.1
-                    async for note in conn.notifies():
-                        schema, _, queue = note.payload.partition(" ")
-                        if schema == self._schema_name:
-                            self._wake(queue)
-            except (psycopg.Error, StoreError) as exc:
-                if self._closed:
-                    return
-                log.warning(
-                    "listening for work on %s failed (%s); reconnecting in %.1fs",
-                    self._where, exc, backoff,
-                )  # fmt: skip
-                self._wake()  # let waiting workers poll meanwhile
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-
     def joins_ledger(self, tables: object) -> bool:
         """Whether `append(also=...)` can run these ledger tables' work in the append's own
         transaction: they must be this store's (`ledger_tables`)."""
@@ -829,18 +433,3 @@ class PostgresStore(PostgresTokens):
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
-
-
-async def _bounded_waits(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Every pooled session: lock waits and idle transactions are bounded (see the
-    constants), so one frozen process cannot hold the others up for longer."""
-    await conn.execute(
-        "SELECT set_config('lock_timeout', %s, false), "
-        "set_config('idle_in_transaction_session_timeout', %s, false)",
-        (str(LOCK_TIMEOUT_MS), str(IDLE_IN_TRANSACTION_TIMEOUT_MS)),
-    )
-
-
-def _transient(exc: StoreError) -> bool:
-    """A lost or refused connection (worth retrying), not a refused statement."""
-    return isinstance(exc.__cause__, psycopg.OperationalError)

@@ -23,7 +23,7 @@ def _token(r: Sequence[Any]) -> TokenRecord:
 
 
 class PostgresTokens:
-    """The TokenStore half of `PostgresStore` (which gives it `_conn` and `_read`)."""
+    """The TokenStore half of `PostgresStore` (`PostgresCore` gives it `_conn` and `_read`)."""
 
     _tokens_ready: bool
 
