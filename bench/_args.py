@@ -34,7 +34,7 @@ def numbers(minimum: int) -> Callable[[str], list[int]]:
     one = at_least(minimum)
 
     def parse(text: str) -> list[int]:
-        parts = [part for part in text.split(",")]
+        parts = text.split(",")
         if not text.strip() or any(not part.strip() for part in parts):
             raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers")
         return [one(part) for part in parts]

@@ -824,18 +824,18 @@ def drive_instruction_rows(
     if not counted:
         return []
     rows = []
-    for label, mem, pg, cpu in (
-        ("ledger off", "mem", "pg", o["pg_cpu_ms"] - o["mem_cpu_ms"]),
-        ("with limits", "mem_limits", "pg_limits", lim.get("pg_cpu", math.nan)
-         - lim.get("mem_cpu", math.nan)),
+    for label, mem, pg, mem_cpu, pg_cpu in (
+        ("ledger off", "mem", "pg", o["mem_cpu_ms"], o["pg_cpu_ms"]),
+        ("with limits", "mem_limits", "pg_limits", lim.get("mem_cpu", math.nan),
+         lim.get("pg_cpu", math.nan)),
     ):  # fmt: skip
-        extra = counted[pg] - counted[mem]
+        extra, cpu = counted[pg] - counted[mem], pg_cpu - mem_cpu
         rows.append(
             f"| user-space instructions per step of the driving process, {label} (callgrind, "
             f"`--instructions`; runs of {DRIVE_LENGTHS[0]} and {DRIVE_LENGTHS[1]} steps): "
             f"memory:// → PostgreSQL | {counted[mem] / 1e6:.2f} M → {counted[pg] / 1e6:.2f} M "
             f"(+{extra / 1e6:.2f} M, {extra / counted[mem]:.0%}) | CPU +{fmt(cpu)} "
-            f"(+{cpu / ((o['mem_cpu_ms'] if mem == 'mem' else lim['mem_cpu']) or math.nan):.0%}) |"
+            f"(+{cpu / (mem_cpu or math.nan):.0%}) |"
         )
     return rows
 
