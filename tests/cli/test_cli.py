@@ -113,6 +113,8 @@ def test_ls_and_show_json_shapes(store: Path) -> None:
     _, data = run_demo(store)
     code, out, _ = tether("ls", "--json", store=store)
     assert code == 0
+    code, empty, _ = tether("ls", "--status", "failed", store=store)
+    assert code == 0 and "no failed runs in this store" in empty and "try" not in empty
     (row,) = json.loads(out)
     assert {"run_id", "status", "steps", "cost_usd"} <= set(row)
     assert row["run_id"] == data["run_id"] and row["status"] == "completed"
@@ -152,6 +154,8 @@ def test_show_text_view_prints_a_timeline(store: Path) -> None:
         (["resume", "run_nope"], "no run 'run_nope'"),
         (["run", "no_such_module:agent", "--task", "x"], "cannot import module"),
         (["ls", "--status", "sleeping"], "unknown status"),
+        (["ls", "--limit", "0"], "--limit must be 1 or more"),
+        (["ls", "--limit", "-1"], "--limit must be 1 or more"),
         (["show", "x", "--view", "boss"], "unknown view"),
         (["fork", "run_nope", "--at", "3"], "no run 'run_nope'"),
     ],

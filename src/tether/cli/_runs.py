@@ -173,6 +173,10 @@ def list_runs(
             f"[red]error:[/red] unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}"
         )
         raise typer.Exit(2)
+    if limit < 1:
+        # SQLite reads LIMIT -1 as no limit and PostgreSQL refuses it: neither is meant.
+        err.print("[red]error:[/red] --limit must be 1 or more")
+        raise typer.Exit(2)
 
     async def go() -> list[dict[str, Any]]:
         s = _store(store, create=False)
@@ -203,7 +207,11 @@ def list_runs(
         _print_json(rows)
         return
     if not rows:
-        out.print("no runs in this store yet — try: tether demo")
+        out.print(
+            f"no {status} runs in this store"
+            if status
+            else "no runs in this store yet — try: tether demo"
+        )
         return
     table = Table(box=None)
     for column in ("run", "agent", "status", "steps", "tokens", "cost", "updated", "waiting for"):
