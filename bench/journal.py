@@ -52,8 +52,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 SRC = REPO / "src"
 MEASURED_CODE = [
-    "src/tether/events.py", "src/tether/_clock.py", "src/tether/errors.py",
-    "src/tether/journal", "src/tether/state",
+    "src/tether/events.py", "src/tether/_events_sealed.py", "src/tether/_events_decode.py",
+    "src/tether/_clock.py", "src/tether/errors.py", "src/tether/journal", "src/tether/state",
 ]  # fmt: skip
 """The code this benchmark exercises: its fingerprint and any uncommitted change are reported."""
 

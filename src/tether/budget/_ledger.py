@@ -7,6 +7,10 @@ Money held for calls in flight is read from the open reservations themselves, so
 costs one row written and a settlement one deleted. Every check-and-reserve runs in one
 write transaction, so concurrent workers sharing a store can never push spend past a
 limit.
+
+Here: the operations (reserve, settle, release, reclaim, limits, status). The tables'
+contract (`LedgerTables`, `ReservationRow`) is in `_ledger_port`; the window arithmetic
+`Ledger` derives from, in `_ledger_windows`.
 """
 
 from __future__ import annotations
@@ -14,17 +18,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import secrets
 import threading
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
-from zoneinfo import ZoneInfo
+from typing import TypeVar
 
 from .._clock import Clock, SystemClock
 from ..errors import UsageError
+from ._ledger_port import LedgerTables, ReservationRow, new_reservation_id
+from ._ledger_windows import DAY as DAY
+from ._ledger_windows import HOUR as HOUR
+from ._ledger_windows import _LedgerWindows
 from ._model import (
     BudgetLimits,
     Denial,
@@ -48,20 +51,8 @@ T = TypeVar("T")
 DEFAULT_RESERVATION_TTL_S = 900.0
 """A reservation not settled by then belongs to a dead call and is reclaimed."""
 
-HOUR, DAY = 3600.0, 86400.0
 RECLAIM_EVERY_S = 5.0
 """Expired holds are swept at most this often (and always before a denial)."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ReservationRow:
-    id: str
-    run_id: str
-    scopes: tuple[str, ...]
-    minute: int
-    estimate: float
-    state: str
-    """reserved or expired (reclaimed); settled and released holds are deleted."""
 
 
 def _check_money(value: float, what: str) -> None:
@@ -75,67 +66,7 @@ def _check_money(value: float, what: str) -> None:
         raise UsageError(f"{what} must be a finite number of USD ≥ 0, got {value!r}")
 
 
-def new_reservation_id(now: float) -> str:
-    """Time-ordered, so each new hold lands at the end of the reservations' key index
-    (a random key would dirty a random page of it on every call)."""
-    return f"rsv_{int(now * 1000):012x}{secrets.token_hex(4)}"
-
-
-class LedgerTables(Protocol):
-    """Storage for the ledger; every method runs inside `transaction()`."""
-
-    def transaction(self) -> AbstractContextManager[None]: ...
-    def expired(self, now: float) -> list[ReservationRow]: ...
-    def usage(self, scope: str, from_minute: int) -> list[tuple[int, float]]:
-        """(minute, spent) buckets of a scope from `from_minute` on, oldest first."""
-        ...
-
-    def totals(self, windows: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[float, float]]:
-        """(spent, held by open reservations) of each (scope, first minute) window."""
-        ...
-
-    def run_usage(self, run_id: str) -> tuple[float, float]:
-        """(spent, held by open reservations) of a run."""
-        ...
-
-    def add_spend(self, row: ReservationRow, spent: float) -> None:
-        """Count `spent` in the row's minute of each of its scopes, and in its run."""
-        ...
-
-    def finish(self, row: ReservationRow, state: str, actual: float | None) -> bool:
-        """Move an open hold to `state` and count `actual` if it cost anything, as one
-        change; False (and nothing changed) if the hold was not open."""
-        ...
-
-    def settle(self, row: ReservationRow, actual: float) -> bool:
-        """Replace a hold by its actual cost, atomically on its own (or inside an open
-        `transaction()`); False if the hold had been reclaimed, whose cost, when there is
-        one, is counted all the same (the money was spent)."""
-        ...
-
-    def insert(self, row: ReservationRow, *, created: float, expires: float) -> None: ...
-    def get(self, reservation_id: str) -> ReservationRow | None: ...
-    def set_state(
-        self, reservation_id: str, state: str, actual: float | None, *, from_state: str = "reserved"
-    ) -> bool:
-        """Move a reservation from `from_state` to `state`; False if it was not in it."""
-        ...
-
-    def open_of_run(self, run_id: str) -> list[ReservationRow]: ...
-    def limits(self) -> dict[str, BudgetLimits]: ...
-    def set_limits(self, scope: str, limits: BudgetLimits | None) -> None: ...
-    def record_limit_change(self, change: LimitChange) -> None:
-        """Keep `change` (in the transaction that stores its limits)."""
-        ...
-
-    def limit_changes(self, limit: int) -> list[LimitChange]:
-        """The newest `limit` changes, newest first."""
-        ...
-
-    def known_scopes(self) -> list[str]: ...
-
-
-class Ledger:
+class Ledger(_LedgerWindows):
     """Budget reservations over any `LedgerTables` backend."""
 
     def __init__(
@@ -166,95 +97,6 @@ class Ledger:
                 return fn()
 
         return await asyncio.to_thread(locked)
-
-    # -- windows ------------------------------------------------------------------------
-
-    def _window_start(self, window: Window, limits: BudgetLimits, now: float) -> float:
-        if window == "hourly":
-            return now - HOUR
-        if limits.daily_tz:
-            local = datetime.fromtimestamp(now, ZoneInfo(limits.daily_tz))
-            return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-        return now - DAY
-
-    def _frees_at(
-        self,
-        window: Window,
-        limits: BudgetLimits,
-        buckets: list[tuple[int, float]],
-        need: float,
-        now: float,
-    ) -> float | None:
-        """When enough settled spend has left the window for `need` more to fit."""
-        if window == "daily" and limits.daily_tz:
-            local = datetime.fromtimestamp(now, ZoneInfo(limits.daily_tz))
-            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-            return (midnight + timedelta(days=1)).timestamp()
-        length = HOUR if window == "hourly" else DAY
-        freed = 0.0
-        for minute, spent in buckets:
-            freed += spent
-            if freed >= need:
-                return minute * 60 + 60 + length
-        return None
-
-    def _check(
-        self,
-        scope: str,
-        limits: BudgetLimits,
-        run_id: str,
-        estimate: float,
-        now: float,
-        sums: dict[int, tuple[float, float]],
-    ) -> Denial | None:
-        if limits.per_call is not None and estimate > limits.per_call:
-            return Denial(
-                scope=scope,
-                window="per_call",
-                limit=limits.per_call,
-                spent=0.0,
-                reserved=0.0,
-                estimate=estimate,
-                frees_at=None,
-            )
-        if limits.per_run is not None:
-            spent, reserved = self.tables.run_usage(run_id)
-            if spent + reserved + estimate > limits.per_run:
-                return Denial(
-                    scope=scope,
-                    window="per_run",
-                    limit=limits.per_run,
-                    spent=spent,
-                    reserved=reserved,
-                    estimate=estimate,
-                    frees_at=None,
-                )
-        for window, limit, start in self._rolling(limits, now):
-            spent, reserved = sums[start]
-            if spent + reserved + estimate > limit:
-                need = spent + reserved + estimate - limit
-                buckets = self.tables.usage(scope, start)
-                return Denial(
-                    scope=scope,
-                    window=window,
-                    limit=limit,
-                    spent=spent,
-                    reserved=reserved,
-                    estimate=estimate,
-                    frees_at=self._frees_at(window, limits, buckets, need, now),
-                )
-        return None
-
-    def _rolling(self, limits: BudgetLimits, now: float) -> list[tuple[Window, float, int]]:
-        """(window, limit, first minute) of each time window that has a limit."""
-        out: list[tuple[Window, float, int]] = []
-        if limits.hourly is not None:
-            start = self._window_start("hourly", limits, now)
-            out.append(("hourly", limits.hourly, math.floor(start / 60)))
-        if limits.daily is not None:
-            start = self._window_start("daily", limits, now)
-            out.append(("daily", limits.daily, math.floor(start / 60)))
-        return out
 
     # -- operations ---------------------------------------------------------------------
 
@@ -295,29 +137,6 @@ class Ledger:
             if denial is not None:
                 return denial
         return None
-
-    @staticmethod
-    def _applied(
-        stored: Mapping[str, BudgetLimits],
-        scopes: tuple[str, ...],
-        extra: Mapping[str, BudgetLimits] | None,
-    ) -> list[tuple[str, BudgetLimits]]:
-        """The limits that apply to a call in `scopes`: stored ones merged with `extra`."""
-        applied: list[tuple[str, BudgetLimits]] = []
-        for scope in scopes:
-            limits = stored.get(scope)
-            if extra and scope in extra:
-                limits = extra[scope] if limits is None else limits.merged(extra[scope])
-            if limits is not None:
-                applied.append((scope, limits))
-        return applied
-
-    def _windows(self, applied: list[tuple[str, BudgetLimits]], now: float) -> set[tuple[str, int]]:
-        return {
-            (scope, start)
-            for scope, limits in applied
-            for _, _, start in self._rolling(limits, now)
-        }
 
     async def reserve(
         self,

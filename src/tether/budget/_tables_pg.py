@@ -39,7 +39,7 @@ from ._deferred_pg import (
 )
 from ._ledger import ReservationRow
 from ._model import BudgetLimits, LimitChange
-from ._tables import SQLLedgerTables
+from ._tables_sql import SQLLedgerTables
 
 __all__ = ["PostgresLedgerTables"]
 
