@@ -840,6 +840,17 @@ def drive_instruction_rows(
     return rows
 
 
+def reproduce_flags(args: argparse.Namespace) -> str:
+    """The options of this run that differ from the defaults, as typed (the server aside)."""
+    parser = build_parser()
+    flags = "".join(
+        f" --{name} {','.join(map(str, value)) if isinstance(value, list) else value}"
+        for name in ("runs", "steps", "latency", "workers", "rounds", "n", "pairs")
+        if (value := getattr(args, name)) != parser.get_default(name)
+    )
+    return flags + (" --instructions" if args.instructions else "")
+
+
 def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
     t = figures["throughput"]
     o = figures["overhead"]
@@ -883,8 +894,8 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
         "PostgreSQL: the previous turn's tool.completed + cycle.started + model.requested, "
         "then model.completed + tool.requested (the turn's last tool result is staged and "
         "rides in the next step's first append).",
-        "- **Reproduce:** `.venv/bin/python bench/workers.py` (from the repository root; "
-        "`--postgres URL` for another server).",
+        f"- **Reproduce:** `.venv/bin/python bench/workers.py{reproduce_flags(args)}` (from "
+        "the repository root; `--postgres URL` for another server).",
         "",
         "| target | measured | result |",
         "|---|---|---|",
@@ -1076,7 +1087,7 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -1119,7 +1130,11 @@ def main(argv: list[str] | None = None) -> int:
         "--report-from", type=Path, help="render (and write) a saved --json run; measure nothing"
     )
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.child:
         kind, spec = args.child
         result = asyncio.run(CHILDREN[kind](json.loads(spec)))
