@@ -502,7 +502,7 @@ async def test_a_repair_that_fails_to_journal_its_report_cuts_nothing(
     elif backend == "PostgresStore":
         from tether.journal import _postgres
 
-        monkeypatch.setattr(_postgres, "_append_statement", lambda *a: ("SELECT 1/0", []))
+        monkeypatch.setattr(_postgres, "_append_statement", lambda *a, **k: ("SELECT 1/0", []))
     else:
         from tether.journal import _memory
 

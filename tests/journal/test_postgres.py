@@ -61,12 +61,12 @@ def _terminate(schema: str) -> int:
 
 
 def test_tether_options_are_taken_out_of_the_url_and_the_rest_goes_to_libpq() -> None:
-    libpq, schema, low, high = parse_postgres_url(
-        "postgres://u:secret@db:5433/app?schema=runs&sslmode=disable&pool_max=4"
+    parsed = parse_postgres_url(
+        "postgres://u:secret@db:5433/app?schema=runs&sslmode=disable&pool_max=4&synchronous=normal"
     )
-    assert libpq == "postgresql://u:secret@db:5433/app?sslmode=disable"
-    assert (schema, low, high) == ("runs", 1, 4)
-    assert parse_postgres_url("postgresql://db/app")[1:] == (None, 1, 10)
+    assert parsed.libpq == "postgresql://u:secret@db:5433/app?sslmode=disable"
+    assert parsed[1:] == ("runs", 1, 4, "normal")
+    assert parse_postgres_url("postgresql://db/app")[1:] == (None, 1, 10, "full")
 
 
 @pytest.mark.parametrize(
@@ -76,6 +76,8 @@ def test_tether_options_are_taken_out_of_the_url_and_the_rest_goes_to_libpq() ->
         "postgresql://db/app?schema=a;drop",
         "postgresql://db/app?pool_max=zero",
         "postgresql://db/app?pool_min=5&pool_max=2",
+        "postgresql://db/app?synchronous=off",
+        "postgresql://db/app?synchronous=",
     ],
 )
 def test_bad_options_are_refused_with_a_usage_error(url: str) -> None:

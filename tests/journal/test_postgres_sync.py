@@ -1,5 +1,6 @@
-"""The sync boundary on PostgreSQL: a database run with `synchronous_commit=off` (a common
-tuning) still flushes the commits a side effect waits for, and only those.
+"""The sync boundary on PostgreSQL: a store URL with `synchronous=normal`, or a database run
+with `synchronous_commit=off` (a common tuning), still flushes the commits a side effect
+waits for, and only those; by default every commit is flushed.
 
 A trigger on the events table records the `synchronous_commit` in force in the
 transaction that inserted each event: what the server did, not what the store meant to do.
@@ -60,10 +61,8 @@ def commit_modes(schema: str) -> list[tuple[int, str, str]]:
     return [(int(seq), str(kind), str(mode)) for seq, kind, mode in rows]
 
 
-async def test_only_the_boundary_commits_are_flushed_on_a_database_with_async_commit(
-    schema: str, tmp_path: Path
-) -> None:
-    url = f"{POSTGRES_URL}?schema={schema}&options=-c%20synchronous_commit%3Doff"
+async def drive(url: str, schema: str, tmp_path: Path) -> dict[str, list[str]]:
+    """Drive the scenario's agent on `url`; the commit mode of each event's insert, by type."""
     store = PostgresStore(url)
     rt = Runtime(store)
     try:
@@ -78,9 +77,20 @@ async def test_only_the_boundary_commits_are_flushed_on_a_database_with_async_co
     by_type: dict[str, list[str]] = {}
     for _, kind, mode in modes:
         by_type.setdefault(kind, []).append(mode)
+    return by_type
+
+
+@pytest.mark.parametrize(
+    "options",
+    ["options=-c%20synchronous_commit%3Doff", "synchronous=normal", "synchronous=NORMAL"],
+)
+async def test_only_the_boundary_commits_are_flushed_with_async_commit(
+    schema: str, tmp_path: Path, options: str
+) -> None:
+    by_type = await drive(f"{POSTGRES_URL}?schema={schema}&{options}", schema, tmp_path)
     paid = len([e for e in effects(tmp_path) if e["tool"] == "pay"])
     assert paid == TURNS // 2
-    # The session default really is off: ordinary steps commit without waiting.
+    # Ordinary steps commit without waiting for the flush.
     for kind in ("cycle.started", "model.requested", "tool.completed"):
         assert set(by_type[kind]) == {"off"}, kind
     # A run's creation and end are flushed, and so is every turn that asks for a payment
@@ -89,3 +99,12 @@ async def test_only_the_boundary_commits_are_flushed_on_a_database_with_async_co
     requested = by_type["tool.requested"]
     assert requested.count("on") == 2 * paid  # a note and a payment per paying turn
     assert requested.count("off") == TURNS - paid  # one note per other turn
+
+
+@pytest.mark.parametrize("options", ["", "&synchronous=full"])
+async def test_by_default_every_commit_is_flushed(
+    schema: str, tmp_path: Path, options: str
+) -> None:
+    by_type = await drive(f"{POSTGRES_URL}?schema={schema}{options}", schema, tmp_path)
+    assert {mode for modes in by_type.values() for mode in modes} == {"on"}
+    assert "cycle.started" in by_type and "tool.completed" in by_type

@@ -248,7 +248,8 @@ class PostgresStore(PostgresQueue):
             return
         first, last = events[0], events[-1]
         check_continues(first.seq - 1, None, events, lease.run_id)
-        statement, params = _append_statement(lease, events, summary)
+        unflushed = not sync and self.synchronous == "normal"
+        statement, params = _append_statement(lease, events, summary, unflushed=unflushed)
         for attempt in range(1, _APPEND_ATTEMPTS + 1):
             try:
                 if also is not None:

@@ -67,8 +67,11 @@ class PostgresCore(PostgresTokens):
         pool_timeout_s: float = 10.0,
     ) -> None:
         self.url = url
-        libpq, url_schema, self._pool_min, self._pool_max = parse_postgres_url(url)
-        self.schema = schema or url_schema
+        parsed = parse_postgres_url(url)
+        libpq = parsed.libpq
+        self._pool_min, self._pool_max = parsed.pool_min, parsed.pool_max
+        self.synchronous = parsed.synchronous
+        self.schema = schema or parsed.schema
         if self.schema is not None and not _SCHEMA_NAME.fullmatch(self.schema):
             raise InvalidStoreURL(f"bad schema name {self.schema!r}")
         params = conninfo_to_dict(libpq)

@@ -4,12 +4,25 @@ URL as it may be shown (without its password)."""
 from __future__ import annotations
 
 import re
+from typing import Literal, NamedTuple
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ..errors import InvalidStoreURL
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_OUR_OPTIONS = ("schema", "pool_min", "pool_max")
+_OUR_OPTIONS = ("schema", "pool_min", "pool_max", "synchronous")
+
+
+class PostgresURL(NamedTuple):
+    """A store URL's parts: libpq's connection string and Tether's own options."""
+
+    libpq: str
+    schema: str | None
+    pool_min: int
+    pool_max: int
+    synchronous: Literal["normal", "full"]
+    """`full` (the default): every commit waits for the WAL flush. `normal`: only the
+    commits at a sync boundary do, as on SQLite's default (see `_postgres_writes`)."""
 
 
 def redact(url: str) -> str:
@@ -21,8 +34,8 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def parse_postgres_url(url: str) -> tuple[str, str | None, int, int]:
-    """(libpq URL, schema, pool_min, pool_max) from a store URL; InvalidStoreURL if bad."""
+def parse_postgres_url(url: str) -> PostgresURL:
+    """The parts of a store URL; InvalidStoreURL if it is bad."""
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("postgres", "postgresql"):
         raise InvalidStoreURL(f"bad store URL {redact(url)!r}: not postgresql://")
@@ -47,5 +60,10 @@ def parse_postgres_url(url: str) -> tuple[str, str | None, int, int]:
         ) from None
     if not 0 <= pool_min <= pool_max or pool_max < 1:
         raise InvalidStoreURL(f"bad store URL {redact(url)!r}: need 0 <= pool_min <= pool_max")
+    synchronous = ours.get("synchronous", "full").lower()
+    if synchronous not in ("normal", "full"):
+        raise InvalidStoreURL(f"bad store URL {redact(url)!r}: synchronous must be normal or full")
     libpq = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(rest, quote_via=quote)))
-    return libpq, schema, pool_min, pool_max
+    return PostgresURL(
+        libpq, schema, pool_min, pool_max, "normal" if synchronous == "normal" else "full"
+    )

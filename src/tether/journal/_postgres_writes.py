@@ -4,6 +4,12 @@ trip, prepared per batch size), a run's creation and a snapshot, and how they ar
 The append's data-modifying CTE moves the run's head only if the lease epoch, the owner
 and the expected head all match, and inserts the events only if it did, so a refused
 append writes nothing (`_postgres_ledger` splices the budget ledger's clauses into it).
+
+Under `synchronous=normal` an append that is not at a sync boundary turns
+`synchronous_commit` off for its own transaction from inside the statement (one round trip,
+as always), so its commit does not wait for the flush: what SQLite's default does. A later
+flushed commit makes it durable too (the WAL is written in order), so a database crash
+loses only the newest such appends, never one before a boundary.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ WITH moved AS (
     UPDATE runs SET head_seq=%s, head_hash=%s, status=%s, steps=%s, input_tokens=%s,
         output_tokens=%s, cost_usd=%s, updated_at=%s
     WHERE run_id=%s AND lease_epoch=%s AND lease_owner=%s AND head_seq=%s
-        AND left(head_hash, 16)=left(%s, 16)
+        AND left(head_hash, 16)=left(%s, 16){unflushed}
     RETURNING run_id
 )
 INSERT INTO events (run_id, seq, type, correlation_id, data, ts, actor, tool, visibility)
@@ -38,13 +44,16 @@ SELECT moved.run_id, e.seq, e.type, e.correlation_id, e.data, e.ts, e.actor, e.t
 FROM moved, (VALUES {rows}) AS e(seq, type, correlation_id, data, ts, actor, tool, visibility)
 """
 _APPEND_ROW = "(%s::bigint, %s, %s, %s::bytea, %s, %s, %s, %s)"
-_APPENDS: dict[int, str] = {}
+_UNFLUSHED = "\n        AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
+"""A one-time filter of the head move: its transaction's commit skips the flush."""
+_APPENDS: dict[tuple[int, bool], str] = {}
 
 
 def _append_statement(
-    lease: Lease, events: Sequence[Event], summary: RunSummary
+    lease: Lease, events: Sequence[Event], summary: RunSummary, *, unflushed: bool = False
 ) -> tuple[str, list[Any]]:
-    """The fenced append of `events` (see `_append_sql`) and its parameters."""
+    """The fenced append of `events` (see `_append_sql`) and its parameters; `unflushed`,
+    its commit does not wait for the WAL flush (see the module docstring)."""
     first, last = events[0], events[-1]
     params: list[Any] = [
         last.seq, last.checksum, summary.status, summary.steps, summary.input_tokens,
@@ -54,15 +63,17 @@ def _append_statement(
     for e in events:
         a = audit_columns(e)
         params += (e.seq, e.type, e.correlation_id, e.raw, a.ts, a.actor, a.tool, a.visibility)
-    return _append_sql(len(events)), params
+    return _append_sql(len(events), unflushed), params
 
 
-def _append_sql(count: int) -> str:
+def _append_sql(count: int, unflushed: bool = False) -> str:
     """The append statement for `count` events: scalar parameters (adapting Python lists to
     arrays costs more than the statement), one prepared statement per batch size."""
-    found = _APPENDS.get(count)
+    found = _APPENDS.get((count, unflushed))
     if found is None:
-        found = _APPENDS[count] = _APPEND_HEAD.format(rows=", ".join([_APPEND_ROW] * count))
+        found = _APPENDS[count, unflushed] = _APPEND_HEAD.format(
+            rows=", ".join([_APPEND_ROW] * count), unflushed=_UNFLUSHED if unflushed else ""
+        )
     return found
 
 
