@@ -2,6 +2,10 @@
 random worker is SIGKILLed every few seconds (and replaced), and PostgreSQL itself is
 restarted (immediate shutdown, i.e. crash recovery) once mid-test.
 
+It runs twice: with every commit flushed (the default) and with `synchronous=normal`, where
+the crash can lose the newest appends that no effect waited for (the summary says how much
+WAL was unwritten when it came); the claims are the same.
+
 Claims: every run completes; every journal is one verified chain (no fork); no tool call
 whose outcome was durable ever runs again, and no call has two first executions (counted
 by the tools themselves, outside the journal); every report is byte-identical; runs of a
@@ -218,6 +222,16 @@ def _counts(url: str) -> Counter[str]:
     return counts
 
 
+def _unwritten_wal(url: str) -> int:
+    """WAL the server had inserted but not yet written when asked: what an immediate stop
+    loses (with `synchronous=normal`, the newest appends that were not at a boundary)."""
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=2) as conn:
+        row = conn.execute("SELECT pg_current_wal_insert_lsn() - pg_current_wal_lsn()").fetchone()
+    return int(row[0]) if row else 0
+
+
 _TAKEOVER = re.compile(r"took over run=(\S+) epoch=(\d+) from=(\S+) expired_ago=(\S+) t=([\d.]+)")
 
 
@@ -225,11 +239,12 @@ def _epoch(ts: str) -> float:
     return datetime.fromisoformat(ts).timestamp()
 
 
+@pytest.mark.parametrize("synchronous", ["full", "normal"])
 def test_four_workers_drive_forty_runs_through_kills_and_a_database_restart(
-    cluster: Cluster, tmp_path: Path, record_property: Any
+    cluster: Cluster, tmp_path: Path, record_property: Any, synchronous: str
 ) -> None:
     rng = random.Random(SEED)
-    url = f"{cluster.url}?schema=chaos&pool_max=6"
+    url = f"{cluster.url}?schema=chaos&pool_max=6&synchronous={synchronous}"
     agent_file = tmp_path / "chaos_agent.py"
     agent_file.write_text(AGENT_MODULE)
     exec_log = tmp_path / "executions.jsonl"
@@ -269,6 +284,7 @@ def test_four_workers_drive_forty_runs_through_kills_and_a_database_restart(
     deadline = start + 170
     next_kill = start + rng.uniform(*KILL_EVERY)
     restarted_at: float | None = None
+    unwritten = 0
     restart_s = 0.0
     done = 0
     try:
@@ -281,6 +297,7 @@ def test_four_workers_drive_forty_runs_through_kills_and_a_database_restart(
             if done >= RUNS:
                 break
             if restarted_at is None and counts["steps"] >= RUNS * STEPS_PER_RUN * 0.35:
+                unwritten = _unwritten_wal(cluster.url)
                 restarted_at = time.time()
                 cluster.stop("immediate")  # a crash: every connection drops at once
                 time.sleep(0.5)
@@ -404,6 +421,8 @@ def test_four_workers_drive_forty_runs_through_kills_and_a_database_restart(
         "other_takeovers": others,
         "tool_reruns_in_flight": reruns,
         "lost_runs_logged": logs.count("lost run="),
+        "synchronous": synchronous,
+        "unwritten_wal_bytes_at_the_crash": unwritten,
     }
     print("\nchaos summary: " + json.dumps(summary))
     record_property("report", "workers chaos: " + json.dumps(summary))  # in the run's summary
